@@ -1,0 +1,1 @@
+"""Adapters injected into the VLM backbones (the `lora_type` config group)."""

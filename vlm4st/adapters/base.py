@@ -1,0 +1,42 @@
+"""The adapter interface the VLM module talks to.
+
+An adapter is an ``nn.Module`` chosen by the ``lora_type`` config group. ``VLMModule`` builds its vision and
+text/fusion encoders, loads pretrained weights, then calls ``adapter.attach(vlm)`` exactly once. Before each
+forward pass it calls ``adapter.route(task_id)`` so per-sample routing is in place before any encoder layer
+runs. The adapter owns every parameter it adds (LoRA matrices live inside the encoders, shared state such as a
+task embedding lives on the adapter itself) and says which of the VLM's parameters are adapter parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+
+class Adapter(nn.Module):
+    """Base class: no adapter layers; subclasses inject them in ``attach``."""
+
+    #: Whether the backbone weights are frozen right after ``attach`` (LoRA: yes; full fine-tuning: no).
+    freeze_backbone_on_attach: bool = True
+
+    def attach(self, vlm: nn.Module) -> None:
+        """Inject adapter layers into ``vlm.visual_encoder`` / ``vlm.text_encoder`` (after weights are loaded)."""
+
+    def route(self, task_id: torch.Tensor | None) -> None:
+        """Set the per-sample routing context for the coming forward pass. ``task_id``: (B,) long or None."""
+
+    def is_adapter_parameter(self, name: str) -> bool:
+        """Whether the VLM parameter ``name`` (relative to the VLM module) belongs to this adapter."""
+        return name.startswith("adapter.")
+
+    def adapter_parameters(self, vlm: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+        """Yield ``(name, parameter)`` for every adapter parameter of ``vlm``."""
+        for name, param in vlm.named_parameters():
+            if self.is_adapter_parameter(name):
+                yield name, param
+
+    def describe(self) -> dict[str, object]:
+        """A small JSON-able summary (type and hyperparameters) stored in checkpoints and logs."""
+        return {"type": "none"}

@@ -1,0 +1,1 @@
+"""ALBEF-compatible vision and text/fusion encoders and checkpoint loading."""

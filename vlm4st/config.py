@@ -1,0 +1,72 @@
+"""Config plumbing: OmegaConf resolvers and the one guarded ``instantiate`` every build goes through.
+
+Hydra config groups are the registry of swappable parts; each node names its class with ``_target_``.
+``instantiate`` refuses targets outside an allow-list so a config file can never import arbitrary code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import hydra.utils
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from vlm4st import REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+ALLOWED_TARGET_PREFIXES: tuple[str, ...] = ("vlm4st.", "torch.")
+
+
+class ConfigError(ValueError):
+    """A config value is missing, malformed or not allowed; the message names the key and what was expected."""
+
+
+def register_resolvers() -> None:
+    """Register the project's OmegaConf resolvers (idempotent)."""
+    resolvers = {
+        "repo_root": lambda: str(REPO_ROOT),
+        "len": lambda node: len(node),
+    }
+    for name, fn in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+def iter_targets(cfg: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Yield ``(key path, target)`` for every ``_target_`` in a config tree."""
+    if isinstance(cfg, DictConfig | dict):
+        items = cfg.items_ex(resolve=False) if isinstance(cfg, DictConfig) else cfg.items()
+        for key, value in items:
+            sub = f"{path}.{key}" if path else str(key)
+            if key == "_target_":
+                yield sub, str(value)
+            else:
+                yield from iter_targets(value, sub)
+    elif isinstance(cfg, ListConfig | list | tuple):
+        for i, value in enumerate(cfg):
+            yield from iter_targets(value, f"{path}[{i}]")
+
+
+def check_targets(cfg: Any, path: str = "") -> None:
+    """Raise ``ConfigError`` if any ``_target_`` in ``cfg`` lies outside the allow-list."""
+    for key, target in iter_targets(cfg, path):
+        if not target.startswith(ALLOWED_TARGET_PREFIXES):
+            raise ConfigError(
+                f"config key '{key}': _target_ '{target}' is not allowed; "
+                f"expected a class or function under one of {list(ALLOWED_TARGET_PREFIXES)}"
+            )
+
+
+def instantiate(cfg: Any, *args: Any, path: str = "", **kwargs: Any) -> Any:
+    """Instantiate a config node after checking every nested ``_target_`` against the allow-list.
+
+    ``path`` is the node's key in the full config and only makes error messages precise.
+    """
+    if cfg is None:
+        raise ConfigError(f"config key '{path or '<root>'}' is null; expected a node with a _target_")
+    check_targets(cfg, path)
+    check_targets(kwargs, path)
+    return hydra.utils.instantiate(cfg, *args, **kwargs)

@@ -1,0 +1,1 @@
+"""Readers, windows, scalers, synthetic cities and loaders for spatiotemporal grid series."""

@@ -1,0 +1,1 @@
+"""Experiment loggers (TensorBoard, Weights & Biases) behind one small interface."""

@@ -1,0 +1,1 @@
+"""The six VLM4ST modules and the model that wires them."""

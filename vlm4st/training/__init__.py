@@ -1,0 +1,1 @@
+"""Training loop, optimisation, checkpoints, metrics and distributed helpers."""
