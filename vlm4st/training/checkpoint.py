@@ -1,0 +1,89 @@
+"""Checkpoint files: atomic writes, ``weights_only`` loading, clear errors for damaged files.
+
+A checkpoint is a plain dict of tensors and primitives (no pickled classes), so ``torch.load(path,
+weights_only=True)`` reads it. It holds the model (or only its trainable parameters), optimiser, schedule,
+step/epoch counters, RNG states, the resolved config, the scalers, the dataset list and the code version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import vlm4st
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated, corrupted or does not fit the model; names the file."""
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
+    """Write ``payload`` to ``path`` atomically: a temp file in the same folder, fsync, then rename.
+
+    A crash mid-write leaves the previous file at ``path`` intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**payload, "format_version": FORMAT_VERSION, "code_version": vlm4st.__version__}
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; any damage becomes a ``CheckpointError`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' does not exist (check the `checkpoint`/`resume` setting)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint '{path}' is truncated or corrupted and cannot be read: {err}") from err
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise CheckpointError(f"checkpoint '{path}' is not a vlm4st checkpoint (no 'format_version' key)")
+    if payload["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint '{path}' has format_version {payload['format_version']}, expected {FORMAT_VERSION}"
+        )
+    return payload
+
+
+def rng_state() -> dict[str, Any]:
+    """Capture the Python and torch (CPU and CUDA) random states as weights_only-safe values."""
+    py_version, py_state, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "python": [py_version, list(py_state), py_gauss],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` captured."""
+    py_version, py_state, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_state), py_gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
