@@ -1,0 +1,22 @@
+"""``lora_type=none``: no adapter layers; full fine-tuning of the VLM backbone, or a frozen backbone."""
+
+from __future__ import annotations
+
+from vlm4st.adapters.base import Adapter
+
+
+class NoAdapter(Adapter):
+    """Adds nothing to the encoders.
+
+    ``freeze_backbone=False`` (default): every backbone weight trains (full fine-tuning).
+    ``freeze_backbone=True``: the backbone stays frozen and only the modules around the VLM train.
+    """
+
+    def __init__(self, freeze_backbone: bool = False) -> None:
+        super().__init__()
+        if not isinstance(freeze_backbone, bool):
+            raise TypeError(f"lora_type.freeze_backbone: expected true or false, got {freeze_backbone!r}")
+        self.freeze_backbone_on_attach = freeze_backbone
+
+    def describe(self) -> dict[str, object]:
+        return {"type": "none", "freeze_backbone": self.freeze_backbone_on_attach}

@@ -1,0 +1,228 @@
+"""Load the published ALBEF checkpoints (``ALBEF.pth`` 14M, ``ALBEF_4M.pth``) into the ViT and text encoder.
+
+Accepted layouts: ``{'model': state_dict, ...}`` or a bare state dict; pretrain keys (``text_encoder.bert.*``)
+or fine-tuned keys (``text_encoder.*``). Key rules:
+1. ``visual_encoder.*`` -> the ViT; ``text_encoder.*`` -> strip ``text_encoder.`` then a leading ``bert.`` (a bare
+   key wins over its ``bert.`` twin) -> the text encoder.
+2. Known families are dropped and counted: momentum copies ``*_m.*``, queues, ``temp``, ``itm_head``,
+   ``vision_proj``/``text_proj`` (unused), ``text_decoder`` (VQA), the MLM head ``cls.*``, ``pooler.*``,
+   ``position_ids``; plus what the built encoders do not have (see ``fit_text_state_dict``).
+3. Any other key raises. Each encoder loads with ``strict=True``, so a missing or renamed key raises naming it.
+``pos_embed`` is resampled to the ViT's grid (bicubic, cls token kept, no antialias: ALBEF's own rule).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from vlm4st.backbones.text_encoder import AlbefTextEncoder, PositionEmbeddings
+
+log = logging.getLogger(__name__)
+
+PATH_KEY = "model.vlm.pretrained_path"
+
+#: Top-level ALBEF families vlm4st never uses: (report label, key test).
+_DROP_TOP: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("momentum copies (*_m)", re.compile(r"^[a-z_]+_m\.")),
+    ("queues", re.compile(r"^(image_queue|text_queue|idx_queue|queue_ptr)$")),
+    ("temp", re.compile(r"^temp$")),
+    ("itm_head", re.compile(r"^itm_head\.")),
+    ("vision_proj/text_proj (unused)", re.compile(r"^(vision_proj|text_proj)\.")),
+    ("text_decoder (VQA)", re.compile(r"^text_decoder\.")),
+)
+#: Families inside the text encoder (after prefix stripping).
+_DROP_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("MLM head (cls.*)", re.compile(r"^cls\.")),
+    ("pooler", re.compile(r"^pooler\.")),
+    ("position_ids", re.compile(r"(^|\.)position_ids$")),
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read or does not match the model; the message names the file and the keys."""
+
+
+@dataclass
+class LoadReport:
+    """What a load did: loaded tensor counts, the pos_embed resample and the dropped families."""
+
+    path: str
+    loaded: dict[str, int] = field(default_factory=dict)
+    pos_embed: tuple[int, int] | None = None
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        loaded = ", ".join(f"{k} {v}" for k, v in self.loaded.items()) or "nothing"
+        resample = (
+            f"pos_embed resampled from {self.pos_embed[0]} to {self.pos_embed[1]} tokens"
+            if self.pos_embed else "pos_embed not resampled"
+        )
+        dropped = "; ".join(f"{k}: {v}" for k, v in self.dropped.items()) or "none"
+        return f"loaded {self.path}: tensors {loaded}; {resample}; dropped {dropped}"
+
+
+def read_state_dict(path: str | Path, weights_only: bool = True, key: str = PATH_KEY) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file on CPU; unwrap ``{'model': sd}``; every value must be a tensor."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"checkpoint file not found: '{p}' (config key {key}; set it to null for random initialisation)"
+        )
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=weights_only)
+    except Exception as e:
+        raise CheckpointError(
+            f"cannot read '{p}' (config key {key}) with weights_only={weights_only}: {e}"
+        ) from e
+    sd = obj["model"] if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else obj
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"'{p}': expected a state dict or a dict with 'model'; got {type(obj).__name__}")
+    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"'{p}': entries that are not tensors: {bad[:10]}")
+    return sd
+
+
+def _family(key: str, rules: tuple[tuple[str, re.Pattern[str]], ...]) -> str | None:
+    return next((label for label, pat in rules if pat.search(key)), None)
+
+
+def split_albef_state_dict(
+    sd: dict[str, torch.Tensor], source: str = "<state dict>"
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Counter[str]]:
+    """Apply the prefix rule and the drop list: ``(vision sd, text sd, dropped counts)``; raise on unknown keys."""
+    vision: dict[str, torch.Tensor] = {}
+    text_bert: dict[str, torch.Tensor] = {}
+    text_bare: dict[str, torch.Tensor] = {}
+    dropped: Counter[str] = Counter()
+    unknown: list[str] = []
+    for key, value in sd.items():
+        if label := _family(key, _DROP_TOP):
+            dropped[label] += 1
+        elif key.startswith("visual_encoder."):
+            vision[key.removeprefix("visual_encoder.")] = value
+        elif key.startswith("text_encoder.bert."):
+            text_bert[key.removeprefix("text_encoder.bert.")] = value
+        elif key.startswith("text_encoder."):
+            text_bare[key.removeprefix("text_encoder.")] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise CheckpointError(f"{source}: unknown key(s) not in the ALBEF layout: {unknown[:20]} ({len(unknown)})")
+    shadowed = set(text_bert) & set(text_bare)
+    if shadowed:
+        dropped["text_encoder.bert.* twins of bare keys"] += len(shadowed)
+    text: dict[str, torch.Tensor] = {}
+    for key, value in {**text_bert, **text_bare}.items():  # bare keys win
+        if label := _family(key, _DROP_TEXT):
+            dropped[label] += 1
+        else:
+            text[key] = value
+    return vision, text, dropped
+
+
+def fit_vision_state_dict(
+    sd: dict[str, torch.Tensor], vit: VisionTransformer, source: str
+) -> tuple[dict[str, torch.Tensor], tuple[int, int] | None]:
+    """Resample ``pos_embed`` (1, 1+G*G, D) to the ViT's grid; returns the new dict and (from, to) token counts."""
+    pe = sd.get("pos_embed")
+    if pe is None:
+        return sd, None
+    grid = tuple(vit.patch_embed.grid_size)
+    n_new = vit.num_prefix_tokens + grid[0] * grid[1]
+    n_old = pe.shape[1]
+    if n_old == n_new:
+        return sd, None
+    side = round((n_old - 1) ** 0.5)
+    if side * side != n_old - 1:
+        raise CheckpointError(f"{source}: visual_encoder.pos_embed has {n_old} tokens, not 1 + a square grid")
+    pe = resample_abs_pos_embed(
+        pe, new_size=list(grid), old_size=[side, side], num_prefix_tokens=1, interpolation="bicubic", antialias=False
+    )  # (1, 1+G'*G', D)
+    return {**sd, "pos_embed": pe}, (n_old, n_new)
+
+
+def fit_text_state_dict(
+    sd: dict[str, torch.Tensor], encoder: AlbefTextEncoder
+) -> tuple[dict[str, torch.Tensor], Counter[str]]:
+    """Adapt a text state dict to what ``encoder`` built; returns the dict and the families it dropped.
+
+    - No embeddings built: drop every ``embeddings.*``.
+    - Positions only: drop ``word_embeddings``; fold ``token_type_embeddings`` row 0 into ``position_embeddings``
+      (BERT adds both to every single-segment token, so the output is unchanged).
+    - Built without fusion layers: drop layers ``>= fusion_layer``.
+    """
+    out = dict(sd)
+    dropped: Counter[str] = Counter()
+    emb = encoder.embeddings
+    if emb is None:
+        for key in [k for k in out if k.startswith("embeddings.")]:
+            del out[key]
+            dropped["text embeddings (encoder_embeds bypass them)"] += 1
+    elif isinstance(emb, PositionEmbeddings):
+        if out.pop("embeddings.word_embeddings.weight", None) is not None:
+            dropped["word_embeddings (unused with encoder_embeds)"] += 1
+        token_type = out.pop("embeddings.token_type_embeddings.weight", None)
+        if token_type is not None and "embeddings.position_embeddings.weight" in out:
+            out["embeddings.position_embeddings.weight"] = out["embeddings.position_embeddings.weight"] + token_type[0]
+            dropped["token_type_embeddings (row 0 folded into position_embeddings)"] += 1
+    if not encoder.with_fusion:
+        pat = re.compile(r"^encoder\.layer\.(\d+)\.")
+        for key in list(out):
+            m = pat.match(key)
+            if m and int(m.group(1)) >= encoder.fusion_layer:
+                del out[key]
+                dropped["fusion layers (not built without a vision encoder)"] += 1
+    return out, dropped
+
+
+def load_strict(module: nn.Module, sd: dict[str, torch.Tensor], prefix: str, source: str) -> int:
+    """``load_state_dict(strict=True)`` with an error that names the file and the full (prefixed) keys."""
+    expected = set(module.state_dict())
+    missing = sorted(expected - set(sd))
+    unexpected = sorted(set(sd) - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source}: keys do not match {type(module).__name__}: "
+            f"missing {[prefix + k for k in missing[:20]]} ({len(missing)}), "
+            f"unexpected {[prefix + k for k in unexpected[:20]]} ({len(unexpected)})"
+        )
+    try:
+        module.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{source}: {prefix}* does not fit the configured model: {e}") from e
+    return len(sd)
+
+
+def load_albef_checkpoint(
+    path: str | Path,
+    visual_encoder: VisionTransformer | None,
+    text_encoder: AlbefTextEncoder | None,
+    weights_only: bool = True,
+) -> LoadReport:
+    """Load an ALBEF checkpoint into whichever encoders exist; log and return a ``LoadReport``."""
+    source = str(path)
+    vision_sd, text_sd, dropped = split_albef_state_dict(read_state_dict(path, weights_only), source)
+    report = LoadReport(path=source, dropped=dropped)
+    if visual_encoder is not None:
+        vision_sd, report.pos_embed = fit_vision_state_dict(vision_sd, visual_encoder, source)
+        report.loaded["vision"] = load_strict(visual_encoder, vision_sd, "visual_encoder.", source)
+    elif vision_sd:
+        dropped["visual_encoder (not built)"] += len(vision_sd)
+    if text_encoder is not None:
+        text_sd, text_dropped = fit_text_state_dict(text_sd, text_encoder)
+        dropped.update(text_dropped)
+        report.loaded["text"] = load_strict(text_encoder, text_sd, "text_encoder.", source)
+    elif text_sd:
+        dropped["text_encoder (not built or loaded from other weights)"] += len(text_sd)
+    log.info("ALBEF weights %s", report.summary())
+    return report

@@ -1,0 +1,285 @@
+"""Text/fusion encoder: ALBEF's ``xbert`` rebuilt from transformers 5.x ``BertLayer`` blocks.
+
+ALBEF's BERT differs from a plain ``BertModel``: layers ``[0, fusion_layer)`` are text-only, layers
+``[fusion_layer, n)`` add cross-attention to image tokens, self-attention is bidirectional everywhere, and
+``mode`` picks which layers run (``text``, ``fusion``, ``multi_modal``). ``BertModel`` cannot express this (cross-
+attention needs decoder mode, which makes self-attention causal and adds cross-attention to every layer), so this
+container builds the layers one by one and forces ``is_causal = False``.
+
+Positional information (defect D-2 of the reference, whose ``encoder_embeds`` bypassed every embedding): with
+``embed_positions=True`` (the default) the encoder embeds ``encoder_embeds`` the way BERT embeds a single-segment
+text, minus the word lookup: ``LayerNorm(x + position + token_type_0)``, then dropout, before the first text layer.
+This gives the pretrained layers both a position code they know and the input scale layer 0 was trained on. It
+applies only when a pass starts at layer 0 (``text`` / ``multi_modal``); ``fusion`` takes the text layers' output as
+is. Callers may still add their own positions. ``embed_positions=False`` reproduces ALBEF's bypass exactly.
+
+No dead weights: the word and token-type tables are built only with ``vocab_size`` (needed for ``input_ids``).
+Without them the position table holds ``position + token_type_0`` (the loader folds ALBEF's token-type row 0 in),
+so outputs are identical. State-dict keys are ALBEF's text layout minus ``text_encoder.bert.``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import BertConfig
+from transformers.models.bert.modeling_bert import BertEmbeddings, BertLayer
+
+from vlm4st.config import ConfigError
+
+Mode = Literal["text", "fusion", "multi_modal"]
+
+#: Width/depth presets (data). ``bert_base`` is ALBEF's BERT; ``minilm_l6`` is all-MiniLM-L6-v2's shape.
+TEXT_PRESETS: dict[str, dict[str, Any]] = {
+    "bert_base": {
+        "hidden_size": 768, "num_layers": 12, "num_heads": 12, "intermediate_size": 3072, "fusion_layer": 6,
+    },
+    "minilm_l6": {
+        "hidden_size": 384, "num_layers": 6, "num_heads": 12, "intermediate_size": 1536, "fusion_layer": 3,
+    },
+}
+
+TEXT_DEFAULTS: dict[str, Any] = {
+    "embed_positions": True,
+    "vocab_size": None,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "layer_norm_eps": 1e-12,
+    "hidden_dropout": 0.1,
+    "attention_dropout": 0.1,
+    "hidden_act": "gelu",
+    "attn_implementation": "sdpa",
+}
+TEXT_KEYS = (*TEXT_PRESETS["bert_base"], *TEXT_DEFAULTS)
+
+
+class PositionEmbeddings(nn.Module):
+    """``LayerNorm(x + position)`` then dropout, with BERT's key names (``position_embeddings``, ``LayerNorm``)."""
+
+    def __init__(self, max_positions: int, hidden_size: int, eps: float, dropout: float) -> None:
+        super().__init__()
+        self.position_embeddings = nn.Embedding(max_positions, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        L = x.shape[1]
+        if self.position_embeddings.num_embeddings < L:
+            raise ValueError(
+                f"sequence length {L} exceeds model.vlm.text.max_position_embeddings "
+                f"{self.position_embeddings.num_embeddings}"
+            )
+        x = x + self.position_embeddings.weight[:L]  # (B, L, D)
+        return self.dropout(self.LayerNorm(x))
+
+
+class _LayerStack(nn.Module):
+    """Holds ``layer`` so keys read ``encoder.layer.<i>...`` as in ALBEF."""
+
+    def __init__(self, layers: list[nn.Module]) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(layers)
+
+
+class AlbefTextEncoder(nn.Module):
+    """ALBEF's BERT: text layers ``[0, fusion_layer)``, cross-attention fusion layers ``[fusion_layer, n)``.
+
+    ``with_fusion=False`` builds the text layers only (the ``no_visual`` ablation); ``num_layers`` then still names
+    the full depth of the checkpoint the weights come from.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int = 768,
+        num_layers: int = 12,
+        num_heads: int = 12,
+        intermediate_size: int = 3072,
+        fusion_layer: int = 6,
+        with_fusion: bool = True,
+        embed_positions: bool = True,
+        vocab_size: int | None = None,
+        max_position_embeddings: int = 512,
+        type_vocab_size: int = 2,
+        layer_norm_eps: float = 1e-12,
+        hidden_dropout: float = 0.1,
+        attention_dropout: float = 0.1,
+        hidden_act: str = "gelu",
+        attn_implementation: str = "sdpa",
+    ) -> None:
+        super().__init__()
+        if not 0 <= fusion_layer <= num_layers:
+            raise ConfigError(f"model.vlm.text.fusion_layer: {fusion_layer} must lie in [0, num_layers={num_layers}]")
+        if hidden_size % num_heads != 0:
+            raise ConfigError(f"model.vlm.text.hidden_size: {hidden_size} is not divisible by num_heads {num_heads}")
+        if attn_implementation not in ("sdpa", "eager"):
+            raise ConfigError(
+                f"model.vlm.text.attn_implementation: '{attn_implementation}'; expected 'sdpa' or 'eager'"
+            )
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.fusion_layer = fusion_layer
+        self.with_fusion = with_fusion
+        self.embed_positions = embed_positions
+        self.attn_implementation = attn_implementation
+        self.grad_checkpointing = False
+
+        cfg = BertConfig(
+            vocab_size=vocab_size or 1,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            intermediate_size=intermediate_size,
+            hidden_act=hidden_act,
+            hidden_dropout_prob=hidden_dropout,
+            attention_probs_dropout_prob=attention_dropout,
+            max_position_embeddings=max_position_embeddings,
+            type_vocab_size=type_vocab_size,
+            layer_norm_eps=layer_norm_eps,
+            pad_token_id=0,
+            is_decoder=False,
+            add_cross_attention=False,
+        )
+        cfg._attn_implementation = attn_implementation
+        xcfg = copy.deepcopy(cfg)  # fusion layers: HF only builds cross-attention in decoder mode
+        xcfg.is_decoder = True
+        xcfg.add_cross_attention = True
+
+        # Embeddings: full BERT table for input_ids, positions only for encoder_embeds, or none.
+        self.embeddings: nn.Module | None
+        if vocab_size is not None:
+            self.embeddings = BertEmbeddings(cfg)
+        elif embed_positions:
+            self.embeddings = PositionEmbeddings(max_position_embeddings, hidden_size, layer_norm_eps, hidden_dropout)
+        else:
+            self.embeddings = None
+
+        n_built = num_layers if with_fusion else fusion_layer
+        layers = [BertLayer(xcfg if i >= fusion_layer else cfg, layer_idx=i) for i in range(n_built)]
+        for layer in layers:
+            layer.attention.self.is_causal = False  # bidirectional; SDPA would be causal with mask=None otherwise
+        self.encoder = _LayerStack(layers)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        """BERT's initialisation (normal 0.02), used when no pretrained weights are loaded."""
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    @property
+    def has_token_embeddings(self) -> bool:
+        """Whether word/token-type tables exist (``vocab_size`` given), so ``input_ids`` can be embedded."""
+        return isinstance(self.embeddings, BertEmbeddings)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each layer in backward (``torch.utils.checkpoint``, non-reentrant)."""
+        self.grad_checkpointing = enable
+
+    def layer_range(self, mode: Mode) -> tuple[int, int]:
+        """The ``[start, end)`` layer indices ``mode`` runs."""
+        ranges = {
+            "text": (0, self.fusion_layer),
+            "fusion": (self.fusion_layer, self.num_layers),
+            "multi_modal": (0, self.num_layers),
+        }
+        if mode not in ranges:
+            raise ValueError(f"mode '{mode}'; expected one of {list(ranges)}")
+        start, end = ranges[mode]
+        if end > len(self.encoder.layer):
+            raise ValueError(f"mode '{mode}' needs fusion layers, but this encoder was built without them")
+        if start == end:
+            raise ValueError(f"mode '{mode}' runs no layers (fusion_layer={self.fusion_layer}, n={self.num_layers})")
+        return start, end
+
+    def _expand_mask(self, mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+        """(B, N) 1 = attend, 0 = ignore -> (B, 1, 1, N): boolean for SDPA, additive for eager."""
+        if mask is None:
+            return None
+        if mask.dim() != 2:
+            raise ValueError(f"attention masks must be (B, N); got shape {tuple(mask.shape)}")
+        mask = mask[:, None, None, :]  # (B, 1, 1, N)
+        if self.attn_implementation == "sdpa":
+            return mask.bool()
+        return (1.0 - mask.to(like.dtype)) * torch.finfo(like.dtype).min
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_embeds: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        mode: Mode = "multi_modal",
+    ) -> torch.Tensor:
+        """Run the layers of ``mode``; returns the last hidden states (B, L, D).
+
+        Exactly one of ``input_ids`` (B, L) / ``encoder_embeds`` (B, L, D). ``encoder_hidden_states`` (B, N, D) are
+        the image tokens, required whenever a fusion layer runs; masks are (B, L) / (B, N), 1 = attend.
+        """
+        start, end = self.layer_range(mode)
+        if (input_ids is None) == (encoder_embeds is None):
+            raise ValueError("give exactly one of input_ids and encoder_embeds")
+        runs_fusion = end > self.fusion_layer
+        if runs_fusion and encoder_hidden_states is None:
+            raise ValueError(
+                f"mode '{mode}' runs fusion layers {max(start, self.fusion_layer)}..{end - 1}, which cross-attend to "
+                "image tokens, but encoder_hidden_states is None"
+            )
+        if not runs_fusion and encoder_hidden_states is not None:
+            raise ValueError(f"encoder_hidden_states given, but mode '{mode}' runs no fusion layer")
+
+        if input_ids is not None:
+            if not self.has_token_embeddings:
+                raise ValueError("input_ids need word embeddings; build the encoder with model.vlm.text.vocab_size")
+            h = self.embeddings(input_ids=input_ids)  # (B, L, D)
+        else:
+            h = encoder_embeds  # (B, L, D)
+            if self.embeddings is not None and self.embed_positions and start == 0:
+                h = self.embeddings(inputs_embeds=h) if self.has_token_embeddings else self.embeddings(h)
+
+        self_mask = self._expand_mask(attention_mask, h)  # (B, 1, 1, L)
+        cross_mask = self._expand_mask(encoder_attention_mask, h) if runs_fusion else None  # (B, 1, 1, N)
+        use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        for i in range(start, end):
+            layer = self.encoder.layer[i]
+            image = encoder_hidden_states if i >= self.fusion_layer else None
+            if use_ckpt:
+                h = checkpoint(layer, h, self_mask, image, cross_mask, use_reentrant=False)
+            else:
+                h = layer(h, self_mask, image, cross_mask)  # (B, L, D)
+        return h
+
+
+def text_encoder_kwargs(preset: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """Resolve a preset plus overrides into ``AlbefTextEncoder`` keyword arguments (validated)."""
+    unknown = sorted(set(overrides) - set(TEXT_KEYS))
+    if unknown:
+        raise ConfigError(f"model.vlm.text: unknown key(s) {unknown}; expected 'preset' or one of {list(TEXT_KEYS)}")
+    kwargs = dict(TEXT_DEFAULTS)
+    if preset is not None:
+        if preset not in TEXT_PRESETS:
+            raise ConfigError(f"model.vlm.text.preset: '{preset}' is not one of {sorted(TEXT_PRESETS)}")
+        kwargs.update(TEXT_PRESETS[preset])
+    kwargs.update(overrides)
+    missing = [k for k in TEXT_PRESETS["bert_base"] if k not in kwargs]
+    if missing:
+        raise ConfigError(f"model.vlm.text: missing key(s) {missing} (give them or a 'preset')")
+    return kwargs
+
+
+def build_text_encoder_from_config(cfg: Mapping[str, Any], with_fusion: bool = True) -> AlbefTextEncoder:
+    """``AlbefTextEncoder`` from a config mapping (``preset`` optional, other keys as in ``TEXT_KEYS``)."""
+    cfg = dict(cfg)
+    return AlbefTextEncoder(**text_encoder_kwargs(cfg.pop("preset", None), **cfg), with_fusion=with_fusion)
