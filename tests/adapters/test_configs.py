@@ -1,0 +1,53 @@
+"""The ``lora_type`` config group builds the adapters through the guarded instantiate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from vlm4st import CONF_DIR
+from vlm4st.adapters import DEFAULT_TARGETS, WIDE_TARGETS, parameter_report
+from vlm4st.config import compose, instantiate
+
+from .tiny import CLASSES, ROUTED, TYPES
+
+GATE_HIDDEN = {"moe": 64, "mtl": 64, "task_adaptive": 32}
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_lora_type_node_builds_the_adapter_inside_the_tiny_vlm(kind: str, tmp_path) -> None:
+    cfg = compose([f"lora_type={kind}", "model=tiny", "dataset=synthetic"], output_dir=str(tmp_path))
+    vlm = instantiate(cfg.model.vlm, path="model.vlm")
+    assert type(vlm.adapter) is CLASSES[kind]
+    described = vlm.adapter.describe()
+    assert described | {"rank": 16, "alpha": 32, "dropout": 0.0, "init": "reference"} == described
+    assert described["targets"] == DEFAULT_TARGETS
+    if kind in ROUTED:
+        assert described["num_tasks"] == len(cfg.dataset.sources)
+        assert (described["route"], described["num_experts"], described["task_dim"]) == ("task", 4, 32)
+        assert described["gate_hidden"] == GATE_HIDDEN[kind]
+        assert 0.0 < described["task_dropout"] < 1.0
+    # tiny preset: ViT depth 2, BERT 4 layers with fusion from layer 2 -> 6 + 12 + 6 q/k/v linears
+    assert sum(parameter_report(vlm)["adapted_linears"].values()) == 24
+
+
+def test_the_documented_wide_pattern_is_the_code_constant() -> None:
+    text = (CONF_DIR / "lora_type" / "standard.yaml").read_text()
+    assert f"'{WIDE_TARGETS}'" in text
+    for kind in TYPES:
+        assert OmegaConf.load(CONF_DIR / "lora_type" / f"{kind}.yaml").targets == DEFAULT_TARGETS
+
+
+@pytest.mark.parametrize("kind", ["standard", "moe"])
+def test_adapter_is_injected_into_the_vlm_only(kind: str, tmp_path) -> None:
+    """In the whole model only VLM backbone weights freeze; every other module and every adapter tensor trains."""
+    cfg = compose([f"lora_type={kind}", "model=tiny", "dataset=synthetic"], output_dir=str(tmp_path))
+    model = instantiate(cfg.model, path="model")
+    adapter_names = {f"vlm.{n}" for n, _ in model.vlm.adapter.adapter_parameters(model.vlm)}
+    for name, param in model.named_parameters():
+        assert param.requires_grad == (name in adapter_names or not name.startswith("vlm.")), name
+    counts = model.get_trainable_parameters()
+    assert counts["adapter"]["trainable"] == parameter_report(model.vlm)["total"] > 0
+    x = torch.rand(2, cfg.dataset.t_in, 12, 12) * 2 - 1
+    assert model(x, task_id=torch.tensor([0, 2])).shape[:2] == (2, cfg.dataset.t_out)

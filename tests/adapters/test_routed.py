@@ -1,0 +1,185 @@
+"""Routed LoRA (moe, mtl, task_adaptive): the math of section 6, per-sample routing, the routing context."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from vlm4st.adapters import AdapterError, MoELora, MTLLora, TaskAdaptiveLora
+from vlm4st.config import ConfigError
+
+from .tiny import CLASSES, NUM_TASKS, ROUTED, Holder, make_adapter, make_inputs, make_vlm, perturb_adapter
+
+ROUTED_BOTH = [(k, r) for k in ROUTED for r in ("input", "task")]
+
+
+def _naive_update(layer: nn.Module, kind: str, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Section 6 of the design notes for one sample x (L, d_in), gate input g (gate_in,), loops and all."""
+    gate = layer.lora_gate["default"]
+    if kind == "moe":
+        A, Bm = layer.lora_A_experts["default"], layer.lora_B_experts["default"]
+        pi = torch.softmax(gate(g), dim=-1)
+        return sum(pi[e] * (x @ A[e].T @ Bm[e].T) for e in range(A.shape[0]))
+    if kind == "task_adaptive":
+        A0, A = layer.lora_A["default"].weight, layer.lora_A_experts["default"]
+        pi = torch.softmax(gate(g), dim=-1)
+        A_tau = A0 + sum(pi[e] * A[e] for e in range(A.shape[0]))
+        return x @ A_tau.T @ layer.lora_B["default"].weight.T
+    A, Bm = layer.lora_A["default"].weight, layer.lora_B_experts["default"]
+    tau = torch.softmax(gate(g), dim=-1)
+    lam = tau @ layer.lora_task_scale["default"]
+    pi = torch.softmax(tau @ layer.lora_task_experts["default"], dim=-1)
+    B_tau = sum(pi[e] * Bm[e] for e in range(Bm.shape[0]))
+    return ((x @ A.T) * lam) @ B_tau.T
+
+
+@pytest.mark.parametrize(("kind", "route"), ROUTED_BOTH)
+def test_batched_layer_matches_the_per_sample_per_expert_formula(kind: str, route: str) -> None:
+    adapter = CLASSES[kind](
+        num_tasks=3, rank=2, alpha=4, num_experts=3, task_dim=4, gate_hidden=7, targets="proj", route=route
+    )
+    holder = Holder(adapter)
+    adapter.attach(holder)
+    perturb_adapter(holder)
+    x = torch.randn(4, 3, 6)
+    ids = torch.tensor([0, 2, 1, 3])  # 3 = the unknown task
+    adapter.route(ids)
+    with torch.no_grad():
+        got = holder.proj(x)  # (4, 3, 5)
+        layer, base = holder.proj, holder.proj.base_layer
+        for b in range(4):
+            g = x[b].mean(0)
+            if route == "task":
+                g = torch.cat([g, adapter.task_embedding.weight[ids[b]]])
+            expected = base(x[b]) + adapter.scaling * _naive_update(layer, kind, x[b], g)
+            torch.testing.assert_close(got[b], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("kind", "route"), ROUTED_BOTH)
+def test_mixed_batch_equals_samples_one_at_a_time(kind: str, route: str) -> None:
+    vlm = make_vlm(make_adapter(kind, route=route)).eval()
+    perturb_adapter(vlm)
+    image, sequence = make_inputs(batch=4)
+    task_id = torch.tensor([0, 2, 1, 0])
+    with torch.no_grad():
+        batched = vlm(image, sequence, task_id=task_id)["fused"]
+        for i in range(4):
+            single = vlm(image[i : i + 1], sequence[i : i + 1], task_id=task_id[i : i + 1])["fused"]
+            torch.testing.assert_close(batched[i : i + 1], single, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("kind", "route"), ROUTED_BOTH)
+def test_task_ids_change_the_output_only_with_task_routing(kind: str, route: str) -> None:
+    vlm = make_vlm(make_adapter(kind, route=route)).eval()
+    perturb_adapter(vlm)
+    image, sequence = make_inputs(batch=2)
+    with torch.no_grad():
+        a = vlm(image, sequence, task_id=torch.tensor([0, 0]))["fused"]
+        b = vlm(image, sequence, task_id=torch.tensor([1, 1]))["fused"]
+    assert torch.equal(a, b) == (route == "input")
+
+
+@pytest.mark.parametrize("kind", ROUTED)
+def test_route_none_uses_the_unknown_task(kind: str) -> None:
+    vlm = make_vlm(make_adapter(kind)).eval()
+    perturb_adapter(vlm)
+    image, sequence = make_inputs(batch=3)
+    with torch.no_grad():
+        unknown = vlm(image, sequence, task_id=torch.full((3,), NUM_TASKS))["fused"]
+        none = vlm(image, sequence, task_id=None)["fused"]
+    torch.testing.assert_close(none, unknown, atol=1e-6, rtol=1e-6)
+
+
+def test_unset_routing_context_raises() -> None:
+    vlm = make_vlm(make_adapter("moe"))
+    with pytest.raises(AdapterError, match="routing context is unset"):
+        vlm.text_encoder(encoder_embeds=make_inputs()[1], mode="text")
+
+
+def test_batch_size_mismatch_raises() -> None:
+    vlm = make_vlm(make_adapter("mtl"))
+    vlm.adapter.route(torch.tensor([0, 1]))
+    with pytest.raises(AdapterError, match="batch size 4 differs from the 2 task ids"):
+        vlm.text_encoder(encoder_embeds=make_inputs(batch=4)[1], mode="text")
+
+
+@pytest.mark.parametrize(
+    "task_id", [torch.tensor([0, NUM_TASKS + 1]), torch.tensor([-1, 0]), torch.tensor([0.0, 1.0]), torch.zeros(2, 1)]
+)
+def test_bad_task_ids_raise(task_id: torch.Tensor) -> None:
+    with pytest.raises(AdapterError, match="task"):
+        make_vlm(make_adapter("moe")).adapter.route(task_id)
+
+
+def test_task_dropout_replaces_ids_only_in_training() -> None:
+    adapter = make_adapter("task_adaptive", task_dropout=0.5)
+    vlm = make_vlm(adapter)
+    ids = torch.zeros(200, dtype=torch.long)
+    vlm.train()
+    adapter.route(ids)
+    dropped = int((adapter.routing.task_ids == NUM_TASKS).sum())
+    assert 60 < dropped < 140 and set(adapter.routing.task_ids.tolist()) == {0, NUM_TASKS}
+    vlm.eval()
+    adapter.route(ids)
+    assert torch.equal(adapter.routing.task_ids, ids)
+
+
+def test_shared_state_is_saved_once_and_the_context_is_never_saved() -> None:
+    vlm = make_vlm(make_adapter("moe"))
+    keys = list(vlm.state_dict())
+    assert [k for k in keys if "task_embedding" in k] == ["adapter.task_embedding.weight"]
+    assert not any("routing" in k for k in keys)
+
+
+def test_deepcopy_keeps_one_context_per_copy() -> None:
+    vlm = make_vlm(make_adapter("moe"))
+    twin = copy.deepcopy(vlm)
+    layer, twin_layer = vlm.adapter.layers[0][1], twin.adapter.layers[0][1]
+    assert layer.routing is vlm.adapter.routing
+    assert twin_layer.routing is twin.adapter.routing is not vlm.adapter.routing
+
+
+@pytest.mark.parametrize("cls", [MoELora, MTLLora, TaskAdaptiveLora])
+def test_routed_adapters_cannot_merge(cls: type) -> None:
+    vlm = make_vlm(make_adapter(cls.lora_type))
+    with pytest.raises(AdapterError, match="cannot be merged"):
+        vlm.adapter.merge()
+    with pytest.raises(AdapterError, match="cannot be merged"):
+        vlm.adapter.layers[0][1].merge()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"route": "dataset"}, "lora_type.route"),
+        ({"num_tasks": 0}, "lora_type.num_tasks"),
+        ({"num_experts": 0}, "lora_type.num_experts"),
+        ({"task_dropout": 1.0}, "lora_type.task_dropout"),
+        ({"gate_hidden": 2.5}, "lora_type.gate_hidden"),
+    ],
+)
+def test_bad_routing_hyperparameters_raise_naming_the_key(kwargs: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        MoELora(**({"num_tasks": 2} | kwargs))
+
+
+@pytest.mark.parametrize("kind", ROUTED)
+def test_reference_initialisation(kind: str) -> None:
+    vlm = make_vlm(make_adapter(kind, rank=8))
+    tensors: dict[str, list[torch.Tensor]] = {}
+    for name, param in vlm.adapter.adapter_parameters(vlm):
+        attr = next((p for p in name.split(".") if p.startswith("lora_")), "shared")
+        tensors.setdefault(attr, []).append(param.detach().flatten())
+    flat = {attr: torch.cat(values) for attr, values in tensors.items()}
+    for attr in ("lora_A", "lora_A_experts"):  # A-type: N(0, 0.01^2)
+        if attr in flat:
+            assert 0.008 < flat[attr].std().item() < 0.012, attr
+    for attr in ("lora_B", "lora_B_experts"):  # B-type: zero, so the adapter starts as the identity
+        if attr in flat:
+            assert torch.count_nonzero(flat[attr]) == 0, attr
+    if kind == "mtl":
+        assert torch.all(flat["lora_task_scale"] == 1)  # Lambda = 1
+        assert 0.003 < flat["lora_task_experts"].std().item() < 0.03  # Omega ~ 0.01 N(0, 1)

@@ -1,0 +1,74 @@
+"""Tiny VLM modules and adapters shared by the adapter tests (CPU, seconds)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from vlm4st.adapters import LoraAdapter, MoELora, MTLLora, StandardLora, TaskAdaptiveLora
+from vlm4st.models.vlm_module import VLMModule
+
+WIDTH = 32
+#: 2 ViT blocks (6 q/k/v linears), 4 BERT layers with fusion from layer 2 (12 self + 6 cross q/k/v linears).
+VISION = {"img_size": 32, "patch_size": 16, "embed_dim": WIDTH, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}
+TEXT = {
+    "hidden_size": WIDTH,
+    "num_layers": 4,
+    "num_heads": 2,
+    "intermediate_size": 64,
+    "fusion_layer": 2,
+    "hidden_dropout": 0.0,
+    "attention_dropout": 0.0,
+}
+N_VIT, N_SELF, N_CROSS = 2 * 3, 4 * 3, 2 * 3
+N_TEXT_ONLY = 2 * 3  # without a ViT only the text layers [0, fusion_layer) are built
+NUM_TASKS = 3
+
+ROUTED = ("moe", "mtl", "task_adaptive")
+TYPES = ("standard", *ROUTED)
+CLASSES: dict[str, type[LoraAdapter]] = {
+    "standard": StandardLora,
+    "moe": MoELora,
+    "mtl": MTLLora,
+    "task_adaptive": TaskAdaptiveLora,
+}
+
+
+class Holder(nn.Module):
+    """One adapted Linear(6, 5) next to its adapter: the smallest module an adapter attaches to."""
+
+    def __init__(self, adapter: nn.Module) -> None:
+        super().__init__()
+        self.proj = nn.Linear(6, 5)
+        self.adapter = adapter
+
+
+def make_adapter(kind: str, route: str = "task", seed: int = 0, **overrides: Any) -> LoraAdapter:
+    """A small adapter of ``kind`` (rank 4, 3 tasks, narrow gates); seeded, so its task embedding is too."""
+    torch.manual_seed(seed)
+    kw: dict[str, Any] = {"rank": 4, "alpha": 8}
+    if kind in ROUTED:
+        kw |= {"num_tasks": NUM_TASKS, "route": route, "num_experts": 3, "task_dim": 8, "gate_hidden": 16}
+    return CLASSES[kind](**(kw | overrides))
+
+
+def make_vlm(adapter: Any = None, vision: bool = True, text: bool = True, seed: int = 0) -> VLMModule:
+    """A tiny VLMModule with random weights (same backbone weights for the same seed)."""
+    torch.manual_seed(seed)
+    return VLMModule(dict(VISION) if vision else None, dict(TEXT) if text else None, adapter=adapter)
+
+
+def make_inputs(batch: int = 4, seq_len: int = 5, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """image (B, 3, 32, 32), sequence (B, L, 32)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, 32, 32, generator=g), torch.randn(batch, seq_len, WIDTH, generator=g)
+
+
+def perturb_adapter(vlm: VLMModule, std: float = 0.2, seed: int = 2) -> None:
+    """Give every adapter tensor random non-zero values (zero-initialised B would hide the adapter's effect)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, param in vlm.adapter.adapter_parameters(vlm):
+            param.add_(std * torch.randn(param.shape, generator=g))

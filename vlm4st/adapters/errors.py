@@ -1,0 +1,7 @@
+"""Errors raised by adapters at run time (config mistakes raise ``vlm4st.config.ConfigError``)."""
+
+from __future__ import annotations
+
+
+class AdapterError(RuntimeError):
+    """An adapter is used wrongly: unset routing, a mismatched checkpoint, a merge of a routed adapter, ..."""

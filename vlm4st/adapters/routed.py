@@ -1,0 +1,161 @@
+"""Routed LoRA adapters: ``lora_type=moe``, ``mtl`` and ``task_adaptive`` (math in ``routed_layers``).
+
+Two routing modes (config key ``route``):
+- ``input`` (the reference): each layer's gate reads the token mean of its own input; no task ids are used.
+- ``task`` (default for multi-dataset runs): each gate reads the token mean **and** e_t, a learned embedding of
+  the sample's dataset id. The embedding ``task_embedding`` (num_tasks + 1, task_dim) lives once on this
+  adapter module (a child of the VLM module, so it is saved and counted once) and is shared by every layer.
+
+Task ids reach the layers through ``route(task_id)``, which the VLM module calls before the encoders run; it
+fills a ``RoutingContext`` (see ``routing``) that stays valid through gradient-checkpoint recomputation.
+
+Unseen tasks (zero-shot targets): id ``num_tasks`` is a reserved "unknown" task. ``route(None)`` routes every
+sample to it; in training mode ``task_dropout`` replaces each sample's id with it with that probability, so the
+unknown row learns a task-agnostic routing that a new dataset can use before (or without) its own id.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from peft import LoraConfig
+from torch import nn
+
+from vlm4st.adapters.errors import AdapterError
+from vlm4st.adapters.lora import LoraAdapter, check_positive_int, check_probability
+from vlm4st.adapters.routed_layers import (
+    ROUTES,
+    MoELoraLinear,
+    MTLLoraLinear,
+    RoutedLoraLinear,
+    RoutedSpec,
+    TaskAdaptiveLoraLinear,
+    bind_layer_cls,
+)
+from vlm4st.adapters.routing import RoutingContext
+from vlm4st.adapters.targets import DEFAULT_TARGETS
+from vlm4st.config import ConfigError
+
+
+class RoutedLora(LoraAdapter):
+    """Common part of the routed types: validated routing hyperparameters, task embedding, ``route``."""
+
+    layer_cls: ClassVar[type[RoutedLoraLinear]]
+
+    def __init__(
+        self,
+        num_tasks: int,
+        rank: int = 16,
+        alpha: float = 32,
+        dropout: float = 0.0,
+        targets: str = DEFAULT_TARGETS,
+        init: str = "reference",
+        num_experts: int = 4,
+        route: str = "task",
+        task_dim: int = 32,
+        gate_hidden: int = 64,
+        task_dropout: float = 0.0,
+    ) -> None:
+        super().__init__(rank=rank, alpha=alpha, dropout=dropout, targets=targets, init=init)
+        self.num_tasks = check_positive_int(num_tasks, "lora_type.num_tasks")
+        self.num_experts = check_positive_int(num_experts, "lora_type.num_experts")
+        self.task_dim = check_positive_int(task_dim, "lora_type.task_dim")
+        self.gate_hidden = check_positive_int(gate_hidden, "lora_type.gate_hidden")
+        self.task_dropout = check_probability(task_dropout, "lora_type.task_dropout")
+        if route not in ROUTES:
+            raise ConfigError(f"lora_type.route: expected one of {list(ROUTES)}, got {route!r}")
+        self.route_mode = route
+        self.routing = RoutingContext()  # plain object shared with every layer; not saved, not a parameter
+        self.task_embedding: nn.Embedding | None = None
+        if route == "task":
+            self.task_embedding = nn.Embedding(self.num_tasks + 1, self.task_dim)  # last row: unknown task
+
+    @property
+    def unknown_task_id(self) -> int:
+        """The reserved id of an unseen task (``num_tasks``)."""
+        return self.num_tasks
+
+    @property
+    def spec(self) -> RoutedSpec:
+        return RoutedSpec(
+            num_experts=self.num_experts,
+            num_tasks=self.num_tasks,
+            gate_hidden=self.gate_hidden,
+            route=self.route_mode,
+            task_dim=self.task_dim,
+            init=self.init,
+        )
+
+    def lora_config(self, exclude: str) -> LoraConfig:
+        config = super().lora_config(exclude)
+        config._register_custom_module({nn.Linear: bind_layer_cls(self.layer_cls, self.spec, self.routing)})
+        return config
+
+    def init_layers(self) -> None:
+        """Routed layers initialise themselves from their ``RoutedSpec``."""
+
+    def route(self, task_id: torch.Tensor | None) -> None:
+        """Install the per-sample routing of the next forward. ``task_id``: (B,) long in [0, num_tasks] or None."""
+        if task_id is not None:
+            if task_id.dim() != 1 or task_id.dtype not in (torch.int64, torch.int32):
+                raise AdapterError(
+                    f"{type(self).__name__}.route: task_id must be a (B,) integer tensor, got "
+                    f"{tuple(task_id.shape)} {task_id.dtype}"
+                )
+            if bool(((task_id < 0) | (task_id > self.unknown_task_id)).any()):
+                raise AdapterError(
+                    f"{type(self).__name__}.route: task ids {task_id.unique().tolist()} outside [0, {self.num_tasks}] "
+                    f"(lora_type.num_tasks = {self.num_tasks}; id {self.num_tasks} is the unknown task)"
+                )
+        if self.task_embedding is None:  # route: input; gates read only the layer inputs
+            return
+        if task_id is None:
+            unknown = torch.tensor([self.unknown_task_id], device=self.task_embedding.weight.device)
+            self.routing.set(self.task_embedding(unknown), None)  # (1, task_dim), broadcast by the layers
+            return
+        ids = task_id.to(device=self.task_embedding.weight.device, dtype=torch.long)  # (B,)
+        if self.training and self.task_dropout > 0:
+            drop = torch.rand(ids.shape, device=ids.device) < self.task_dropout  # (B,)
+            ids = torch.where(drop, torch.full_like(ids, self.unknown_task_id), ids)
+        self.routing.set(self.task_embedding(ids), ids)  # (B, task_dim)
+
+    def merge(self) -> None:
+        raise AdapterError(
+            f"lora_type={self.lora_type}: routed LoRA cannot be merged, its update depends on the input or task"
+        )
+
+    def unmerge(self) -> None:
+        raise AdapterError(f"lora_type={self.lora_type}: routed LoRA is never merged")
+
+    def describe(self) -> dict[str, object]:
+        return {
+            **super().describe(),
+            "num_experts": self.num_experts,
+            "route": self.route_mode,
+            "num_tasks": self.num_tasks,
+            "task_dim": self.task_dim,
+            "gate_hidden": self.gate_hidden,
+            "task_dropout": self.task_dropout,
+        }
+
+
+class MoELora(RoutedLora):
+    """``lora_type=moe``: E LoRA experts (A_e, B_e) mixed per sample by a gate (width ``gate_hidden``, 64)."""
+
+    lora_type = "moe"
+    layer_cls = MoELoraLinear
+
+
+class MTLLora(RoutedLora):
+    """``lora_type=mtl``: shared A, soft task slots (``num_tasks``) choosing a rank scaling and B-expert mix."""
+
+    lora_type = "mtl"
+    layer_cls = MTLLoraLinear
+
+
+class TaskAdaptiveLora(RoutedLora):
+    """``lora_type=task_adaptive``: per-sample A = A_0 + sum_e pi_e A_e, shared B (reference gate width 32)."""
+
+    lora_type = "task_adaptive"
+    layer_cls = TaskAdaptiveLoraLinear
