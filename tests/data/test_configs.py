@@ -1,0 +1,68 @@
+"""The dataset and shot_ratio config groups compose with the project config and build data modules."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf.errors import MissingMandatoryValue
+
+from vlm4st.config import compose
+from vlm4st.data import DataFileError, build_datamodule
+
+from .builders import stored_windows, write_unist_json
+
+
+def build(overrides: list[str], tmp_path):
+    cfg = compose(overrides, output_dir=str(tmp_path))
+    return build_datamodule(cfg.dataset, cfg.shot_ratio, cfg.seed, str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize(("option", "ratio"), [("full", 1.0), ("zero", 0.0), ("few5", 0.05), ("few10", 0.10)])
+def test_shot_ratio_options(tmp_path, option, ratio) -> None:
+    cfg = compose([f"shot_ratio={option}", "dataset.target=city_b"], output_dir=str(tmp_path))
+    assert cfg.shot_ratio.name == option and cfg.shot_ratio.ratio == ratio
+
+
+def test_default_dataset_needs_no_files(tmp_path) -> None:
+    dm = build([], tmp_path)
+    assert dm.mode == "full" and len(dm.names) == 3 and dm.target is None
+
+
+def test_multi_few_shot_on_bikenyc(shared_data, tmp_path) -> None:
+    dm = build(["dataset=multi", "shot_ratio=few5", "dataset.target=bikenyc"], tmp_path)
+    assert dm.names == ["taxinyc", "bikenyc", "city_b", "city_c"]
+    assert len(dm.by_name["bikenyc"].windows["train"]) == int(3442 * 0.05)
+    assert dm.eval_names("test") == ["bikenyc"] and dm.by_name["bikenyc"].role == "target"
+
+
+@pytest.mark.parametrize("name", ["taxinyc", "bikenyc"])
+def test_nyc_configs_read_the_shared_series(shared_data, tmp_path, name) -> None:
+    dm = build([f"dataset={name}"], tmp_path)
+    ds = dm.by_name[name]
+    assert ds.native_hw == (10, 20) and ds.n_channels == 2 and len(ds.windows["test"]) == 1148
+
+
+def test_missing_nyc_file_names_path_and_key(tmp_path) -> None:
+    with pytest.raises(DataFileError, match=r"set dataset\.sources\.taxinyc\.path") as info:
+        build(["dataset=taxinyc", f"dataset.sources.taxinyc.path={tmp_path}/absent.series.npz"], tmp_path)
+    assert "absent.series.npz" in str(info.value)
+
+
+def test_unist_config_reads_a_json_and_caches_it(tmp_path) -> None:
+    data_dir = tmp_path / "Dataset"
+    data_dir.mkdir()
+    write_unist_json(data_dir / "City_short.json", stored_windows(), fmt="datetime")
+    overrides = [
+        "dataset=unist",
+        f"paths.data_dir={data_dir}",
+        "dataset.sources.unist.path=City_short.json",
+        "dataset.sources.unist.timestamp_format=datetime",
+        "dataset.min_grid=2",
+    ]
+    dm = build(overrides, tmp_path)
+    assert len(dm.by_name["unist"].windows["val"]) == 4
+    assert len(list((tmp_path / "cache").glob("City_short.*.npz"))) == 3
+
+
+def test_unist_config_demands_a_path(tmp_path) -> None:
+    with pytest.raises(MissingMandatoryValue, match=r"sources\.unist\.path"):
+        build(["dataset=unist", "dataset.sources.unist.timestamp_format=pairs"], tmp_path)

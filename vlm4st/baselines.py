@@ -1,0 +1,104 @@
+"""Reference forecasters that need no training: pipeline sanity checks and the floor a model must beat.
+
+- ``historical_average``: the mean of the input window, repeated over the horizon (HA);
+- ``last_value``: the last input frame, repeated (persistence);
+- ``time_of_day_mean``: per cell, channel and slot of day, the mean over the training part of the series
+  (the frames covered by the training windows; for stored overlapping windows the same frames once each, for
+  non-overlapping stored windows every frame of every training window). Each target step is predicted by the
+  mean of its slot. A slot absent from the training frames falls back to that cell's mean over all training
+  frames of the channel. A zero-shot target has no training part: the baseline is skipped for it (reported
+  under ``skipped``), since fitting it on test inputs would turn it into something else.
+
+All work in the normalised space on the model grid and are scored by ``ForecastMetrics`` exactly like a model.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from vlm4st.data.module import DataModule
+from vlm4st.data.prepared import PreparedDataset
+from vlm4st.training.metrics import ForecastMetrics
+
+log = logging.getLogger(__name__)
+
+
+class HistoricalAverage:
+    name = "historical_average"
+
+    def fit(self, ds: PreparedDataset) -> None:
+        """Nothing to fit."""
+
+    def predict(self, batch: dict[str, Any]) -> torch.Tensor:
+        x = batch["x"]  # (B, T_in, H, W)
+        return x.mean(dim=1, keepdim=True).expand(-1, batch["y"].shape[1], -1, -1)  # (B, T_out, H, W)
+
+
+class LastValue:
+    name = "last_value"
+
+    def fit(self, ds: PreparedDataset) -> None:
+        """Nothing to fit."""
+
+    def predict(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch["x"][:, -1:].expand(-1, batch["y"].shape[1], -1, -1)  # (B, T_out, H, W)
+
+
+class TimeOfDayMean:
+    name = "time_of_day_mean"
+
+    def __init__(self) -> None:
+        self.tables: dict[str, torch.Tensor] = {}  # dataset -> (C, steps_per_day, H, W)
+
+    def fit(self, ds: PreparedDataset) -> None:
+        if "train" not in ds.windows or len(ds.windows["train"]) == 0:
+            raise ValueError(f"{ds.name}: no training windows to fit the time-of-day mean on")
+        idx = torch.from_numpy(ds.train_frame_indices())  # (F_train,)
+        frames = ds.frames[idx].double()  # (F_train, H, W)
+        slot = ds.stamps[idx, 1]
+        channel = torch.from_numpy(ds.frame_channel[idx.numpy()])  # (F_train,)
+        C, S = ds.n_channels, ds.steps_per_day
+        key = channel * S + slot  # (F_train,)
+        sums = torch.zeros(C * S, *frames.shape[1:], dtype=torch.float64).index_add_(0, key, frames)
+        counts = torch.bincount(key, minlength=C * S).double()  # (C * S,)
+        table = sums / counts.clamp(min=1)[:, None, None]
+        per_channel = torch.zeros(C, *frames.shape[1:], dtype=torch.float64).index_add_(0, channel, frames)
+        per_channel /= torch.bincount(channel, minlength=C).double().clamp(min=1)[:, None, None]
+        missing = counts == 0
+        table[missing] = per_channel.repeat_interleave(S, dim=0)[missing]
+        self.tables[ds.name] = table.reshape(C, S, *frames.shape[1:]).float()
+
+    def predict(self, batch: dict[str, Any]) -> torch.Tensor:
+        table = self.tables[batch["dataset"]]
+        slots = batch["target_timestamps"][..., 1]  # (B, T_out)
+        return table[batch["channel"][:, None], slots]  # (B, T_out, H, W)
+
+
+BASELINES = (HistoricalAverage, LastValue, TimeOfDayMean)
+
+
+def evaluate_baselines(dm: DataModule, split: str = "test", batch_size: int = 256) -> dict[str, Any]:
+    """Score every baseline on ``split`` of the datasets the protocol evaluates there.
+
+    Returns ``{baseline name: ForecastMetrics.result()}`` plus ``skipped: {baseline: {dataset: reason}}``.
+    """
+    out: dict[str, Any] = {"skipped": {}}
+    names = dm.eval_names(split)
+    for cls in BASELINES:
+        baseline = cls()
+        metrics = ForecastMetrics(dm.t_out)
+        for name in names:
+            ds = dm.by_name[name]
+            try:
+                baseline.fit(ds)
+            except ValueError as err:
+                out["skipped"].setdefault(baseline.name, {})[name] = str(err)
+                log.info("baseline %s skipped on %s: %s", baseline.name, name, err)
+                continue
+            for batch in dm.eval_batches(name, split, batch_size):
+                metrics.update(baseline.predict(batch), batch, dm.to_real)
+        out[baseline.name] = metrics.result()
+    return out

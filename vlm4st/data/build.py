@@ -1,0 +1,134 @@
+"""``build_datamodule``: the one function the entry point calls to turn the ``dataset`` and ``shot_ratio``
+config groups into a ``DataModule``.
+
+Readers are built from ``dataset.sources.<name>`` with ``vlm4st.config.instantiate``; the order of
+``sources`` is the task-id order. Each reader gets its source name, the config key of its file (for error
+messages), the dataset-level ``steps_per_day`` unless the source sets its own, and the run's cache folder
+where the source leaves ``cache_dir`` null.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from vlm4st.config import ConfigError, instantiate
+from vlm4st.data.errors import DataError
+from vlm4st.data.module import DataModule
+from vlm4st.data.prepared import prepare, validate
+from vlm4st.data.records import SPLITS
+from vlm4st.data.resize import target_size
+from vlm4st.data.sampling import FEW_SHOT_SAMPLING, few_shot_positions
+
+log = logging.getLogger(__name__)
+
+
+def _choice(cfg: Mapping, key: str, options: tuple[str, ...], default: str) -> str:
+    value = cfg.get(key, default)
+    if value not in options:
+        raise ConfigError(f"dataset.{key}={value!r}; expected one of {list(options)}")
+    return value
+
+
+def _grid_pair(value: Any, key: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    if value is not None and len(value) == 2:
+        return int(value[0]), int(value[1])
+    raise ConfigError(f"{key}={value!r}; expected an int or [H, W]")
+
+
+def build_datamodule(
+    dataset_cfg: DictConfig | Mapping, shot_ratio_cfg: DictConfig | Mapping, seed: int, cache_dir: str | None = None
+) -> DataModule:
+    """Read, select, scale and index every source of ``dataset_cfg`` for the ``shot_ratio_cfg`` protocol."""
+    if not isinstance(dataset_cfg, DictConfig):
+        dataset_cfg = OmegaConf.create(dict(dataset_cfg))
+    t_in, t_out = int(dataset_cfg.get("t_in", 6)), int(dataset_cfg.get("t_out", 6))
+    if t_in < 1 or t_out < 1:
+        raise ConfigError(f"dataset.t_in={t_in}, dataset.t_out={t_out}; both must be >= 1")
+    ratio = float(shot_ratio_cfg["ratio"])
+    if not 0.0 <= ratio <= 1.0:
+        raise ConfigError(f"shot_ratio.ratio={ratio}; expected a value in [0, 1]")
+    mode = "full" if ratio == 1.0 else "zero" if ratio == 0.0 else "few"
+    sources = dataset_cfg.get("sources")
+    if not sources:
+        raise ConfigError("dataset.sources is empty; expected {<name>: {_target_: vlm4st.data.<Reader>, ...}}")
+    target = dataset_cfg.get("target")
+    if target is not None and target not in sources:
+        raise ConfigError(f"dataset.target={target!r} is not a source; expected one of {list(sources)}")
+    if mode != "full" and target is None:
+        shot = shot_ratio_cfg.get("name", ratio)
+        raise ConfigError(f"shot_ratio {shot} needs dataset.target (one of {list(sources)})")
+    if mode == "zero" and len(sources) < 2:
+        raise ConfigError("zero-shot needs at least one source besides dataset.target to train on")
+    scaler_cfg = dataset_cfg.get("scaler") or {}
+    fit_on = _choice(scaler_cfg, "fit_on", ("train", "all"), "train")
+    per_channel = bool(scaler_cfg.get("per_channel", False))
+    sampling = _choice(dataset_cfg, "few_shot_sampling", FEW_SHOT_SAMPLING, "head")
+    zero_scaler = _choice(dataset_cfg, "zero_shot_scaler", ("inputs", "train"), "inputs")
+    min_grid = _grid_pair(dataset_cfg.get("min_grid", 1), "dataset.min_grid")
+    steps_per_day = int(dataset_cfg.get("steps_per_day", 48))
+
+    datasets, accessed = [], set()
+    for task_id, name in enumerate(sources):
+        node = sources[name]
+        zero_target = mode == "zero" and name == target
+        splits = SPLITS
+        if zero_target:  # never read the target's train/val windows unless the UniST-style scaler is asked for
+            splits = ("train", "test") if zero_scaler == "train" else ("test",)
+        reader = _reader(node, name, steps_per_day, cache_dir)
+        data = reader.read(t_in + t_out, splits)
+        accessed.update((name, s) for s in data.windows)
+        model_hw = target_size(dataset_cfg.get("resize_to"), data.grid, data.source)
+        validate(data, min_grid, model_hw)
+        positions = None
+        if mode == "few" and name == target:
+            positions = few_shot_positions(data.windows["train"], ratio, sampling, seed)
+        scaler_on = fit_on
+        if zero_target:  # the target's own training data is off limits unless explicitly opted in
+            scaler_on = "inputs" if zero_scaler == "inputs" else "train"
+        ds = prepare(
+            data,
+            task_id,
+            "target" if name == target else "source",
+            t_in,
+            t_out,
+            model_hw,
+            positions,
+            scaler_on,
+            per_channel,
+        )
+        if zero_target:
+            ds.windows = {"test": ds.windows["test"]}  # the scaler-only train split is not served
+        datasets.append(ds)
+        log.info("dataset %s (task %d): %s", name, task_id, {s: len(w) for s, w in ds.windows.items()})
+    resize_to = dataset_cfg.get("resize_to")
+    settings = {
+        "name": dataset_cfg.get("name"),
+        "fit_on": fit_on,
+        "per_channel": per_channel,
+        "few_shot_sampling": sampling,
+        "zero_shot_scaler": zero_scaler,
+        "ratio": ratio,
+        "resize_to": OmegaConf.to_object(resize_to) if isinstance(resize_to, ListConfig) else resize_to,
+    }
+    return DataModule(datasets, mode, target, seed, accessed, settings)
+
+
+def _reader(node: DictConfig, name: str, steps_per_day: int, cache_dir: str | None) -> Any:
+    kwargs: dict[str, Any] = {"name": name, "config_key": f"dataset.sources.{name}.path"}
+    if "steps_per_day" not in node:
+        kwargs["steps_per_day"] = steps_per_day
+    if "cache_dir" in node and node.get("cache_dir") is None and not node.get("cache_beside_file", False):
+        kwargs["cache_dir"] = cache_dir
+    try:
+        return instantiate(node, path=f"dataset.sources.{name}", **kwargs)
+    except InstantiationException as err:  # surface the reader's own DataError, not Hydra's wrapper
+        if isinstance(err.__cause__, DataError):
+            raise err.__cause__ from None
+        raise

@@ -1,0 +1,149 @@
+"""Readers for numpy files: windowed ``.npz`` (the ``*.unist.npz`` layout) and raw series (``.npz``/``.npy``)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.npyio import NpzFile
+
+from vlm4st.data.errors import DataFileError, DataFormatError, DataValueError
+from vlm4st.data.records import GridData, check_splits, resolve_path
+from vlm4st.data.timestamps import as_integers, generate
+from vlm4st.data.windows import from_series, from_stored
+
+
+def _open(path: Path, source: str):
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise DataFileError(source, f"cannot read as a numpy file ({err})") from err
+
+
+def _check_scalar(z, key: str, expected: int, source: str, config_key: str) -> None:
+    """A scalar stored in the file (e.g. ``steps_per_day``) must agree with the config."""
+    if key in z.files:
+        value = int(z[key])
+        if value != expected:
+            raise DataValueError(source, f"file stores {key}={value} but the config sets {config_key}={expected}")
+
+
+class WindowNpzReader:
+    """Stored windows: ``X_<split>`` (N, T, H, W), ``ts_<split>`` (N, T, 2), optional ``chan_<split>`` (N,).
+
+    Only the requested splits' arrays are loaded (``np.load`` of an ``.npz`` is lazy per key).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        steps_per_day: int = 48,
+        data_dir: str | None = None,
+        name: str = "windows",
+        config_key: str = "path",
+    ) -> None:
+        self.name, self.config_key = name, config_key
+        self.path = resolve_path(path, data_dir, config_key, name)
+        self.steps_per_day = int(steps_per_day)
+
+    @property
+    def source(self) -> str:
+        return str(self.path)
+
+    def read(self, window_len: int, splits: Collection[str]) -> GridData:
+        splits = check_splits(splits, self.source)
+        z = _open(self.path, self.source)
+        if not isinstance(z, NpzFile):
+            raise DataFormatError(self.source, "expected an .npz archive with X_<split>/ts_<split> arrays")
+        with z:
+            spd_key = self.config_key.rsplit(".", 1)[0] + ".steps_per_day"
+            _check_scalar(z, "steps_per_day", self.steps_per_day, self.source, spd_key)
+            parts = {}
+            for s in splits:
+                for key in (f"X_{s}", f"ts_{s}"):
+                    if key not in z.files:
+                        raise DataFormatError(self.source, f"missing key '{key}'; found {sorted(z.files)}")
+                x = z[f"X_{s}"]
+                ts = as_integers(z[f"ts_{s}"], self.source, f"ts_{s}")
+                chan = z[f"chan_{s}"] if f"chan_{s}" in z.files else np.zeros(len(x), dtype=np.int64)
+                parts[s] = (x, ts, as_integers(chan, self.source, f"chan_{s}"))
+        return from_stored(self.name, self.source, parts, window_len, self.steps_per_day)
+
+
+class SeriesReader:
+    """A raw series (T, H, W) or (T, C, H, W) from ``.npy`` or ``.npz`` (array under ``key``), cut into windows.
+
+    Timestamps come from ``timestamps_key`` (T, 2) when the ``.npz`` holds it, else they are generated from
+    ``start_weekday``/``start_slot``. Split: chronological on the window index, ratios ``train_ratio``/
+    ``val_ratio``/rest (6:2:2 by default, as UniFlow and the shared NYC files).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        key: str = "data",
+        timestamps_key: str = "timestamps",
+        start_weekday: int = 0,
+        start_slot: int = 0,
+        steps_per_day: int = 48,
+        train_ratio: float = 0.6,
+        val_ratio: float = 0.2,
+        data_dir: str | None = None,
+        name: str = "series",
+        config_key: str = "path",
+    ) -> None:
+        self.name, self.config_key = name, config_key
+        self.path = resolve_path(path, data_dir, config_key, name)
+        self.key, self.timestamps_key = key, timestamps_key
+        self.start_weekday, self.start_slot = int(start_weekday), int(start_slot)
+        self.steps_per_day = int(steps_per_day)
+        self.train_ratio, self.val_ratio = float(train_ratio), float(val_ratio)
+        if not (0 <= self.start_weekday < 7 and 0 <= self.start_slot < self.steps_per_day):
+            raise DataValueError(self.source, f"start_weekday/start_slot out of range for {self.config_key}")
+
+    @property
+    def source(self) -> str:
+        return str(self.path)
+
+    def _node(self, leaf: str) -> str:
+        return (self.config_key.rsplit(".", 1)[0] + "." if "." in self.config_key else "") + leaf
+
+    def read(self, window_len: int, splits: Collection[str]) -> GridData:
+        series, stamps = self._load()
+        if series.ndim == 3:
+            series = series[:, None]  # (T, 1, H, W)
+        if series.ndim != 4:
+            raise DataFormatError(self.source, f"expected a (T, H, W) or (T, C, H, W) series, got shape {series.shape}")
+        return from_series(
+            self.name,
+            self.source,
+            series,
+            stamps,
+            window_len,
+            splits,
+            self.train_ratio,
+            self.val_ratio,
+            self.steps_per_day,
+        )
+
+    def _load(self) -> tuple[np.ndarray, np.ndarray]:
+        z = _open(self.path, self.source)
+        if isinstance(z, NpzFile):
+            with z:
+                if self.key not in z.files:
+                    raise DataFormatError(
+                        self.source, f"missing key '{self.key}' (set {self._node('key')}); found {sorted(z.files)}"
+                    )
+                _check_scalar(z, "steps_per_day", self.steps_per_day, self.source, self._node("steps_per_day"))
+                series = z[self.key]
+                stamps = z[self.timestamps_key] if self.timestamps_key in z.files else None
+        else:
+            series, stamps = np.asarray(z), None
+        if not np.issubdtype(series.dtype, np.number):
+            raise DataFormatError(self.source, f"'{self.key}' holds {series.dtype} values; expected numbers")
+        if stamps is None:
+            stamps = generate(len(series), self.start_weekday, self.start_slot, self.steps_per_day)
+        else:
+            stamps = as_integers(stamps, self.source, self.timestamps_key)
+        return series, stamps

@@ -1,0 +1,170 @@
+"""A dataset ready for the model: normalised frames on the model grid, windows per split, batch gathering.
+
+``prepare`` turns a reader's ``GridData`` into a ``PreparedDataset``: validate, pick few-shot windows, resize
+(optional), fit the scaler on the frames the protocol allows, normalise. Batches are one fancy-index into the
+frame store: ``frames[starts[:, None] + arange(L)]`` -> (B, L, H, W).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlm4st.data.errors import DataValueError
+from vlm4st.data.records import GridData, Windows
+from vlm4st.data.resize import resize_frames, resize_maps
+from vlm4st.data.scaler import MinMaxScaler
+from vlm4st.data.timestamps import check_range
+
+
+@dataclass
+class PreparedDataset:
+    """One dataset of a ``DataModule``; ``task_id`` is its position in the config's source list."""
+
+    name: str
+    task_id: int
+    role: str  # "source" or "target"
+    source: str
+    frames: torch.Tensor  # (F, h, w) float32 in [-1, 1] (training frames), model grid
+    stamps: torch.Tensor  # (F, 2) int64
+    frame_channel: np.ndarray  # (F,) int64
+    native: torch.Tensor | None  # (F, H, W) float32 raw scale; only kept when the model grid differs
+    windows: dict[str, Windows]  # per split, after few-shot selection
+    available: dict[str, int]  # windows per split as read (before selection)
+    scaler: MinMaxScaler
+    scaler_fit: str  # which frames the scaler was fitted on
+    n_channels: int
+    steps_per_day: int
+    native_hw: tuple[int, int]
+    model_hw: tuple[int, int]
+    t_in: int
+    t_out: int
+
+    def batch(self, split: str, positions: np.ndarray, with_real: bool = False) -> dict[str, Any]:
+        """The windows at ``positions`` of ``split`` as a batch dict (see ``DataModule``)."""
+        w = self.windows[split]
+        L = self.t_in + self.t_out
+        starts = torch.from_numpy(w.starts[positions])  # (B,)
+        idx = starts[:, None] + torch.arange(L)  # (B, L) frame indices
+        seq = self.frames[idx]  # (B, L, h, w)
+        st = self.stamps[idx]  # (B, L, 2)
+        channel = torch.from_numpy(w.channel[positions])
+        out: dict[str, Any] = {
+            "x": seq[:, : self.t_in],  # (B, T_in, h, w)
+            "y": seq[:, self.t_in :],  # (B, T_out, h, w)
+            "timestamps": st[:, : self.t_in],  # (B, T_in, 2)
+            "target_timestamps": st[:, self.t_in :],  # (B, T_out, 2)
+            "task_id": torch.full((len(positions),), self.task_id, dtype=torch.int64),
+            "channel": channel,
+            "index": torch.from_numpy(w.ids[positions]),
+            "dataset": self.name,
+        }
+        if with_real:  # (B, T_out, H, W) raw-scale targets on the native grid
+            if self.native is not None:
+                out["y_real"] = self.native[idx[:, self.t_in :]]
+            else:
+                out["y_real"] = self.scaler.inverse(out["y"], channel, dtype=torch.float32)
+        return out
+
+    def to_real(self, pred: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:
+        """Normalised predictions (B, T_out, h, w[, 1]) -> raw scale on the native grid, float64."""
+        if pred.ndim == 5:
+            if pred.shape[-1] != 1:
+                raise ValueError(f"expected one output channel, got prediction shape {tuple(pred.shape)}")
+            pred = pred[..., 0]  # (B, T_out, h, w)
+        pred = resize_maps(pred.float(), self.native_hw)  # (B, T_out, H, W)
+        return self.scaler.inverse(pred, channel, dtype=torch.float64)
+
+    def train_frame_indices(self) -> np.ndarray:
+        """Frames covered by the (selected) training windows: the training part of the series."""
+        return self.windows["train"].frame_indices(self.t_in + self.t_out)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "task_id": self.task_id,
+            "role": self.role,
+            "source": self.source,
+            "native_hw": list(self.native_hw),
+            "model_hw": list(self.model_hw),
+            "channels": self.n_channels,
+            "windows": {s: len(w) for s, w in self.windows.items()},
+            "windows_available": dict(self.available),
+            "scaler": self.scaler.state_dict(),
+            "scaler_fit": self.scaler_fit,
+            "steps_per_day": self.steps_per_day,
+        }
+
+
+def validate(data: GridData, min_grid: tuple[int, int], model_hw: tuple[int, int]) -> None:
+    """Checks every reader's output gets: finite values, timestamp ranges, grid size."""
+    finite = np.isfinite(data.frames)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite.reshape(len(finite), -1).all(axis=1))[0])
+        raise DataValueError(data.source, f"{int((~finite).sum())} non-finite values (NaN/Inf), first in frame {bad}")
+    check_range(data.stamps, data.steps_per_day, data.source, "timestamps")
+    if model_hw[0] < min_grid[0] or model_hw[1] < min_grid[1]:
+        raise DataValueError(
+            data.source,
+            f"grid {model_hw[0]}x{model_hw[1]} is smaller than dataset.min_grid "
+            f"{min_grid[0]}x{min_grid[1]} (set dataset.resize_to or lower dataset.min_grid)",
+        )
+
+
+def prepare(
+    data: GridData,
+    task_id: int,
+    role: str,
+    t_in: int,
+    t_out: int,
+    model_hw: tuple[int, int],
+    train_positions: np.ndarray | None,
+    scaler_on: str,
+    per_channel: bool,
+) -> PreparedDataset:
+    """Select, resize, fit the scaler and normalise. ``scaler_on``: ``train`` | ``all`` | ``inputs`` (the T_in
+    history frames of the test windows, for zero-shot targets)."""
+    windows = dict(data.windows)
+    available = {s: len(w) for s, w in windows.items()}
+    if train_positions is not None:
+        windows["train"] = windows["train"].subset(train_positions)
+    raw = data.frames  # (F, H, W)
+    frames = resize_frames(raw, model_hw)  # (F, h, w)
+    if scaler_on == "train":
+        fit_idx, what = windows["train"].frame_indices(t_in + t_out), "training frames"
+    elif scaler_on == "inputs":
+        fit_idx, what = windows["test"].frame_indices(t_in), "input frames of the test windows"
+    else:
+        fit_idx, what = np.arange(len(frames)), "frames of all splits"
+    scaler = MinMaxScaler.fit(
+        frames[fit_idx], data.frame_channel[fit_idx], data.n_channels, per_channel, data.source, what
+    )
+    channel = data.frame_channel if per_channel else None
+    normed = np.empty(frames.shape, dtype=np.float32)
+    for b in range(0, len(frames), 8192):  # bounded float64 temporaries
+        block = slice(b, b + 8192)
+        normed[block] = scaler.transform(frames[block], None if channel is None else channel[block])
+    native = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)) if frames is not raw else None
+    return PreparedDataset(
+        name=data.name,
+        task_id=task_id,
+        role=role,
+        source=data.source,
+        frames=torch.from_numpy(normed),
+        stamps=torch.from_numpy(np.ascontiguousarray(data.stamps)),
+        frame_channel=data.frame_channel,
+        native=native,
+        windows=windows,
+        available=available,
+        scaler=scaler,
+        scaler_fit=what,
+        n_channels=data.n_channels,
+        steps_per_day=data.steps_per_day,
+        native_hw=data.grid,
+        model_hw=tuple(int(v) for v in frames.shape[1:]),
+        t_in=t_in,
+        t_out=t_out,
+    )

@@ -1,0 +1,99 @@
+"""Timestamp encodings -> int64 ``[weekday 0..6 (Mon=0), slot 0..steps_per_day-1]`` per frame.
+
+The encoding of a file is chosen by the config key ``timestamp_format``, never guessed from its name:
+
+- ``pairs``: ``[weekday, slot]`` integer pairs (TaxiNYC/BikeNYC style), used as stored;
+- ``datetime``: ``"YYYY-mm-dd HH:MM:SS"`` strings; weekday = Python ``weekday()``, slot = minutes since midnight
+  divided by the step length (30 min: ``2*hour + (minute >= 30)``);
+- ``halfhour_index``: an integer half-hour count i; weekday = ((i mod 336) div 48 + 2) mod 7 (index 0 is a
+  Wednesday), slot = i mod 48.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vlm4st.data.errors import DataFormatError, DataValueError
+
+TIMESTAMP_FORMATS: tuple[str, ...] = ("pairs", "datetime", "halfhour_index")
+_DATETIME_LEN = 19
+
+
+def check_format(timestamp_format: str, source: str, config_key: str) -> str:
+    if timestamp_format not in TIMESTAMP_FORMATS:
+        raise DataFormatError(
+            source, f"{config_key}={timestamp_format!r} is not a timestamp format; expected one of {TIMESTAMP_FORMATS}"
+        )
+    return timestamp_format
+
+
+def as_integers(values: np.ndarray, source: str, what: str) -> np.ndarray:
+    """Float values that must be whole numbers -> int64."""
+    ints = np.rint(values)
+    if not np.array_equal(ints, values):
+        raise DataValueError(source, f"{what}: expected integers, found fractional values")
+    return ints.astype(np.int64)
+
+
+def decode_pairs(values: np.ndarray, source: str, what: str) -> np.ndarray:
+    """(..., 2) numbers -> (..., 2) int64 [weekday, slot]."""
+    if values.shape[-1] != 2:
+        raise DataFormatError(source, f"{what}: expected [weekday, slot] pairs, found {values.shape[-1]} per entry")
+    return as_integers(values, source, what)
+
+
+def decode_halfhour_index(values: np.ndarray, steps_per_day: int, source: str, what: str) -> np.ndarray:
+    """(...) half-hour indices -> (..., 2) int64; the encoding implies 48 steps per day."""
+    if steps_per_day != 48:
+        raise DataValueError(source, f"{what}: halfhour_index timestamps need steps_per_day=48, got {steps_per_day}")
+    i = as_integers(values, source, what)
+    if (i < 0).any():
+        raise DataValueError(source, f"{what}: negative half-hour index")
+    weekday = ((i % 336) // 48 + 2) % 7
+    return np.stack([weekday, i % 48], axis=-1)
+
+
+def decode_datetime(chars: np.ndarray, steps_per_day: int, source: str, what: str) -> np.ndarray:
+    """(..., 19) uint8 characters of ``YYYY-mm-dd HH:MM:SS`` -> (..., 2) int64."""
+    lead = chars.shape[:-1]
+    if chars.shape[-1] != _DATETIME_LEN:
+        raise DataFormatError(source, f"{what}: expected 'YYYY-mm-dd HH:MM:SS' strings, found length {chars.shape[-1]}")
+    flat = np.ascontiguousarray(chars.reshape(-1, _DATETIME_LEN))
+    seps = {4: b"-", 7: b"-", 10: b" ", 13: b":", 16: b":"}
+    digits = flat[:, [i for i in range(_DATETIME_LEN) if i not in seps]] - np.uint8(48)
+    ok = (digits < 10).all() and all((flat[:, i] == ord(c)).all() for i, c in seps.items())
+    if not ok:
+        raise DataFormatError(source, f"{what}: expected 'YYYY-mm-dd HH:MM:SS' strings")
+    try:
+        days = flat[:, :10].copy().view("S10").ravel().astype("datetime64[D]").astype(np.int64)
+    except ValueError as err:
+        raise DataValueError(source, f"{what}: invalid calendar date ({err})") from err
+    d = digits.astype(np.int64)  # columns: YYYY MM DD hh mm ss
+    hour, minute = d[:, 8] * 10 + d[:, 9], d[:, 10] * 10 + d[:, 11]
+    if (hour > 23).any() or (minute > 59).any():
+        raise DataValueError(source, f"{what}: time of day out of range")
+    if 1440 % steps_per_day:
+        raise DataValueError(source, f"{what}: steps_per_day={steps_per_day} does not divide a day into whole minutes")
+    slot = (hour * 60 + minute) // (1440 // steps_per_day)
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday (weekday 3)
+    return np.stack([weekday, slot], axis=-1).reshape(*lead, 2)
+
+
+def generate(n_steps: int, start_weekday: int, start_slot: int, steps_per_day: int) -> np.ndarray:
+    """Consecutive timestamps (n_steps, 2) starting at (start_weekday, start_slot)."""
+    t = start_slot + np.arange(n_steps, dtype=np.int64)
+    return np.stack([(start_weekday + t // steps_per_day) % 7, t % steps_per_day], axis=-1)
+
+
+def check_range(stamps: np.ndarray, steps_per_day: int, source: str, what: str) -> None:
+    """Raise unless every weekday is in 0..6 and every slot in 0..steps_per_day-1."""
+    if stamps.ndim < 1 or stamps.shape[-1] != 2:
+        raise DataFormatError(source, f"{what}: expected (..., 2) [weekday, slot] timestamps, got {stamps.shape}")
+    wd, slot = stamps[..., 0], stamps[..., 1]
+    if wd.size and (wd.min() < 0 or wd.max() > 6):
+        raise DataValueError(source, f"{what}: weekday out of range 0..6 (found {wd.min()}..{wd.max()})")
+    if slot.size and (slot.min() < 0 or slot.max() >= steps_per_day):
+        raise DataValueError(
+            source,
+            f"{what}: slot out of range 0..{steps_per_day - 1} (found {slot.min()}..{slot.max()}); check steps_per_day",
+        )
