@@ -70,3 +70,24 @@ def instantiate(cfg: Any, *args: Any, path: str = "", **kwargs: Any) -> Any:
     check_targets(cfg, path)
     check_targets(kwargs, path)
     return hydra.utils.instantiate(cfg, *args, **kwargs)
+
+
+def compose(overrides: list[str] | None = None, output_dir: str | None = None) -> DictConfig:
+    """Compose the project config outside a Hydra app (tests, notebooks, scripts).
+
+    ``output_dir`` replaces ``paths.output_dir`` (inside an app it is Hydra's run directory).
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from vlm4st import CONF_DIR
+
+    register_resolvers()
+    overrides = list(overrides or [])
+    if output_dir is not None:
+        overrides.append(f"paths.output_dir={output_dir}")
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)

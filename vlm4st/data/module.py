@@ -60,17 +60,32 @@ class DataModule:
         return [self.target]
 
     # -- iterators ------------------------------------------------------------------------------------------------
-    def num_train_batches(self, batch_size: int, drop_last: bool = False, world_size: int = 1) -> int:
-        return len(epoch_plan(self._train_sizes(), batch_size, self.seed, 0, 0, world_size, drop_last))
+    def num_train_batches(
+        self, batch_size: int, drop_last: bool = False, world_size: int = 1, names: list[str] | None = None
+    ) -> int:
+        """Batches per epoch and rank for ``names`` (default: every training dataset)."""
+        return len(epoch_plan(self._train_sizes(names), batch_size, self.seed, 0, 0, world_size, drop_last))
 
     def train_batches(
-        self, epoch: int, batch_size: int, *, drop_last: bool = False, rank: int = 0, world_size: int = 1
+        self,
+        epoch: int,
+        batch_size: int,
+        *,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        names: list[str] | None = None,
+        start: int = 0,
     ) -> Iterator[dict[str, Any]]:
-        """One epoch of single-dataset batches, datasets interleaved in a seeded order (seed + epoch)."""
-        names = self.train_names()
-        for d, positions in epoch_plan(self._train_sizes(), batch_size, self.seed, epoch, rank, world_size, drop_last):
-            yield self.by_name[names[d]].batch("train", positions)
+        """One epoch of single-dataset batches, datasets interleaved in a seeded order (seed + epoch).
 
+        ``names`` restricts the epoch to some training datasets (a transfer stage); ``start`` skips the first
+        batches of the epoch without gathering them (resuming mid-epoch replays the same order).
+        """
+        names = self._check_train_names(names)
+        plan = epoch_plan(self._train_sizes(names), batch_size, self.seed, epoch, rank, world_size, drop_last)
+        for d, positions in plan[start:]:
+            yield self.by_name[names[d]].batch("train", positions)
     def eval_batches(
         self, name: str, split: str, batch_size: int, *, rank: int = 0, world_size: int = 1
     ) -> Iterator[dict[str, Any]]:
@@ -82,8 +97,17 @@ class DataModule:
         for positions in eval_chunks(len(ds.windows[split]), batch_size, rank, world_size):
             yield ds.batch(split, positions, with_real=True)
 
-    def _train_sizes(self) -> list[int]:
-        names = self.train_names()
+    def _check_train_names(self, names: list[str] | None) -> list[str]:
+        available = self.train_names()
+        if names is None:
+            return available
+        unknown = [n for n in names if n not in available]
+        if unknown:
+            raise KeyError(f"datasets {unknown} have no training windows in {self.mode} mode; training: {available}")
+        return list(names)
+
+    def _train_sizes(self, names: list[str] | None = None) -> list[int]:
+        names = self._check_train_names(names)
         for n in names:
             self.accessed.add((n, "train"))
         return [len(self.by_name[n].windows["train"]) for n in names]

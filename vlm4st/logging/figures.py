@@ -55,23 +55,31 @@ def pattern_weights_image(patterns: Mapping[str, np.ndarray]) -> np.ndarray:
     return figure_to_rgb(fig)
 
 
-def forecast_image(truth: np.ndarray, forecast: np.ndarray, title: str = "", max_steps: int = 6) -> np.ndarray:
-    """Truth (top row) against forecast (bottom row) for the first horizon steps. Arrays: (T_out, H, W)."""
-    steps = min(max_steps, truth.shape[0])
-    vmin = float(min(truth[:steps].min(), forecast[:steps].min()))
-    vmax = float(max(truth[:steps].max(), forecast[:steps].max()))
-    fig, axes = plt.subplots(2, steps, figsize=(1.9 * steps, 3.6), squeeze=False)
-    for t in range(steps):
-        for row, (label, frames) in enumerate((("truth", truth), ("forecast", forecast))):
+def frame_rows_image(rows: Mapping[str, np.ndarray], title: str = "", max_steps: int = 6) -> np.ndarray:
+    """One row of frames per entry (``label -> (T, H, W)``), first ``max_steps`` frames, one shared colour scale."""
+    steps = min(max_steps, max(frames.shape[0] for frames in rows.values()))
+    vmin = float(min(frames[:steps].min() for frames in rows.values()))
+    vmax = float(max(frames[:steps].max() for frames in rows.values()))
+    fig, axes = plt.subplots(len(rows), steps, figsize=(1.9 * steps, 1.8 * len(rows)), squeeze=False)
+    for row, (label, frames) in enumerate(rows.items()):
+        for t in range(steps):
             ax = axes[row, t]
-            ax.imshow(frames[t], vmin=vmin, vmax=vmax, cmap="magma")
             ax.set_xticks([])
             ax.set_yticks([])
+            if t < frames.shape[0]:
+                ax.imshow(frames[t], vmin=vmin, vmax=vmax, cmap="magma")
+            else:
+                ax.axis("off")
             if t == 0:
                 ax.set_ylabel(label, fontsize=9)
             if row == 0:
-                ax.set_title(f"t+{t + 1}", fontsize=9)
+                ax.set_title(f"step {t + 1}", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return figure_to_rgb(fig)
+
+
+def forecast_image(truth: np.ndarray, forecast: np.ndarray, title: str = "", max_steps: int = 6) -> np.ndarray:
+    """Truth (top row) against forecast (bottom row) over the horizon. Arrays: (T_out, H, W)."""
+    return frame_rows_image({"truth": truth, "forecast": forecast}, title=title, max_steps=max_steps)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import random
 import tempfile
 import zipfile
@@ -57,7 +58,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint '{path}' does not exist (check the `checkpoint`/`resume` setting)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, pickle.UnpicklingError) as err:
         raise CheckpointError(f"checkpoint '{path}' is truncated or corrupted and cannot be read: {err}") from err
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"checkpoint '{path}' is not a vlm4st checkpoint (no 'format_version' key)")

@@ -1,0 +1,39 @@
+"""Helpers for end-to-end runs of the entry point inside the test process (no subprocess start-up cost)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from omegaconf import DictConfig
+
+from vlm4st.config import compose
+
+# Small, fast settings shared by the end-to-end tests: tiny model, short epochs, no progress bar.
+FAST = [
+    "model=tiny",
+    "logger=none",
+    "trainer.progress=false",
+    "trainer.batch_size=32",
+    "trainer.eval_batch_size=256",
+    "trainer.num_threads=1",
+]
+
+
+def make_cfg(run_dir: Path, *overrides: str) -> DictConfig:
+    """Compose the project config for a run in ``run_dir`` (its own source-model cache inside it)."""
+    return compose([*FAST, f"transfer.cache_dir={run_dir}/source_models", *overrides], output_dir=str(run_dir))
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture
+def run_entry():
+    """Run the entry point's dispatcher on a composed config; returns the selection objective."""
+    from vlm4st.run import run
+
+    return run

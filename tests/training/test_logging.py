@@ -1,0 +1,45 @@
+"""TensorBoard event files and W&B offline files hold the scalar tags and images of a run."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.training.conftest import make_cfg
+
+QUICK = ["trainer.epochs=1", "trainer.max_steps=4", "trainer.log_every_steps=1", "trainer.schedule.warmup_epochs=0"]
+SCALARS = {"train/loss", "train/mse", "train/mae", "train/lr", "val/loss", "val/city_a/rmse", "val/city_a/mae",
+           "val/city_a/rmse_norm", "val/city_a/mae_norm"}
+IMAGES = {"val/city_a/gate_weights", "val/city_a/pattern_weights", "val/city_a/forecast"}
+
+
+def test_tensorboard_gets_scalars_and_images(tmp_path, run_entry) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "tb"
+    run_entry(make_cfg(run_dir, *QUICK, "logger=tensorboard"))
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert set(tags["scalars"]) >= SCALARS, sorted(set(SCALARS) - set(tags["scalars"]))
+    assert set(tags["images"]) >= IMAGES, sorted(set(IMAGES) - set(tags["images"]))
+    assert "test/city_a/rmse" in tags["scalars"]
+
+
+def test_wandb_offline_run_gets_the_same_scalars_and_images(tmp_path, run_entry, monkeypatch) -> None:
+    pytest.importorskip("wandb")
+    from tests.training.wandb_records import history_keys_and_config
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dir = tmp_path / "wb"
+    run_entry(make_cfg(run_dir, *QUICK, "logger=wandb", "logger.group=tests"))
+    files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1, f"expected one offline run file, found {files}"
+    history_keys, config_seen = history_keys_and_config(files[0])
+    assert history_keys >= SCALARS, sorted(SCALARS - history_keys)
+    images = {k.removesuffix("/_type") for k in history_keys if k.endswith("/_type")}  # media are nested records
+    assert images >= IMAGES, sorted(IMAGES - images)
+    assert config_seen
+    media = list((run_dir / "wandb").glob("offline-run-*/files/media/images/**/*.png"))
+    assert media, "image files are written next to the offline run"

@@ -1,0 +1,135 @@
+"""Evaluation: metrics over whole splits (all ranks' sums reduced), predictions, and figures for the loggers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vlm4st.data.module import DataModule
+from vlm4st.logging import figures
+from vlm4st.training.distributed import DistInfo, all_reduce_sum
+from vlm4st.training.metrics import ForecastMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    """Metrics per dataset, the pooled normalised loss, and (optionally) real-scale forecasts per dataset."""
+
+    metrics: dict[str, dict[str, Any]]
+    loss: float
+    predictions: dict[str, dict[str, np.ndarray]] | None = None
+
+
+def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def task_ids_for(batch: Mapping[str, Any], unseen: Iterable[str]) -> torch.Tensor | None:
+    """The batch's task ids, or None (the adapter's "unknown task") for a dataset the model never trained on."""
+    return None if batch["dataset"] in set(unseen) else batch["task_id"]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: DataModule,
+    split: str,
+    names: list[str],
+    *,
+    batch_size: int,
+    device: torch.device,
+    dist: DistInfo,
+    loss_cfg: Mapping[str, Any],
+    autocast: Any,
+    unseen: Iterable[str] = (),
+    collect: bool = False,
+) -> EvalResult:
+    """Run ``model`` over ``split`` of each dataset in ``names``; every rank takes a contiguous share.
+
+    ``loss`` is ``mse_weight * MSE + mae_weight * MAE`` over every normalised point of every dataset (pooled, not a
+    mean of batch or dataset means). ``collect`` keeps real-scale forecasts (single process only).
+    """
+    was_training = model.training
+    model.eval()
+    unseen = set(unseen)
+    metrics = ForecastMetrics(data.t_out, names)
+    pooled = torch.zeros(3, dtype=torch.float64)  # sum e^2, sum |e|, points (normalised space)
+    kept: dict[str, dict[str, list[np.ndarray]]] = {}
+    for name in names:
+        for batch in data.eval_batches(name, split, batch_size, rank=dist.rank, world_size=dist.world_size):
+            b = _to_device(batch, device)
+            with autocast:
+                pred = model(b["x"], b["timestamps"], task_ids_for(b, unseen))  # (B, T_out, H, W, C)
+            pred = pred.float()[..., 0]  # (B, T_out, H, W)
+            err = (pred - b["y"]).double()
+            pooled += torch.stack([err.square().sum(), err.abs().sum(), torch.tensor(err.numel())]).cpu()
+            metrics.update(pred.cpu(), batch, data.to_real)
+            if collect:
+                store = kept.setdefault(name, {"forecast": [], "target": [], "channel": [], "index": []})
+                store["forecast"].append(data.to_real(pred.cpu(), batch).float().numpy())
+                store["target"].append(batch["y_real"].float().numpy())
+                store["channel"].append(batch["channel"].numpy())
+                store["index"].append(batch["index"].numpy())
+    if dist.enabled:
+        metrics.unpack(all_reduce_sum(metrics.pack().to(device)).cpu())
+        pooled = all_reduce_sum(pooled.to(device)).cpu()
+    model.train(was_training)
+    sq, ab, n = pooled.tolist()
+    loss = float(loss_cfg["mse_weight"]) * sq / max(n, 1.0) + float(loss_cfg["mae_weight"]) * ab / max(n, 1.0)
+    predictions = {k: {f: np.concatenate(v) for f, v in d.items()} for k, d in kept.items()} if collect else None
+    return EvalResult(metrics=metrics.result(), loss=loss, predictions=predictions)
+
+
+def scalar_tags(prefix: str, result: EvalResult) -> dict[str, float]:
+    """Flat logger tags: ``{prefix}/loss`` and ``{prefix}/{dataset}/{mae,rmse,mae_norm,rmse_norm}``."""
+    tags = {f"{prefix}/loss": result.loss}
+    for name, m in result.metrics.items():
+        for key in ("mae", "rmse", "mae_norm", "rmse_norm"):
+            tags[f"{prefix}/{name}/{key}"] = m[key]
+    return tags
+
+
+@torch.no_grad()
+def figure_images(
+    model: nn.Module,
+    data: DataModule,
+    split: str,
+    names: list[str],
+    device: torch.device,
+    autocast: Any,
+    unseen: Iterable[str] = (),
+    batch_size: int = 8,
+) -> dict[str, np.ndarray]:
+    """Images for the loggers from the first ``split`` batch of each dataset: gate weights, PromptForge pattern
+    weights, forecast versus truth (real scale, native grid)."""
+    was_training = model.training
+    model.eval()
+    images: dict[str, np.ndarray] = {}
+    for name in names:
+        batch = next(iter(data.eval_batches(name, split, batch_size)))
+        b = _to_device(batch, device)
+        with autocast:
+            pred, inter = model(b["x"], b["timestamps"], task_ids_for(b, unseen), return_intermediate=True)
+        pred = pred.float()[..., 0].cpu()  # (B, T_out, H, W)
+        if inter.get("gate_weights") is not None:
+            gates = inter["gate_weights"].float().mean(dim=(0, 1)).cpu().numpy()  # (H, W, n_branches)
+            images[f"{split}/{name}/gate_weights"] = figures.gate_weights_image(gates)
+        if inter.get("pattern_info"):
+            patterns = {
+                modality: (w["coarse"][:, :, None] * w["fine"]).float().mean(0).cpu().numpy()  # (K, M)
+                for modality, w in inter["pattern_info"].items()
+            }
+            images[f"{split}/{name}/pattern_weights"] = figures.pattern_weights_image(patterns)
+        real = data.to_real(pred, batch).float().numpy()  # (B, T_out, H0, W0)
+        truth = batch["y_real"].float().numpy()
+        images[f"{split}/{name}/forecast"] = figures.forecast_image(truth[0], real[0], title=f"{name} window 0")
+    model.train(was_training)
+    return images

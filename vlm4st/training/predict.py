@@ -1,0 +1,97 @@
+"""``task=predict``: forecast a file of raw frames with a trained checkpoint, on the real scale.
+
+Input (``predict_input``): ``.npy`` holding frames (T, H, W) (the last T_in frames are the history) or windows
+(N, T_in, H, W); or ``.npz`` with ``frames`` in either shape plus optional ``timestamps`` ((T, 2) or
+(N, T_in, 2), [weekday, slot]) and ``channel`` ((N,), for per-channel scalers). ``predict_dataset`` names the
+training dataset whose scaler and task id apply (default: the checkpoint's first dataset). Output in the run
+dir: ``forecast.npz`` (``forecast`` (N, T_out, H, W) real scale, ``history`` the inputs) and ``forecast.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from vlm4st.config import ConfigError
+from vlm4st.data.resize import resize_maps
+from vlm4st.data.scaler import MinMaxScaler
+from vlm4st.logging.figures import frame_rows_image
+from vlm4st.training.state import load_model_state
+
+log = logging.getLogger(__name__)
+
+
+def _read_input(path: Path, t_in: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Windows (N, T_in, H, W), timestamps (N, T_in, 2) or None, channel (N,) or None."""
+    if not path.is_file():
+        raise ConfigError(f"predict_input: file '{path}' does not exist")
+    stamps = channel = None
+    if path.suffix == ".npy":
+        frames = np.load(path, allow_pickle=False)
+    elif path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if "frames" not in z:
+                raise ConfigError(f"predict_input '{path}': no 'frames' array (found {sorted(z.files)})")
+            frames = z["frames"]
+            stamps = z.get("timestamps")
+            channel = z.get("channel")
+    else:
+        raise ConfigError(f"predict_input '{path}': expected a .npy or .npz file")
+    if frames.ndim == 3:  # (T, H, W): forecast after the last T_in frames
+        if len(frames) < t_in:
+            raise ConfigError(f"predict_input '{path}': {len(frames)} frames, the model needs at least T_in={t_in}")
+        frames = frames[None, -t_in:]
+        stamps = None if stamps is None else stamps[None, -t_in:]
+    if frames.ndim != 4 or frames.shape[1] != t_in:
+        raise ConfigError(f"predict_input '{path}': frames of shape {frames.shape}; expected (T, H, W) or "
+                          f"(N, T_in={t_in}, H, W)")
+    if not np.isfinite(frames).all():
+        raise ConfigError(f"predict_input '{path}': frames contain NaN or Inf")
+    if stamps is not None and stamps.shape != (*frames.shape[:2], 2):
+        raise ConfigError(f"predict_input '{path}': timestamps of shape {stamps.shape}; expected "
+                          f"{(*frames.shape[:2], 2)}")
+    return frames.astype(np.float32), stamps, channel
+
+
+def run_predict(cfg: DictConfig, payload: dict[str, Any], model: nn.Module) -> Path:
+    """Load the checkpoint into ``model``, forecast ``cfg.predict_input``, write the outputs; returns the npz path."""
+    if not cfg.predict_input:
+        raise ConfigError("task=predict needs predict_input=<.npy or .npz of raw frames>")
+    load_model_state(model, payload["model"], str(cfg.checkpoint))
+    model.eval()
+    data = payload["data"]
+    datasets = {d["name"]: d for d in data["datasets"]}
+    name = cfg.get("predict_dataset") or data["datasets"][0]["name"]
+    if name not in datasets:
+        raise ConfigError(f"predict_dataset={name!r}; the checkpoint knows {sorted(datasets)}")
+    info = datasets[name]
+    scaler = MinMaxScaler.from_state_dict(info["scaler"])
+    frames, stamps, channel = _read_input(Path(str(cfg.predict_input)), int(data["t_in"]))
+    n = len(frames)
+    channel_t = torch.from_numpy(channel.astype(np.int64)) if channel is not None else torch.zeros(n, dtype=torch.int64)
+    x = scaler.transform(torch.from_numpy(frames), channel_t if scaler.per_channel else None)  # (N, T_in, H, W)
+    native_hw = tuple(frames.shape[-2:])
+    x = resize_maps(x.float(), tuple(info["model_hw"]))  # (N, T_in, h, w)
+    ts = torch.from_numpy(stamps.astype(np.int64)) if stamps is not None else None
+    task = torch.full((n,), int(info["task_id"]), dtype=torch.int64)
+    with torch.no_grad():
+        pred = model(x, ts, task)[..., 0]  # (N, T_out, h, w)
+    pred = resize_maps(pred.float(), native_hw)  # (N, T_out, H, W)
+    forecast = scaler.inverse(pred, channel_t if scaler.per_channel else None, dtype=torch.float64).numpy()
+    out_dir = Path(str(cfg.paths.output_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    npz_path = out_dir / "forecast.npz"
+    np.savez_compressed(npz_path, forecast=forecast.astype(np.float32), history=frames, dataset=np.array(name))
+    png = frame_rows_image({"history": frames[0], "forecast": forecast[0]},
+                           title=f"{name}: window 0, history and forecast (real scale)")
+    import matplotlib.pyplot as plt
+
+    plt.imsave(out_dir / "forecast.png", png)
+    log.info("forecast of %d window(s) x %d steps written to %s and forecast.png", n, forecast.shape[1], npz_path)
+    return npz_path
