@@ -38,3 +38,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real datasets not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def run_entry():
+    """The entry point's dispatcher (``vlm4st.run.run``): runs a composed config in this process."""
+    from vlm4st.run import run
+
+    return run

@@ -29,6 +29,7 @@ def register_resolvers() -> None:
     resolvers = {
         "repo_root": lambda: str(REPO_ROOT),
         "len": lambda node: len(node),
+        "max": lambda *values: max(values),
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import hydra
 from omegaconf import DictConfig
@@ -23,6 +24,8 @@ from vlm4st.config import ConfigError, register_resolvers
 log = logging.getLogger("vlm4st")
 
 register_resolvers()
+# Our submitit launcher files keep the plugin's option names and are validated against its schema.
+warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema with the same name.*")
 
 
 def run(cfg: DictConfig) -> float | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.training.conftest import make_cfg
+from tests.runs import make_cfg
 
 QUICK = ["trainer.epochs=1", "trainer.max_steps=4", "trainer.log_every_steps=1", "trainer.schedule.warmup_epochs=0"]
 SCALARS = {"train/loss", "train/mse", "train/mae", "train/lr", "val/loss", "val/city_a/rmse", "val/city_a/mae",

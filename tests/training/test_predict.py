@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.training.conftest import make_cfg, read_metrics
+from tests.runs import make_cfg, read_metrics
 
 QUICK = ["trainer.epochs=1", "trainer.max_steps=4", "trainer.schedule.warmup_epochs=0"]
 

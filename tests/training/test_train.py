@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.training.conftest import make_cfg, read_metrics
+from tests.runs import make_cfg, read_metrics
 from vlm4st.training import checkpoint as ckpt
 from vlm4st.training.trainer import RunInterrupted
 

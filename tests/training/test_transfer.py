@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.training.conftest import make_cfg, read_metrics
+from tests.runs import make_cfg, read_metrics
 from vlm4st.training import checkpoint as ckpt
 
 QUICK = ["trainer.epochs=1", "trainer.max_steps=6", "trainer.fewshot.epochs=1", "trainer.schedule.warmup_epochs=0"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlm4st.config import ConfigError, instantiate
 from vlm4st.logging.base import ExperimentLogger, NullLogger
-from vlm4st.training.distributed import DistInfo, init_distributed
+from vlm4st.training.distributed import DistInfo, broadcast_object, init_distributed
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,8 @@ def setup_runtime(cfg: DictConfig) -> Runtime:
         torch.backends.cudnn.benchmark = False
     seed_everything(int(cfg.seed))
     run_dir = Path(str(cfg.paths.output_dir))
+    if dist.enabled:  # every rank resolved its own time-stamped dir: use rank 0's
+        run_dir = Path(str(broadcast_object(str(run_dir))))
     run_dir.mkdir(parents=True, exist_ok=True)
     choices = config_choices(cfg)
     logger = build_logger(cfg, choices, dist)
@@ -155,8 +157,3 @@ def setup_runtime(cfg: DictConfig) -> Runtime:
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as a plain dict (for checkpoints, logs and ``config_resolved.yaml``)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
-
-
-def once(dist: DistInfo, fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` on rank 0 only."""
-    return fn() if dist.is_main else None

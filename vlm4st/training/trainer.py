@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from vlm4st.data.module import DataModule
 from vlm4st.training import checkpoint as ckpt
+from vlm4st.training.distributed import all_reduce_sum, barrier
 from vlm4st.training.evaluate import EvalResult, evaluate, figure_images, scalar_tags
 from vlm4st.training.optim import build_optimizer, build_scheduler
 from vlm4st.training.runtime import Runtime
@@ -69,20 +70,30 @@ class StageResult:
 
 
 class _StopSignal:
-    """Turns SIGTERM/SIGUSR1 (SLURM pre-emption, kill) into a flag checked at step boundaries."""
+    """Turns SIGTERM / SIGUSR1 / SIGUSR2 (kill, SLURM pre-emption, submitit's timeout signal) into a flag that the
+    loop checks at step boundaries: it writes ``last.pt`` first, then hands the signal to the handler that was
+    installed before (submitit's checkpoint-and-requeue), or stops with ``RunInterrupted``."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopSignal:
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in self.SIGNALS:
             with contextlib.suppress(ValueError):  # not the main thread: leave signals to the caller
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.received = signum
+
+    def forward(self) -> None:
+        """After ``last.pt`` is safe: call the earlier handler of the received signal (it may requeue and exit)."""
+        previous = self._previous.get(self.received) if self.received is not None else None
+        if callable(previous):
+            previous(self.received, None)
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
@@ -111,7 +122,8 @@ class Trainer:
         """Train ``stage`` (resuming from its ``last.pt`` when present and ``resume``) and return its result."""
         cfg, rt = self.cfg, self.rt
         bs = int(cfg["batch_size"])
-        per_epoch = self.data.num_train_batches(bs, names=stage.train, world_size=rt.dist.world_size)
+        per_epoch = self.data.num_train_batches(bs, drop_last=bool(cfg.get("drop_last", False)), names=stage.train,
+                                                world_size=rt.dist.world_size)
         if per_epoch == 0:
             raise ValueError(f"stage '{stage.name}': no training batches for datasets {stage.train}")
         total = stage.epochs * per_epoch
@@ -130,6 +142,7 @@ class Trainer:
         else:
             self._run_epochs(stage, state, optimizer, scheduler, per_epoch, total, last_path, best_path)
         self.global_step_offset += state["step"]
+        barrier()  # rank 0 has written the checkpoints every rank reads next
         if not best_path.is_file():
             raise RuntimeError(f"stage '{stage.name}' ended without a best checkpoint at {best_path}")
         return StageResult(best_path, last_path, state["best_epoch"], state["best_val"],
@@ -149,7 +162,8 @@ class Trainer:
                 epoch, start = state["epoch"], state["epoch_step"]
                 self.model.train()
                 batches = self.data.train_batches(epoch, int(cfg["batch_size"]), names=stage.train, start=start,
-                                                  rank=rt.dist.rank, world_size=rt.dist.world_size)
+                                                  drop_last=bool(cfg.get("drop_last", False)), rank=rt.dist.rank,
+                                                  world_size=rt.dist.world_size)
                 steps_left = min(per_epoch - start, total - state["step"])
                 bar = tqdm(total=steps_left, desc=f"{stage.name} epoch {epoch + 1}/{stage.epochs}", disable=not show,
                            unit="step", dynamic_ncols=True, mininterval=1.0, leave=False)
@@ -167,14 +181,16 @@ class Trainer:
                              "train/mae": parts["mae_loss"], "train/lr": scheduler.get_last_lr()[0]},
                             self.global_step_offset + state["step"],
                         )
-                    stopping = stop.received is not None or (interrupt_at is not None and
-                                                            state["step"] >= int(interrupt_at))
+                    stopping = self._agree(stop.received is not None or (interrupt_at is not None and
+                                                                        state["step"] >= int(interrupt_at)))
                     if stopping or (every_ckpt and state["step"] % every_ckpt == 0):
                         state["train_seconds"] += time.perf_counter() - tick
                         tick = time.perf_counter()
                         self._save(last_path, state, optimizer, scheduler, stage)
                     if stopping:
                         bar.close()
+                        barrier()  # rank 0 has written last.pt
+                        stop.forward()
                         why = f"signal {stop.received}" if stop.received is not None else "interrupt_after_steps"
                         raise RunInterrupted(f"stage '{stage.name}' stopped at step {state['step']} ({why}); "
                                              f"resume with resume=true from {last_path}")
@@ -185,6 +201,12 @@ class Trainer:
                 self._end_epoch(stage, state, optimizer, scheduler, last_path, best_path)
         state["finished"] = True
         self._save(last_path, state, optimizer, scheduler, stage)
+
+    def _agree(self, flag: bool) -> bool:
+        """Whether any rank wants to stop (all ranks must stop at the same step under DDP)."""
+        if not self.rt.dist.enabled:
+            return flag
+        return bool(all_reduce_sum(torch.tensor([float(flag)], device=self.rt.device)).item() > 0)
 
     def _step(self, net, batch, optimizer, scheduler, clip) -> dict[str, float]:
         dev = self.rt.device

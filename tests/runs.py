@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from omegaconf import DictConfig
 
 from vlm4st.config import compose
@@ -29,11 +28,3 @@ def make_cfg(run_dir: Path, *overrides: str) -> DictConfig:
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "metrics.json").read_text())
-
-
-@pytest.fixture
-def run_entry():
-    """Run the entry point's dispatcher on a composed config; returns the selection objective."""
-    from vlm4st.run import run
-
-    return run
