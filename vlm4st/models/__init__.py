@@ -1,1 +1,32 @@
-"""The six VLM4ST modules and the model that wires them."""
+"""The six VLM4ST modules and the model that wires them.
+
+Config targets name the defining modules (``vlm4st.models.dix_attention.DiXAttention`` ...); the model itself is
+``vlm4st.models.VLM4ST``.
+"""
+
+from vlm4st.models.dix_attention import DiXAttention
+from vlm4st.models.format_image import ImageProjector
+from vlm4st.models.format_sequence import SequenceResampler
+from vlm4st.models.format_transformer import DualPathFormatTransformer, FormatOutput
+from vlm4st.models.gated_fusion import AdaptiveGatedFusion
+from vlm4st.models.input_projection import InputProjection, STFeatures
+from vlm4st.models.prediction_head import PredictionHead
+from vlm4st.models.prompt_forge import PromptForge
+from vlm4st.models.vlm4st import INTERMEDIATE_KEYS, VLM4ST
+from vlm4st.models.vlm_module import VLMModule
+
+__all__ = [
+    "INTERMEDIATE_KEYS",
+    "VLM4ST",
+    "AdaptiveGatedFusion",
+    "DiXAttention",
+    "DualPathFormatTransformer",
+    "FormatOutput",
+    "ImageProjector",
+    "InputProjection",
+    "PredictionHead",
+    "PromptForge",
+    "STFeatures",
+    "SequenceResampler",
+    "VLMModule",
+]

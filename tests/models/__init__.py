@@ -1,0 +1,1 @@
+"""Tests of the VLM4ST model and its modules."""

@@ -1,0 +1,57 @@
+"""Helpers of the model tests: compose a model config through Hydra and build it with the guarded instantiate."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from omegaconf import DictConfig
+
+from vlm4st import CONF_DIR
+from vlm4st.config import compose, instantiate
+from vlm4st.models import VLM4ST
+
+T_IN, T_OUT, STEPS_PER_DAY = 6, 4, 48
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def model_config(
+    preset: str = "tiny", ablation: str = "full", lora_type: str = "none", extra: list[str] | None = None
+) -> DictConfig:
+    """The composed root config with T_in = 6 and T_out = 4 (T_out != T_in on purpose)."""
+    overrides = [f"model={preset}", f"ablation={ablation}", f"lora_type={lora_type}"]
+    overrides += [f"dataset.t_in={T_IN}", f"dataset.t_out={T_OUT}", f"dataset.steps_per_day={STEPS_PER_DAY}"]
+    return compose(overrides + list(extra or []))
+
+
+def build_model(
+    preset: str = "tiny", ablation: str = "full", lora_type: str = "none", extra: list[str] | None = None, seed: int = 0
+) -> VLM4ST:
+    torch.manual_seed(seed)
+    cfg = model_config(preset, ablation, lora_type, extra)
+    model = instantiate(cfg.model, path="model")
+    assert isinstance(model, VLM4ST)
+    return model
+
+
+def batch(B: int, H: int, W: int, t_in: int = T_IN, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Input (B, T_in, H, W) in [-1, 1], timestamps (B, T_in, 2), task ids (B,)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(B, t_in, H, W, generator=g) * 2 - 1
+    ts = torch.stack(
+        [torch.randint(0, 7, (B, t_in), generator=g), torch.randint(0, STEPS_PER_DAY, (B, t_in), generator=g)], -1
+    )
+    return x, ts, torch.zeros(B, dtype=torch.long)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny models run faster on one intra-op thread (no thread wake-ups per small kernel); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,95 @@
+"""Ablations compose through Hydra, build fewer parameters than `full`, run forward/backward, and leave nothing
+built but unused (every trainable parameter is reached by the backward pass)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.models.conftest import T_IN, T_OUT, batch, build_model, model_config, options
+from vlm4st.config import instantiate
+
+ABLATIONS = options("ablation")
+ABSENT = {  # intermediate outputs that each ablation must return as None
+    "full": set(),
+    "no_dix": {"X_temporal", "X_spatial", "X_cross", "gate_weights"},
+    "no_prompt": {"B_prompt", "pattern_info"},
+    "no_seq": {"sequence"},
+    "no_visual": {"image"},
+}
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_every_ablation_option_is_known() -> None:
+    assert set(ABLATIONS) == set(ABSENT)
+
+
+@pytest.mark.parametrize("lora_type", ["none", "standard"])
+@pytest.mark.parametrize("ablation", ABLATIONS)
+def test_ablation_builds_less_and_trains(ablation: str, lora_type: str) -> None:
+    model = build_model("tiny", ablation, lora_type)
+    assert model_config("tiny", ablation, lora_type).ablation.name == ablation
+    if ablation != "full":
+        assert n_params(model) < n_params(build_model("tiny", "full", lora_type))
+    x, ts, task = batch(2, 10, 20)
+    pred, out = model(x, ts, task, return_intermediate=True)
+    assert pred.shape == (2, T_OUT, 10, 20, 1)
+    assert {k for k, v in out.items() if v is None} == ABSENT[ablation]
+    pred.square().mean().backward()
+    unreached = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unreached, f"parameters built but never used: {unreached[:5]}"
+
+
+def test_ablations_remove_their_modules() -> None:
+    assert build_model("tiny", "no_dix").fusion is None
+    no_prompt = build_model("tiny", "no_prompt")
+    assert no_prompt.prompt_forge is None and no_prompt.format_transformer.prompt_proj is None
+    no_seq = build_model("tiny", "no_seq")
+    assert no_seq.vlm.text_encoder is None and no_seq.format_transformer.sequence is None
+    no_visual = build_model("tiny", "no_visual")
+    assert no_visual.vlm.visual_encoder is None and no_visual.format_transformer.image is None
+    assert no_visual.head.visual_proj is None
+    assert len(no_visual.vlm.text_encoder.encoder.layer) == no_visual.vlm.text_encoder.fusion_layer
+
+
+@pytest.mark.parametrize("lora_type", options("lora_type"))
+def test_every_lora_type_and_ablation_trains(lora_type: str) -> None:
+    x, ts, task = batch(2, 6, 8)
+    task[1] = 1
+    for ablation in ABLATIONS:
+        cfg = model_config("tiny", ablation, lora_type)
+        assert cfg.model.t_in == T_IN
+        model = instantiate(cfg.model, path="model")
+        model.freeze_vlm_backbone()
+        pred = model(x, ts, task)
+        assert pred.shape == (2, T_OUT, 6, 8, 1)
+        pred.square().mean().backward()
+        assert model.head.fc2.weight.grad is not None
+
+
+def test_small_preset_instantiates_every_ablation() -> None:
+    full = None
+    for ablation in ABLATIONS:
+        model = instantiate(model_config("small", ablation, "standard").model, path="model")
+        if ablation == "full":
+            full = n_params(model)
+    assert full is not None and n_params(model) < full
+
+
+@pytest.mark.parametrize(
+    ("ablation", "override", "key"),
+    [
+        ("no_visual", "model.head.visual_dim=64", "model.head.visual_dim"),
+        ("no_prompt", "model.format_transformer.prompt_dim=48", "model.format_transformer.prompt_dim"),
+        ("full", "model.format_transformer.prompt_dim=36", "model.format_transformer.prompt_dim"),
+        ("full", "model.head.context_dim=32", "model.head.context_dim"),
+        ("no_seq", "model.vlm.text={hidden_size: 64, num_layers: 2, num_heads: 2, intermediate_size: 64, "
+         "fusion_layer: 1}", "model.format_transformer.sequence"),
+    ],
+)  # fmt: skip
+def test_inconsistent_wiring_names_the_key(ablation: str, override: str, key: str) -> None:
+    with pytest.raises(Exception, match=key.replace(".", r"\.")):
+        instantiate(model_config("tiny", ablation, "none", [override]).model, path="model")

@@ -1,0 +1,206 @@
+"""DiX-Attention: temporal, spatial and bidirectional cross attention over the grid series (module 1 of 6).
+
+Branches, all from the embedded input X_input (B, T, H, W, d), which carries spatial, temporal and calendar
+positions (see ``input_projection``):
+- temporal: one sequence per cell over the T steps plus a learned CLS token; pre-norm transformer blocks.
+  Summary c_t = CLS outputs averaged over cells.
+- spatial: per frame, every cell (and a CLS token) attends to the frame average-pooled to at most
+  ``spatial_pool`` x ``spatial_pool`` tokens plus the CLS token (spatial-reduction attention: cost linear in the
+  number of cells, any grid size). Summary c_s = CLS outputs averaged over frames.
+- cross (bidirectional): per frame, [CLS_ts, mean of the temporal features] attend to the spatial features
+  pooled to ``cross_pool`` x ``cross_pool``; per cell, [CLS_st, mean over time of the spatial features] attend to
+  that cell's T temporal features (keys = values = the normalised features: two queries read many tokens, so
+  the key/value projections are folded into the query/output projections). The frame result (B, T, d) and the
+  cell result (B, H, W, d) are projected and broadcast-added (the same as a Linear on their concatenation,
+  without materialising it), then an MLP and a residual to X_temporal + X_spatial. Summary c_x = the mean of
+  both CLS outputs.
+Dropout sits on residual branches only (attention outputs, MLP outputs), never on attention probabilities, so
+the fused attention kernels always apply.
+Summaries are returned, never cached on the module (D-13).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from vlm4st.models.input_projection import InputEmbedding, STFeatures
+from vlm4st.models.layers import MLP, Attention, Block, pool_grid
+
+
+def _cls_token(d_model: int) -> nn.Parameter:
+    return nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
+
+
+class TemporalEncoder(nn.Module):
+    """Self-attention over time, one sequence per cell: (B, T, H, W, d) -> features, CLS per cell (B, H, W, d)."""
+
+    def __init__(self, d_model: int, num_heads: int, num_layers: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.cls = _cls_token(d_model)
+        self.blocks = nn.ModuleList(Block(d_model, num_heads, mlp_ratio, dropout) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T, H, W, d = x.shape
+        seq = x.permute(0, 2, 3, 1, 4).reshape(B * H * W, T, d)  # (BHW, T, d)
+        seq = torch.cat([self.cls.expand(B * H * W, 1, d), seq], dim=1)  # (BHW, 1+T, d)
+        for block in self.blocks:
+            seq = block(seq)  # (BHW, 1+T, d)
+        seq = self.norm(seq)
+        cls = seq[:, 0].view(B, H, W, d)  # (B, H, W, d)
+        out = seq[:, 1:].view(B, H, W, T, d).permute(0, 3, 1, 2, 4)  # (B, T, H, W, d)
+        return out, cls
+
+
+class PooledSpatialBlock(nn.Module):
+    """Pre-norm block where every cell and the CLS token attend to [CLS, frame pooled to ``pool`` x ``pool``]."""
+
+    def __init__(self, d_model: int, num_heads: int, mlp_ratio: float, dropout: float, pool: int | None) -> None:
+        super().__init__()
+        self.pool = pool
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attn = Attention(d_model, num_heads, cross=True)
+        self.drop = nn.Dropout(dropout)
+        hidden = round(d_model * mlp_ratio)
+        self.norm2 = nn.LayerNorm(d_model) if hidden > 0 else None
+        self.mlp = MLP(d_model, hidden, dropout=dropout) if hidden > 0 else None
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """x (N, 1 + H*W, d) with the CLS token first; ``grid`` = (H, W)."""
+        N, _, d = x.shape
+        H, W = grid
+        h = self.norm1(x)  # (N, 1+HW, d)
+        pooled = pool_grid(h[:, 1:].reshape(N, H, W, d), self.pool).reshape(N, -1, d)  # (N, P, d)
+        kv = torch.cat([h[:, :1], pooled], dim=1)  # (N, 1+P, d)
+        x = x + self.drop(self.attn(h, kv))  # (N, 1+HW, d)
+        if self.mlp is not None:
+            x = x + self.mlp(self.norm2(x))  # (N, 1+HW, d)
+        return x
+
+
+class SpatialEncoder(nn.Module):
+    """Attention over cells, one sequence per frame: (B, T, H, W, d) -> features, CLS per frame (B, T, d)."""
+
+    def __init__(
+        self, d_model: int, num_heads: int, num_layers: int, mlp_ratio: float, dropout: float, pool: int | None
+    ) -> None:
+        super().__init__()
+        self.cls = _cls_token(d_model)
+        self.blocks = nn.ModuleList(
+            PooledSpatialBlock(d_model, num_heads, mlp_ratio, dropout, pool) for _ in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T, H, W, d = x.shape
+        seq = torch.cat([self.cls.expand(B * T, 1, d), x.reshape(B * T, H * W, d)], dim=1)  # (BT, 1+HW, d)
+        for block in self.blocks:
+            seq = block(seq, (H, W))  # (BT, 1+HW, d)
+        seq = self.norm(seq)
+        cls = seq[:, 0].view(B, T, d)  # (B, T, d)
+        return seq[:, 1:].reshape(B, T, H, W, d), cls  # (B, T, H, W, d)
+
+
+class CrossExchange(nn.Module):
+    """Bidirectional temporal<->spatial attention: (X_temporal, X_spatial) -> X_cross (B, T, H, W, d), c_x (B, d)."""
+
+    def __init__(self, d_model: int, num_heads: int, mlp_ratio: float, dropout: float, pool: int | None) -> None:
+        super().__init__()
+        hidden = round(d_model * mlp_ratio)
+        if hidden < 1:
+            raise ValueError(f"model.dix.cross_mlp_ratio: expected > 0, got {mlp_ratio}")
+        self.pool = pool
+        self.cls_ts = _cls_token(d_model)
+        self.cls_st = _cls_token(d_model)
+        self.norm_t = nn.LayerNorm(d_model)
+        self.norm_s = nn.LayerNorm(d_model)
+        # Two queries per frame / per cell read many normalised tokens: no key/value projection (see Attention).
+        self.t2s = Attention(d_model, num_heads, cross=True, project_kv=False)
+        self.s2t = Attention(d_model, num_heads, cross=True, project_kv=False)
+        # Linear(2d -> hidden) on concat(frame result, cell result), split so each half runs at low resolution.
+        self.fc1_frame = nn.Linear(d_model, hidden)
+        self.fc1_cell = nn.Linear(d_model, hidden, bias=False)
+        self.norm_mid = nn.LayerNorm(hidden)
+        self.fc2 = nn.Linear(hidden, d_model)
+        self.drop = nn.Dropout(dropout)
+        self.norm_out = nn.LayerNorm(d_model)
+
+    def forward(self, xt: torch.Tensor, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T, H, W, d = xt.shape
+        at, as_ = self.norm_t(xt), self.norm_s(xs)  # (B, T, H, W, d) each
+        # temporal -> spatial, one query pair per frame
+        q = torch.cat([self.cls_ts.expand(B * T, 1, d), at.mean(dim=(2, 3)).reshape(B * T, 1, d)], dim=1)  # (BT, 2, d)
+        kv = pool_grid(as_.reshape(B * T, H, W, d), self.pool).reshape(B * T, -1, d)  # (BT, P, d)
+        ts = self.t2s(q, kv).view(B, T, 2, d)  # (B, T, 2, d)
+        # spatial -> temporal, one query pair per cell
+        q = torch.cat([self.cls_st.expand(B * H * W, 1, d), as_.mean(dim=1).reshape(B * H * W, 1, d)], dim=1)
+        kv = at.permute(0, 2, 3, 1, 4).reshape(B * H * W, T, d)  # (BHW, T, d)
+        st = self.s2t(q, kv).view(B, H, W, 2, d)  # (B, H, W, 2, d)
+        mid = self.fc1_frame(ts[:, :, 1])[:, :, None, None] + self.fc1_cell(st[..., 1, :])[:, None]  # (B,T,H,W,hid)
+        mixed = self.drop(self.fc2(F.gelu(self.norm_mid(mid))))  # (B, T, H, W, d)
+        x_cross = self.norm_out(mixed + xt + xs)  # (B, T, H, W, d)
+        summary = 0.5 * (ts[:, :, 0].mean(dim=1) + st[..., 0, :].mean(dim=(1, 2)))  # (B, d)
+        return x_cross, summary
+
+
+def _check_pool(value: int | None, key: str) -> None:
+    if value is not None and (not isinstance(value, int) or value < 1):
+        raise ValueError(f"model.dix.{key}: expected a positive integer or null (no pooling), got {value!r}")
+
+
+class DiXAttention(nn.Module):
+    """Temporal, spatial and cross branches over the embedded grid series; see the module docstring.
+
+    ``forward(x (B, T, H, W), timestamps (B, T, 2) | None)`` -> ``STFeatures`` with X_input, X_temporal,
+    X_spatial, X_cross (B, T, H, W, d) and summaries ``temporal``, ``spatial``, ``cross`` (B, d).
+    """
+
+    branch_names: tuple[str, ...] = ("temporal", "spatial", "cross", "input")
+    summary_names: tuple[str, ...] = ("temporal", "spatial", "cross")
+
+    def __init__(
+        self,
+        d_model: int,
+        steps_per_day: int,
+        num_heads: int = 8,
+        num_layers: int = 1,
+        mlp_ratio: float = 2.0,
+        dropout: float = 0.1,
+        spatial_pool: int | None = 8,
+        cross_pool: int | None = 7,
+        cross_mlp_ratio: float = 1.0,
+        in_channels: int = 1,
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"model.dix.num_layers: expected >= 1, got {num_layers}")
+        if d_model % num_heads != 0:
+            raise ValueError(f"model.dix.num_heads: d_model {d_model} is not divisible by {num_heads}")
+        _check_pool(spatial_pool, "spatial_pool")
+        _check_pool(cross_pool, "cross_pool")
+        self.d_model = d_model
+        self.grad_checkpointing = False
+        self.embed = InputEmbedding(d_model, steps_per_day, in_channels, dropout)
+        self.temporal = TemporalEncoder(d_model, num_heads, num_layers, mlp_ratio, dropout)
+        self.spatial = SpatialEncoder(d_model, num_heads, num_layers, mlp_ratio, dropout, spatial_pool)
+        self.cross = CrossExchange(d_model, num_heads, cross_mlp_ratio, dropout, cross_pool)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each branch in backward (saves the (B, T, H, W, d) activations inside the branches)."""
+        self.grad_checkpointing = enable
+
+    def _run(self, fn: nn.Module, *args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+    def forward(self, x: torch.Tensor, timestamps: torch.Tensor | None = None) -> STFeatures:
+        x_input = self.embed(x, timestamps)  # (B, T, H, W, d)
+        x_temporal, cls_t = self._run(self.temporal, x_input)  # (B, T, H, W, d), (B, H, W, d)
+        x_spatial, cls_s = self._run(self.spatial, x_input)  # (B, T, H, W, d), (B, T, d)
+        x_cross, c_x = self._run(self.cross, x_temporal, x_spatial)  # (B, T, H, W, d), (B, d)
+        summaries = {"temporal": cls_t.mean(dim=(1, 2)), "spatial": cls_s.mean(dim=1), "cross": c_x}  # (B, d) each
+        return STFeatures(x_input, x_temporal, x_spatial, x_cross, summaries)

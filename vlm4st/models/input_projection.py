@@ -1,0 +1,122 @@
+"""Input embedding of the grid series and the ``no_dix`` ablation module (input projection only).
+
+Every cell value becomes a ``d_model`` vector carrying three kinds of position (defect D-2 of the reference,
+whose attention saw no positions at all):
+- spatial: a factorised row/column sinusoid of the cell, computed for the grid at hand (any H x W);
+- temporal: a sinusoid of the step index relative to the most recent observation (any T_in; the last step is 0);
+- calendar: learned weekday and slot-of-day embeddings when timestamps are given (``steps_per_day`` from config).
+Sinusoids go through learned projections, so no parameter depends on the grid or the window length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from vlm4st.models.layers import relative_steps, sincos_1d, sincos_2d
+
+DAYS_PER_WEEK = 7
+
+
+@dataclass
+class STFeatures:
+    """Output of a spatiotemporal encoder: branch features (B, T, H, W, d) and summary vectors (B, d).
+
+    Absent branches are None. ``summaries`` maps a name (``temporal``, ``spatial``, ``cross`` or ``input``) to a
+    per-sample summary vector; PromptForge reads them.
+    """
+
+    x_input: torch.Tensor
+    x_temporal: torch.Tensor | None = None
+    x_spatial: torch.Tensor | None = None
+    x_cross: torch.Tensor | None = None
+    summaries: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def branches(self) -> list[torch.Tensor]:
+        """The present branches in the fixed order temporal, spatial, cross, input (the gate-weight order)."""
+        ordered = (self.x_temporal, self.x_spatial, self.x_cross, self.x_input)
+        return [b for b in ordered if b is not None]
+
+
+class InputEmbedding(nn.Module):
+    """Cell values plus spatial, temporal and calendar position: (B, T, H, W) -> (B, T, H, W, d)."""
+
+    def __init__(self, d_model: int, steps_per_day: int, in_channels: int = 1, dropout: float = 0.0) -> None:
+        super().__init__()
+        if d_model % 4 != 0:
+            raise ValueError(f"model.dims.d_model: {d_model} must be divisible by 4 (2-D sinusoidal positions)")
+        if steps_per_day < 1:
+            raise ValueError(f"model.dix.steps_per_day: expected a positive integer, got {steps_per_day}")
+        self.d_model = d_model
+        self.in_channels = in_channels
+        self.steps_per_day = steps_per_day
+        self.value = nn.Linear(in_channels, d_model)
+        self.spatial_pos = nn.Linear(d_model, d_model, bias=False)
+        self.temporal_pos = nn.Linear(d_model, d_model, bias=False)
+        self.weekday = nn.Embedding(DAYS_PER_WEEK, d_model)
+        self.slot = nn.Embedding(steps_per_day, d_model)
+        self.norm = nn.LayerNorm(d_model)
+        self.drop = nn.Dropout(dropout)
+        for emb in (self.weekday, self.slot):
+            nn.init.normal_(emb.weight, std=0.02)
+
+    def _check_timestamps(self, timestamps: torch.Tensor, B: int, T: int) -> None:
+        if timestamps.shape != (B, T, 2):
+            raise ValueError(f"timestamps: expected shape (B, T_in, 2) = {(B, T, 2)}, got {tuple(timestamps.shape)}")
+        if timestamps.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"timestamps: expected an integer (long) tensor, got {timestamps.dtype}")
+        if torch.compiler.is_compiling():
+            return
+        wd, slot = timestamps[..., 0], timestamps[..., 1]
+        if bool((wd < 0).any() | (wd >= DAYS_PER_WEEK).any()):
+            raise ValueError("timestamps[..., 0] (weekday) must lie in [0, 6]")
+        if bool((slot < 0).any() | (slot >= self.steps_per_day).any()):
+            raise ValueError(
+                f"timestamps[..., 1] (slot of day) must lie in [0, {self.steps_per_day - 1}] "
+                f"(model.dix.steps_per_day = {self.steps_per_day}); got max {int(slot.max())}"
+            )
+
+    def forward(self, x: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, H, W) (or (B, T, H, W, C_in)); timestamps (B, T, 2) long [weekday, slot] or None."""
+        if x.dim() == 4:
+            x = x.unsqueeze(-1)  # (B, T, H, W, 1)
+        if x.dim() != 5 or x.shape[-1] != self.in_channels:
+            raise ValueError(
+                f"input: expected (B, T, H, W) with {self.in_channels} channel(s), got shape {tuple(x.shape)}"
+            )
+        B, T, H, W, _ = x.shape
+        d = self.d_model
+        h = self.value(x)  # (B, T, H, W, d)
+        pos_s = self.spatial_pos(sincos_2d(H, W, d, device=x.device).to(h.dtype))  # (H*W, d)
+        pos_t = self.temporal_pos(sincos_1d(relative_steps(T, device=x.device), d).to(h.dtype))  # (T, d)
+        h = h + pos_s.view(1, 1, H, W, d) + pos_t.view(1, T, 1, 1, d)  # (B, T, H, W, d)
+        if timestamps is not None:
+            self._check_timestamps(timestamps, B, T)
+            cal = self.weekday(timestamps[..., 0].long()) + self.slot(timestamps[..., 1].long())  # (B, T, d)
+            h = h + cal.view(B, T, 1, 1, d)  # (B, T, H, W, d)
+        return self.drop(self.norm(h))  # (B, T, H, W, d)
+
+
+class InputProjection(nn.Module):
+    """Ablation ``no_dix``: the input embedding alone; no temporal, spatial or cross encoder is built.
+
+    Its single summary ``input`` is the mean of X_input over time and cells (B, d), so PromptForge still sees
+    the sample (configure it with ``modalities: [input]``).
+    """
+
+    branch_names: tuple[str, ...] = ("input",)
+    summary_names: tuple[str, ...] = ("input",)
+
+    def __init__(self, d_model: int, steps_per_day: int, in_channels: int = 1, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.embed = InputEmbedding(d_model, steps_per_day, in_channels, dropout)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Nothing to recompute: the embedding is a single cheap layer."""
+
+    def forward(self, x: torch.Tensor, timestamps: torch.Tensor | None = None) -> STFeatures:
+        x_input = self.embed(x, timestamps)  # (B, T, H, W, d)
+        return STFeatures(x_input=x_input, summaries={"input": x_input.mean(dim=(1, 2, 3))})  # summary (B, d)

@@ -1,0 +1,167 @@
+"""Reusable layers of the spatiotemporal modules: position codes, attention over SDPA, MLPs, grid pooling.
+
+Position codes are sinusoids computed on the fly (any T, any H x W), followed by a learned projection in the
+modules that use them, so no parameter is tied to a sequence length or a grid size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sincos_1d(positions: torch.Tensor, dim: int, base: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal code of (possibly negative, fractional) positions: (N,) -> (N, dim). ``dim`` must be even."""
+    if dim % 2 != 0:
+        raise ValueError(f"sincos_1d: dim must be even, got {dim}")
+    half = dim // 2
+    freqs = torch.exp(-math.log(base) * torch.arange(half, device=positions.device, dtype=torch.float32) / half)
+    angles = positions.float()[:, None] * freqs[None, :]  # (N, dim/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)  # (N, dim)
+
+
+def sincos_2d(height: int, width: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
+    """Factorised row/column sinusoidal code of a ``height x width`` grid: (height * width, dim), row-major.
+
+    Half the channels code the row index, half the column index; ``dim`` must be divisible by 4.
+    """
+    if dim % 4 != 0:
+        raise ValueError(f"sincos_2d: dim must be divisible by 4, got {dim}")
+    rows = sincos_1d(torch.arange(height, device=device), dim // 2)  # (H, dim/2)
+    cols = sincos_1d(torch.arange(width, device=device), dim // 2)  # (W, dim/2)
+    code = torch.cat(
+        [rows[:, None, :].expand(height, width, dim // 2), cols[None, :, :].expand(height, width, dim // 2)], dim=-1
+    )  # (H, W, dim)
+    return code.reshape(height * width, dim)
+
+
+def relative_steps(length: int, device: torch.device | None = None) -> torch.Tensor:
+    """Step positions relative to the most recent one: ``[-(length-1), ..., -1, 0]`` (any length aligns at 0)."""
+    return torch.arange(length, device=device) - (length - 1)
+
+
+def pool_grid(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Adaptive average pooling of a channels-last grid to at most ``size x size`` cells.
+
+    x (N, H, W, D) -> (N, h, w, D) with h = min(size, H), w = min(size, W); ``size=None`` returns x unchanged.
+    """
+    if size is None:
+        return x
+    H, W = x.shape[1:3]
+    h, w = min(size, H), min(size, W)
+    if (h, w) == (H, W):
+        return x
+    pooled = F.adaptive_avg_pool2d(x.permute(0, 3, 1, 2), (h, w))  # (N, D, h, w)
+    return pooled.permute(0, 2, 3, 1)  # (N, h, w, D)
+
+
+class MLP(nn.Module):
+    """Linear -> GELU -> Linear -> Dropout (one dropout site: dropout masks are costly on CPU for large tensors)."""
+
+    def __init__(self, dim: int, hidden_dim: int, out_dim: int | None = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, out_dim or dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(F.gelu(self.fc1(x))))  # (..., out_dim)
+
+
+class Attention(nn.Module):
+    """Multi-head attention through ``F.scaled_dot_product_attention`` (fused kernels where available).
+
+    Self-attention (``cross=False``) uses one fused qkv projection. Cross-attention takes queries from ``x``
+    (width ``dim``) and keys/values from ``context`` (width ``kv_dim``). With ``project_kv=False`` keys and values
+    are the context itself, split into heads: for few queries over many context tokens this saves the cost of
+    projecting every context token (the key projection folds into the query projection, the value projection into
+    the output projection, up to rank). No dropout on attention probabilities, so the fused kernels always apply
+    (callers drop out the attention output instead).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        kv_dim: int | None = None,
+        cross: bool = False,
+        project_kv: bool = True,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"attention width {dim} is not divisible by num_heads {num_heads}")
+        if not project_kv and (not cross or (kv_dim or dim) != dim):
+            raise ValueError("project_kv=False needs cross-attention with kv_dim equal to dim")
+        self.num_heads = num_heads
+        self.cross = cross
+        if cross:
+            self.q = nn.Linear(dim, dim)
+            self.kv = nn.Linear(kv_dim or dim, 2 * dim) if project_kv else None
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        N, L, D = t.shape
+        return t.reshape(N, L, self.num_heads, D // self.num_heads).transpose(1, 2)  # (N, h, L, D/h)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (N, Lq, dim); context (N, Lk, kv_dim) for cross-attention; mask (N, Lk) bool, True = attend."""
+        N, Lq, D = x.shape
+        if self.cross:
+            if context is None:
+                raise ValueError("cross-attention layer called without context")
+            q = self._heads(self.q(x))  # (N, h, Lq, D/h)
+            if self.kv is None:
+                k = v = self._heads(context)  # (N, h, Lk, D/h)
+            else:
+                k, v = (self._heads(t) for t in self.kv(context).chunk(2, dim=-1))  # (N, h, Lk, D/h) each
+        else:
+            if context is not None:
+                raise ValueError("self-attention layer called with a context; build it with cross=True")
+            q, k, v = (self._heads(t) for t in self.qkv(x).chunk(3, dim=-1))  # (N, h, L, D/h) each
+        attn_mask = None if mask is None else mask[:, None, None, :]  # (N, 1, 1, Lk)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (N, h, Lq, D/h)
+        return self.proj(out.transpose(1, 2).reshape(N, Lq, D))  # (N, Lq, dim)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + Attn(LN(x))`` then ``x + MLP(LN(x))`` (MLP skipped at ``mlp_ratio=0``).
+
+    With ``cross=True`` the block attends to a context (normalised by its own LayerNorm).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        cross: bool = False,
+        kv_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        if mlp_ratio < 0:
+            raise ValueError(f"mlp_ratio must be >= 0, got {mlp_ratio}")
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(kv_dim or dim) if cross else None
+        self.attn = Attention(dim, num_heads, kv_dim=kv_dim, cross=cross)
+        self.drop = nn.Dropout(dropout)
+        hidden = round(dim * mlp_ratio)
+        self.norm2 = nn.LayerNorm(dim) if hidden > 0 else None
+        self.mlp = MLP(dim, hidden, dropout=dropout) if hidden > 0 else None
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (N, L, dim); context (N, Lk, kv_dim) for cross blocks -> (N, L, dim)."""
+        ctx = context if self.norm_kv is None or context is None else self.norm_kv(context)
+        x = x + self.drop(self.attn(self.norm1(x), ctx, mask))  # (N, L, dim)
+        if self.mlp is not None:
+            x = x + self.mlp(self.norm2(x))  # (N, L, dim)
+        return x

@@ -1,0 +1,231 @@
+"""VLM4ST: the model that wires the six modules (PROJECT.md section 5).
+
+x (B, T_in, H, W) in [-1, 1]
+  -> DiX-Attention (or the ``no_dix`` input projection)   X_input/X_temporal/X_spatial/X_cross (B,T,H,W,d), summaries
+  -> PromptForge (absent under ``no_prompt``)               prompt (B, P), pattern weights
+  -> AdaptiveGatedFusion (absent with a single branch)      X_fused (B,T,H,W,d), gates (B,T,H,W,n)
+  -> DualPathFormatTransformer                              image (B,3,S,S) and/or sequence (B,L,D)
+  -> VLMModule (ALBEF ViT + text/fusion BERT + adapter)      fused tokens (B,N,D)
+  -> PredictionHead                                          (B, T_out, H, W, C)
+Every module arrives built (Hydra instantiates the nested ``_target_`` nodes first); an ablated module is None and
+is neither built nor computed. The constructor checks that the modules fit together and names the config key when
+they do not. The model keeps no state between calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from vlm4st.config import ConfigError
+from vlm4st.models.format_transformer import DualPathFormatTransformer
+from vlm4st.models.gated_fusion import AdaptiveGatedFusion
+from vlm4st.models.prediction_head import PredictionHead
+from vlm4st.models.prompt_forge import PromptForge
+
+log = logging.getLogger(__name__)
+
+INTERMEDIATE_KEYS = (
+    "X_temporal", "X_spatial", "X_cross", "X_input", "B_prompt", "pattern_info",
+    "X_fused", "gate_weights", "image", "sequence", "vlm_output",
+)  # fmt: skip
+
+
+def _count(params: Any) -> dict[str, int]:
+    params = list(params)
+    return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
+
+
+class VLM4ST(nn.Module):
+    """Spatiotemporal forecaster through a vision-language encoder.
+
+    Args:
+        dix: ``DiXAttention`` or ``InputProjection`` (``no_dix``).
+        format_transformer: ``DualPathFormatTransformer``.
+        vlm: ``VLMModule``.
+        head: ``PredictionHead``.
+        t_in, t_out: input and forecast lengths.
+        prompt_forge: ``PromptForge`` or None (``no_prompt``: no prompt token at all).
+        fusion: ``AdaptiveGatedFusion``, or None when ``dix`` yields a single branch (X_fused = X_input).
+        out_channels: C of the forecast.
+        dims: the preset-level sizes the module nodes interpolate (``model.dims``); ``d_model`` and ``vlm_width``
+            are checked against the modules, and the mapping is kept as ``self.dims`` for logs.
+    """
+
+    def __init__(
+        self,
+        dix: nn.Module,
+        format_transformer: DualPathFormatTransformer,
+        vlm: nn.Module,
+        head: PredictionHead,
+        t_in: int,
+        t_out: int,
+        prompt_forge: PromptForge | None = None,
+        fusion: AdaptiveGatedFusion | None = None,
+        out_channels: int = 1,
+        dims: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(dims, DictConfig):
+            dims = OmegaConf.to_container(dims, resolve=True)
+        self.dims: dict[str, Any] = dict(dims or {})
+        if t_in < 1 or t_out < 1:
+            raise ConfigError(f"model.t_in / model.t_out: expected positive integers, got {t_in} / {t_out}")
+        self.t_in, self.t_out, self.out_channels = int(t_in), int(t_out), int(out_channels)
+        self.dix = dix
+        self.prompt_forge = prompt_forge
+        self.fusion = fusion
+        self.format_transformer = format_transformer
+        self.vlm = vlm
+        self.head = head
+        self._check_wiring()
+
+    def _check_wiring(self) -> None:
+        """Raise ``ConfigError`` naming the key when modules do not fit together."""
+        fmt, vlm, head, pf = self.format_transformer, self.vlm, self.head, self.prompt_forge
+        d = self.dix.d_model
+        for key, value in (("model.head.d_model", head.d_model), ("model.dims.d_model", self.dims.get("d_model", d))):
+            if value != d:
+                raise ConfigError(f"{key}: {value} differs from the DiX width model.dix.d_model = {d}")
+        D = vlm.hidden_size
+        for key, value in (
+            ("model.format_transformer.out_dim", fmt.out_dim),
+            ("model.head.context_dim", head.context_dim),
+            ("model.dims.vlm_width", self.dims.get("vlm_width", D)),
+        ):
+            if value != D:
+                raise ConfigError(f"{key}: {value} differs from the VLM width {D} (model.vlm)")
+        if head.out_channels != self.out_channels:
+            raise ConfigError(f"model.head.out_channels: {head.out_channels} differs from model.out_channels")
+        n_branches = len(self.dix.branch_names)
+        if (self.fusion is None) != (n_branches == 1):
+            raise ConfigError(
+                f"model.fusion: the DiX module yields {n_branches} branch(es) {list(self.dix.branch_names)}; "
+                "a fusion module is needed exactly when there is more than one (null it for a single branch)"
+            )
+        if (fmt.image is None) != (vlm.visual_encoder is None):
+            raise ConfigError("model.format_transformer.image and model.vlm.vision must both be set or both be null")
+        if (fmt.sequence is None) != (vlm.text_encoder is None):
+            raise ConfigError("model.format_transformer.sequence and model.vlm.text must both be set or both be null")
+        if head.visual_dim is not None and (vlm.visual_encoder is None or head.visual_dim != D):
+            raise ConfigError(
+                f"model.head.visual_dim: {head.visual_dim}; expected the VLM width {D} with a vision encoder, "
+                "or null without one"
+            )
+        if pf is None:
+            if fmt.prompt_dim is not None:
+                raise ConfigError("model.format_transformer.prompt_dim: must be null when model.prompt_forge is null")
+            return
+        if fmt.prompt_dim != pf.out_dim:
+            raise ConfigError(
+                f"model.format_transformer.prompt_dim: {fmt.prompt_dim}; expected PromptForge's output width "
+                f"{pf.out_dim} (modalities x prompt_dim)"
+            )
+        unknown = sorted(set(pf.modalities) - set(self.dix.summary_names))
+        if unknown:
+            raise ConfigError(
+                f"model.prompt_forge.modalities: {unknown} are not produced by model.dix "
+                f"(it yields {list(self.dix.summary_names)})"
+            )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timestamps: torch.Tensor | None = None,
+        task_id: torch.Tensor | None = None,
+        return_intermediate: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, Any]]:
+        """x (B, T_in, H, W); timestamps (B, T_in, 2) long [weekday, slot of day]; task_id (B,) long.
+
+        Returns the forecast (B, T_out, H, W, C); with ``return_intermediate`` also a dict (``INTERMEDIATE_KEYS``):
+        X_temporal, X_spatial, X_cross (B, T_in, H, W, d) or None (``no_dix``); X_input (B, T_in, H, W, d);
+        B_prompt (B, P) or None; pattern_info {modality: {"coarse": (B, K), "fine": (B, K, M)}} or None;
+        X_fused (B, T_in, H, W, d); gate_weights (B, T_in, H, W, n_branches) or None (single branch);
+        image (B, 3, S, S) or None (``no_visual``); sequence (B, L, D) or None (``no_seq``);
+        vlm_output {"fused": (B, N, D), "visual": (B, 1+P, D) | None, "text": (B, L, D) | None}.
+        """
+        if x.dim() != 4 or x.shape[1] != self.t_in:
+            raise ValueError(f"input: expected (B, T_in={self.t_in}, H, W) (model.t_in), got {tuple(x.shape)}")
+        feats = self.dix(x, timestamps)  # X_* (B, T, H, W, d)
+        prompt, pattern_info = (None, None) if self.prompt_forge is None else self.prompt_forge(feats.summaries)
+        if self.fusion is None:
+            x_fused, gates = feats.x_input, None  # (B, T, H, W, d)
+        else:
+            x_fused, gates = self.fusion(feats.branches())  # (B, T, H, W, d), (B, T, H, W, n)
+        fmt = self.format_transformer(x_fused, image_size=self.vlm.image_size, prompt=prompt)
+        vlm_out = self.vlm(fmt.image, fmt.sequence, None, task_id=task_id)  # fused (B, N, D)
+        context = vlm_out["fused"]
+        if fmt.sequence is None and fmt.prompt_token is not None:  # no_seq: the prompt reaches the head directly
+            context = torch.cat([context, fmt.prompt_token], dim=1)  # (B, N+1, D)
+        visual = vlm_out["visual"] if self.head.visual_dim is not None else None
+        pred = self.head(x_fused, context, self.t_out, visual)  # (B, T_out, H, W, C)
+        if not return_intermediate:
+            return pred
+        return pred, {
+            "X_temporal": feats.x_temporal,
+            "X_spatial": feats.x_spatial,
+            "X_cross": feats.x_cross,
+            "X_input": feats.x_input,
+            "B_prompt": prompt,
+            "pattern_info": pattern_info,
+            "X_fused": x_fused,
+            "gate_weights": gates,
+            "image": fmt.image,
+            "sequence": fmt.sequence,
+            "vlm_output": vlm_out,
+        }
+
+    @staticmethod
+    def get_loss(
+        pred: torch.Tensor, target: torch.Tensor, loss_config: Mapping[str, Any]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """loss = mse_weight * MSE + mae_weight * MAE (element means); target (B, T_out, H, W) or pred's shape."""
+        for key in ("mse_weight", "mae_weight"):
+            if key not in loss_config:
+                raise ConfigError(f"trainer.loss.{key}: missing; expected a non-negative number")
+        if target.shape != pred.shape:
+            if pred.shape[-1] == 1 and target.shape == pred.shape[:-1]:
+                target = target.unsqueeze(-1)  # (B, T_out, H, W, 1)
+            else:
+                raise ValueError(f"get_loss: target shape {tuple(target.shape)} does not match {tuple(pred.shape)}")
+        mse = F.mse_loss(pred, target)
+        mae = F.l1_loss(pred, target)
+        loss = float(loss_config["mse_weight"]) * mse + float(loss_config["mae_weight"]) * mae
+        return loss, {"total_loss": loss.item(), "mse_loss": mse.item(), "mae_loss": mae.item()}
+
+    def freeze_vlm_backbone(self) -> None:
+        """Freeze the ViT/BERT weights only; adapter parameters and every non-VLM module stay trainable.
+
+        The adapter enumerates its own parameters (``adapter_parameters``), so no parameter name is matched (D-4).
+        """
+        for p in self.parameters():
+            p.requires_grad_(True)
+        self.vlm.freeze_backbone()
+        for _, p in self.vlm.adapter.adapter_parameters(self.vlm):
+            p.requires_grad_(True)
+
+    def unfreeze_all(self) -> None:
+        """Make every parameter trainable (full fine-tuning)."""
+        for p in self.parameters():
+            p.requires_grad_(True)
+
+    def get_trainable_parameters(self) -> dict[str, Any]:
+        """Parameter counts: ``total``, ``trainable``, per module, and the VLM split into backbone and adapter."""
+        counts: dict[str, Any] = _count(self.parameters())
+        counts["modules"] = {name: _count(child.parameters()) for name, child in self.named_children()}
+        adapter = dict(self.vlm.adapter.adapter_parameters(self.vlm))
+        adapter_ids = {id(p) for p in adapter.values()}
+        counts["adapter"] = _count(adapter.values())
+        counts["vlm_backbone"] = _count(p for p in self.vlm.parameters() if id(p) not in adapter_ids)
+        return counts
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute activations in backward: backbone layers (ViT, BERT) and the DiX branches."""
+        self.vlm.set_grad_checkpointing(enable)
+        self.dix.set_grad_checkpointing(enable)
