@@ -131,7 +131,8 @@ class Trainer:
             total = min(total, int(cfg["max_steps"]))
         warmup = round(float(cfg["schedule"]["warmup_epochs"]) * per_epoch)
         optimizer = build_optimizer(self.model, cfg["optimizer"], lr=stage.lr)
-        scheduler = build_scheduler(optimizer, total, warmup, float(cfg["schedule"]["min_lr_ratio"]))
+        budget = float(cfg["time_budget_min"]) * 60.0 if cfg.get("time_budget_min") else None
+        scheduler = build_scheduler(optimizer, total, warmup, float(cfg["schedule"]["min_lr_ratio"]), budget)
         state = {"epoch": 0, "epoch_step": 0, "step": 0, "best_val": math.inf, "best_epoch": -1,
                  "history": [], "train_seconds": 0.0, "finished": False}
         last_path, best_path = stage.checkpoint_dir / "last.pt", stage.checkpoint_dir / "best.pt"
@@ -140,7 +141,7 @@ class Trainer:
         if state["finished"]:
             log.info("stage '%s' already finished (%s); skipping training", stage.name, last_path)
         else:
-            self._run_epochs(stage, state, optimizer, scheduler, per_epoch, total, last_path, best_path)
+            self._run_epochs(stage, state, optimizer, scheduler, per_epoch, total, last_path, best_path, budget)
         self.global_step_offset += state["step"]
         barrier()  # rank 0 has written the checkpoints every rank reads next
         if not best_path.is_file():
@@ -149,7 +150,7 @@ class Trainer:
                            state["epoch"], state["step"], state["train_seconds"], state["history"])
 
     # -- loop -----------------------------------------------------------------------------------------------------
-    def _run_epochs(self, stage, state, optimizer, scheduler, per_epoch, total, last_path, best_path) -> None:
+    def _run_epochs(self, stage, state, optimizer, scheduler, per_epoch, total, last_path, best_path, budget) -> None:
         cfg, rt = self.cfg, self.rt
         net = self._wrap()
         clip = float(cfg["optimizer"].get("grad_clip") or 0.0)
@@ -158,7 +159,7 @@ class Trainer:
         log_every = max(1, int(cfg.get("log_every_steps", 10)))
         show = bool(cfg.get("progress", True)) and rt.dist.is_main
         with _StopSignal() as stop:
-            while state["epoch"] < stage.epochs and state["step"] < total:
+            while state["epoch"] < stage.epochs and state["step"] < total and not state.get("out_of_time"):
                 epoch, start = state["epoch"], state["epoch_step"]
                 self.model.train()
                 batches = self.data.train_batches(epoch, int(cfg["batch_size"]), names=stage.train, start=start,
@@ -169,6 +170,7 @@ class Trainer:
                            unit="step", dynamic_ncols=True, mininterval=1.0, leave=False)
                 tick, running = time.perf_counter(), None
                 for batch in batches:
+                    scheduler.set_elapsed(state["train_seconds"] + time.perf_counter() - tick)
                     parts = self._step(net, batch, optimizer, scheduler, clip)
                     state["step"] += 1
                     state["epoch_step"] += 1
@@ -194,6 +196,11 @@ class Trainer:
                         why = f"signal {stop.received}" if stop.received is not None else "interrupt_after_steps"
                         raise RunInterrupted(f"stage '{stage.name}' stopped at step {state['step']} ({why}); "
                                              f"resume with resume=true from {last_path}")
+                    if budget and self._agree(state["train_seconds"] + time.perf_counter() - tick >= budget):
+                        state["out_of_time"] = True  # validate this partial epoch, then stop
+                        log.info("stage '%s': time budget of %.1f min spent at step %d", stage.name, budget / 60,
+                                 state["step"])
+                        break
                     if state["step"] >= total:
                         break
                 bar.close()
