@@ -18,6 +18,10 @@ FAST = [
     "trainer.batch_size=32",
     "trainer.eval_batch_size=256",
     "trainer.num_threads=1",
+    # two-week cities: every split keeps a few hundred windows, runs stay short
+    "dataset.sources.city_a.days=14",
+    "dataset.sources.city_b.days=14",
+    "dataset.sources.city_c.days=14",
 ]
 
 
