@@ -18,16 +18,16 @@ FAST = [
     "trainer.batch_size=32",
     "trainer.eval_batch_size=256",
     "trainer.num_threads=1",
-    # two-week cities: every split keeps a few hundred windows, runs stay short
-    "dataset.sources.city_a.days=14",
-    "dataset.sources.city_b.days=14",
-    "dataset.sources.city_c.days=14",
 ]
+# Two-week synthetic cities (the default dataset): every split keeps a few hundred windows, runs stay short.
+SHORT_CITIES = [f"dataset.sources.{city}.days=14" for city in ("city_a", "city_b", "city_c")]
 
 
 def make_cfg(run_dir: Path, *overrides: str) -> DictConfig:
     """Compose the project config for a run in ``run_dir`` (its own source-model cache inside it)."""
-    return compose([*FAST, f"transfer.cache_dir={run_dir}/source_models", *overrides], output_dir=str(run_dir))
+    cities = [] if any(o.startswith("dataset=") for o in overrides) else SHORT_CITIES
+    return compose([*FAST, *cities, f"transfer.cache_dir={run_dir}/source_models", *overrides],
+                   output_dir=str(run_dir))
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from tests.runs import FAST, make_cfg, read_metrics
+from tests.runs import FAST, SHORT_CITIES, make_cfg, read_metrics
 from vlm4st import REPO_ROOT
 from vlm4st.training import checkpoint as ckpt
 
@@ -29,7 +29,7 @@ def test_torchrun_two_ranks_matches_one_process_with_the_same_global_batch(tmp_p
     ddp = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vlm4st.run",
-           "trainer=ddp", *FAST, *COMMON, "trainer.batch_size=8", f"hydra.run.dir={ddp}",
+           "trainer=ddp", *FAST, *SHORT_CITIES, *COMMON, "trainer.batch_size=8", f"hydra.run.dir={ddp}",
            f"transfer.cache_dir={ddp}/source_models"]
     done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=580)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

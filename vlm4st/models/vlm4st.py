@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from vlm4st.adapters.counting import parameter_report
 from vlm4st.config import ConfigError
 from vlm4st.models.format_transformer import DualPathFormatTransformer
 from vlm4st.models.gated_fusion import AdaptiveGatedFusion
@@ -221,7 +222,7 @@ class VLM4ST(nn.Module):
         counts["modules"] = {name: _count(child.parameters()) for name, child in self.named_children()}
         adapter = dict(self.vlm.adapter.adapter_parameters(self.vlm))
         adapter_ids = {id(p) for p in adapter.values()}
-        counts["adapter"] = _count(adapter.values())
+        counts["adapter"] = {**_count(adapter.values()), **parameter_report(self.vlm)}  # type, per family
         counts["vlm_backbone"] = _count(p for p in self.vlm.parameters() if id(p) not in adapter_ids)
         return counts
 
