@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _few_threads_and_seed() -> None:
-    """Deterministic seeds for every test."""
+def _one_thread_and_seed() -> Iterator[None]:
+    """Every test: a fixed seed, and one intra-op thread (the tests' tiny models run many times faster without
+    thread wake-ups per small kernel, and timings do not depend on what else the machine runs). Restored after."""
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

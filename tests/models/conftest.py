@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import torch
 from omegaconf import DictConfig
 
@@ -46,12 +43,3 @@ def batch(B: int, H: int, W: int, t_in: int = T_IN, seed: int = 0) -> tuple[torc
         [torch.randint(0, 7, (B, t_in), generator=g), torch.randint(0, STEPS_PER_DAY, (B, t_in), generator=g)], -1
     )
     return x, ts, torch.zeros(B, dtype=torch.long)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run faster on one intra-op thread (no thread wake-ups per small kernel); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
