@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ def build_model(model_cfg: DictConfig | dict[str, Any]) -> Any:
 def data_summary(cfg: DictConfig) -> None:
     """``task=data``: build the data, print the summary table, exit."""
     dm = build_data(cfg)
-    print(dm.summary())  # the CLI's output
+    sys.stdout.write(dm.summary() + "\n")
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
