@@ -92,3 +92,30 @@ def test_checkpoints_load_with_weights_only_and_hold_what_a_resume_needs(tmp_pat
     saved = sum(p.numel() for p in payload["model"]["weights"].values())
     params = read_metrics(run_dir)["params"]
     assert params["trainable"] <= saved < params["total"], "only trainable parameters (and buffers) are stored"
+
+
+def test_a_signal_during_the_last_validation_still_stops_the_run(tmp_path, run_entry, monkeypatch) -> None:
+    import os
+    import signal
+
+    from vlm4st.training.trainer import Trainer
+
+    calls = {"n": 0}
+    validate = Trainer.validate
+
+    def validate_then_signal(self, stage):
+        calls["n"] += 1
+        if calls["n"] == 1:  # max_steps ends the stage inside epoch 1: this is its last validation
+            os.kill(os.getpid(), signal.SIGTERM)
+        return validate(self, stage)
+
+    monkeypatch.setattr(Trainer, "validate", validate_then_signal)
+    run_dir = tmp_path / "run"
+    with pytest.raises(RunInterrupted, match="finished, then stopped by signal"):
+        run_entry(make_cfg(run_dir, *SHORT))
+    state = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer_state"]
+    assert state["finished"] and state["step"] == 24
+    assert not (run_dir / "metrics.json").exists(), "the run stops before testing"
+    monkeypatch.setattr(Trainer, "validate", validate)
+    run_entry(make_cfg(run_dir, *SHORT, "resume=true"))  # resumes: the finished stage is skipped, then tested
+    assert read_metrics(run_dir)["test"]

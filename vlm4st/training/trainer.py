@@ -206,8 +206,15 @@ class Trainer:
                 bar.close()
                 state["train_seconds"] += time.perf_counter() - tick
                 self._end_epoch(stage, state, optimizer, scheduler, last_path, best_path)
-        state["finished"] = True
-        self._save(last_path, state, optimizer, scheduler, stage)
+            state["finished"] = True
+            self._save(last_path, state, optimizer, scheduler, stage)
+            if self._agree(stop.received is not None):
+                # The signal came during the last validation: the stage is complete and saved, so a resumed run
+                # skips it; the signal still ends (or requeues) the run instead of being swallowed.
+                barrier()
+                stop.forward()
+                raise RunInterrupted(f"stage '{stage.name}' finished, then stopped by signal {stop.received}; "
+                                     f"resume with resume=true from {last_path}")
 
     def _agree(self, flag: bool) -> bool:
         """Whether any rank wants to stop (all ranks must stop at the same step under DDP)."""
