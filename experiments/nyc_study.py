@@ -28,7 +28,8 @@ log = logging.getLogger("nyc_study")
 
 TAXI12 = ["dataset=taxinyc", "dataset.t_in=12", "dataset.t_out=12", "dataset.scaler.per_channel=true",
           "dataset.scaler.fit_on=all"]
-TRANSFER = ["dataset=multi", "model=small", "lora_type=moe", "dataset.target=bikenyc"]
+#: Multi-dataset and transfer runs use the tiny preset: at 7 min the small one gets a single epoch over four datasets.
+TRANSFER = ["dataset=multi", "model=tiny", "lora_type=moe", "dataset.target=bikenyc"]
 #: Published TaxiNYC short-term (12 -> 12) RMSE / MAE, UniFlow's table (../shared/data/RESULTS.md section 3).
 PUBLISHED_TAXI12 = {"UniFlow": (16.02, 5.81), "UniST": (17.55, 5.85), "STID": (18.49, 8.32), "TAU": (19.46, 9.08),
                     "SimVP": (19.69, 9.08), "HA (published)": (77.10, 26.49)}
@@ -57,10 +58,10 @@ RUNS = [
     Run("taxi12_tiny", "TaxiNYC 12->12, tiny (published protocol)", [*TAXI12, "model=tiny"], group="taxi12"),
     Run("taxi12_small", "TaxiNYC 12->12, small (published protocol)", [*TAXI12, "model=small"], group="taxi12"),
     Run("taxi12_tiny_long", "TaxiNYC 12->12, tiny, a longer budget (does more training time help?)",
-        [*TAXI12, "model=tiny"], group="taxi12", budget_min=21),
-    Run("multi6_small", "taxi + bike + 2 synthetic cities, 6->6, small, task-routed MoE LoRA",
-        ["dataset=multi", "model=small", "lora_type=moe"], group="multi"),
-    *(Run(f"bike_{shot}", f"{what} to bike (source: taxi + synthetic, one cached source model), small, MoE",
+        [*TAXI12, "model=tiny"], group="taxi12", budget_min=15),
+    Run("multi6_tiny", "taxi + bike + 2 synthetic cities, 6->6, tiny, task-routed MoE LoRA",
+        ["dataset=multi", "model=tiny", "lora_type=moe"], group="multi"),
+    *(Run(f"bike_{shot}", f"{what} to bike (source: taxi + synthetic, one cached source model), tiny, MoE",
           [*TRANSFER, f"shot_ratio={shot}"], group="transfer")
       for shot, what in (("zero", "zero-shot"), ("few5", "5 % few-shot"), ("few10", "10 % few-shot"))),
     Run("taxi6_small_minilm", "TaxiNYC 6->6, small with pretrained MiniLM-L6 text/fusion encoder",
