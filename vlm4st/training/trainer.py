@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
@@ -191,11 +191,9 @@ class Trainer:
                         self._save(last_path, state, optimizer, scheduler, stage)
                     if stopping:
                         bar.close()
-                        barrier()  # rank 0 has written last.pt
-                        stop.forward()
                         why = f"signal {stop.received}" if stop.received is not None else "interrupt_after_steps"
-                        raise RunInterrupted(f"stage '{stage.name}' stopped at step {state['step']} ({why}); "
-                                             f"resume with resume=true from {last_path}")
+                        self._interrupt(stop, f"stage '{stage.name}' stopped at step {state['step']} ({why})",
+                                        last_path)
                     if budget and self._agree(state["train_seconds"] + time.perf_counter() - tick >= budget):
                         state["out_of_time"] = True  # validate this partial epoch, then stop
                         log.info("stage '%s': time budget of %.1f min spent at step %d", stage.name, budget / 60,
@@ -211,10 +209,15 @@ class Trainer:
             if self._agree(stop.received is not None):
                 # The signal came during the last validation: the stage is complete and saved, so a resumed run
                 # skips it; the signal still ends (or requeues) the run instead of being swallowed.
-                barrier()
-                stop.forward()
-                raise RunInterrupted(f"stage '{stage.name}' finished, then stopped by signal {stop.received}; "
-                                     f"resume with resume=true from {last_path}")
+                self._interrupt(stop, f"stage '{stage.name}' finished, then stopped by signal {stop.received}",
+                                last_path)
+
+    @staticmethod
+    def _interrupt(stop: _StopSignal, what: str, last_path: Path) -> NoReturn:
+        """Stop the run once ``last_path`` is written: hand the signal on (submitit may requeue), then raise."""
+        barrier()  # rank 0 has written last.pt
+        stop.forward()
+        raise RunInterrupted(f"{what}; resume with resume=true from {last_path}")
 
     def _agree(self, flag: bool) -> bool:
         """Whether any rank wants to stop (all ranks must stop at the same step under DDP)."""
