@@ -23,7 +23,8 @@ TEXT = {
     "attention_dropout": 0.0,
 }
 N_VIT, N_SELF, N_CROSS = 2 * 3, 4 * 3, 2 * 3
-N_TEXT_ONLY = 2 * 3  # without a ViT only the text layers [0, fusion_layer) are built
+#: Without a ViT all 4 BERT layers are built, the fusion-position ones without cross-attention: 12 self q/k/v.
+N_TEXT_ONLY = 4 * 3
 NUM_TASKS = 3
 
 ROUTED = ("moe", "mtl", "task_adaptive")
@@ -46,18 +47,22 @@ class Holder(nn.Module):
 
 
 def make_adapter(kind: str, route: str = "task", seed: int = 0, **overrides: Any) -> LoraAdapter:
-    """A small adapter of ``kind`` (rank 4, 3 tasks, narrow gates); seeded, so its task embedding is too."""
+    """A small adapter of ``kind`` (rank 4, 3 tasks, narrow gates, task_dim 8 for moe / task_adaptive); seeded,
+    so its task embedding and per-task tables are too."""
     torch.manual_seed(seed)
     kw: dict[str, Any] = {"rank": 4, "alpha": 8}
     if kind in ROUTED:
-        kw |= {"num_tasks": NUM_TASKS, "route": route, "num_experts": 3, "task_dim": 8, "gate_hidden": 16}
+        kw |= {"num_tasks": NUM_TASKS, "route": route, "num_experts": 3, "gate_hidden": 16}
+    if kind in ("moe", "task_adaptive"):  # mtl has no task embedding
+        kw["task_dim"] = 8
     return CLASSES[kind](**(kw | overrides))
 
 
 def make_vlm(adapter: Any = None, vision: bool = True, text: bool = True, seed: int = 0) -> VLMModule:
-    """A tiny VLMModule with random weights (same backbone weights for the same seed)."""
+    """A tiny VLMModule with random weights (same backbone weights for the same seed), frozen so that only the
+    adapter trains (``freeze="true"``: the adapter tests measure adapters, not backbones)."""
     torch.manual_seed(seed)
-    return VLMModule(dict(VISION) if vision else None, dict(TEXT) if text else None, adapter=adapter)
+    return VLMModule(dict(VISION) if vision else None, dict(TEXT) if text else None, freeze="true", adapter=adapter)
 
 
 def make_inputs(batch: int = 4, seq_len: int = 5, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

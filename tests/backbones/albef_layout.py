@@ -1,4 +1,5 @@
-"""A synthetic state dict in the exact ALBEF pretrain layout (844 entries), generated from the family table."""
+"""A synthetic state dict in the exact ALBEF pretrain layout (844 entries), generated from the family table, its
+partial (one encoder) and HF-BERT text variants, and the VLMModule encoder configs that fit it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import torch
 
 # Tiny widths, ALBEF's structure: 12 ViT blocks, 12 BERT layers with fusion from 6, 257-token pos_embed.
 D, FFN, VOCAB, PATCH, POS, MAX_POS, PROJ, QUEUE, DEPTH, LAYERS, FUSION = 32, 64, 50, 16, 257, 512, 8, 16, 12, 12, 6
+
+#: VLMModule ``vision`` / ``text`` configs of this layout (at image 224 the 257-token pos_embed resamples to 197).
+VISION = {"img_size": 224, "patch_size": PATCH, "embed_dim": D, "depth": DEPTH, "num_heads": 2, "mlp_ratio": FFN / D}
+TEXT = {"hidden_size": D, "num_layers": LAYERS, "num_heads": 2, "intermediate_size": FFN, "fusion_layer": FUSION}
 
 VIT_BLOCK = {  # part -> (weight shape, bias shape)
     "norm1": ((D,), (D,)), "attn.qkv": ((3 * D, D), (3 * D,)), "attn.proj": ((D, D), (D,)),
@@ -78,3 +83,17 @@ def to_finetuned_layout(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
            for k, v in sd.items()}
     out["idx_queue"] = torch.zeros(1, QUEUE, dtype=torch.long)
     return out
+
+
+def encoder_keys_only(sd: dict[str, torch.Tensor], encoder: str) -> dict[str, torch.Tensor]:
+    """A partial ALBEF file: ``encoder`` (``"vision"``, ``"text"`` or ``"none"``) keeps its ``visual_encoder.*`` /
+    ``text_encoder.*`` keys, the other encoder's are removed; momentum copies, queues and heads stay as in ALBEF."""
+    drop = {"vision": ("text_encoder.",), "text": ("visual_encoder.",), "none": ("text_encoder.", "visual_encoder.")}
+    return {k: v for k, v in sd.items() if not k.startswith(drop[encoder])}
+
+
+def hf_bert_text_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The text part of an ALBEF dict in HF BERT layout (``bert.*``), which has no ``crossattention.*``."""
+    prefix = "text_encoder.bert."
+    return {"bert." + k.removeprefix(prefix): v for k, v in sd.items()
+            if k.startswith(prefix) and ".crossattention." not in k and not k.endswith("position_ids")}

@@ -7,15 +7,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
 
 from vlm4st.backbones.albef import CheckpointError, load_albef_checkpoint
+from vlm4st.config import ConfigError
 from vlm4st.models.vlm_module import VLMModule
 
-from .albef_layout import FFN, FUSION, LAYERS, VOCAB, D, albef_pretrain_state_dict, to_finetuned_layout
-
-VISION = {"img_size": 224, "patch_size": 16, "embed_dim": D, "depth": 12, "num_heads": 2, "mlp_ratio": FFN / D}
-TEXT = {"hidden_size": D, "num_layers": LAYERS, "num_heads": 2, "intermediate_size": FFN, "fusion_layer": FUSION}
+from .albef_layout import (
+    LAYERS,
+    TEXT,
+    VISION,
+    VOCAB,
+    D,
+    albef_pretrain_state_dict,
+    encoder_keys_only,
+    hf_bert_text_state_dict,
+    to_finetuned_layout,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +60,7 @@ def check_text(vlm: VLMModule, sd: dict[str, torch.Tensor], prefix: str = "text_
 def test_pretrain_layout_wrapped_in_model(tmp_path: Path, albef_sd: dict, caplog: pytest.LogCaptureFixture) -> None:
     path = save(tmp_path, {"model": albef_sd, "epoch": 29, "config": {"queue_size": 16}})
     with caplog.at_level(logging.INFO):
-        vlm = VLMModule(VISION, TEXT, pretrained_path=path)
+        vlm = VLMModule(VISION, TEXT, freeze="auto", pretrained_path=path)
     check_vision(vlm, albef_sd)
     check_text(vlm, albef_sd)
     assert vlm.visual_encoder.pos_embed.shape == (1, 197, D)
@@ -63,7 +72,7 @@ def test_pretrain_layout_wrapped_in_model(tmp_path: Path, albef_sd: dict, caplog
 
 
 def test_bare_state_dict_with_full_embeddings(tmp_path: Path, albef_sd: dict) -> None:
-    vlm = VLMModule(VISION, {**TEXT, "vocab_size": VOCAB}, pretrained_path=save(tmp_path, albef_sd))
+    vlm = VLMModule(VISION, {**TEXT, "vocab_size": VOCAB}, freeze="auto", pretrained_path=save(tmp_path, albef_sd))
     check_vision(vlm, albef_sd)
     check_text(vlm, albef_sd)
     assert len(vlm.text_encoder.state_dict()) == 257  # ALBEF's text layout minus position_ids and the head
@@ -71,7 +80,7 @@ def test_bare_state_dict_with_full_embeddings(tmp_path: Path, albef_sd: dict) ->
 
 def test_finetuned_layout_without_bert_prefix(tmp_path: Path, albef_sd: dict) -> None:
     finetuned = to_finetuned_layout(albef_sd)
-    vlm = VLMModule(VISION, TEXT, pretrained_path=save(tmp_path, {"model": finetuned}))
+    vlm = VLMModule(VISION, TEXT, freeze="auto", pretrained_path=save(tmp_path, {"model": finetuned}))
     check_vision(vlm, finetuned)
     check_text(vlm, finetuned, prefix="text_encoder.")
 
@@ -80,22 +89,50 @@ def test_bare_key_wins_over_bert_twin(tmp_path: Path, albef_sd: dict) -> None:
     sd = dict(albef_sd)
     key = "encoder.layer.3.attention.self.query.weight"
     sd[f"text_encoder.{key}"] = torch.full_like(sd[f"text_encoder.bert.{key}"], 7.0)
-    vlm = VLMModule(None, TEXT, pretrained_path=save(tmp_path, sd))
+    vlm = VLMModule(None, TEXT, freeze="auto", pretrained_path=save(tmp_path, sd))
     assert torch.equal(vlm.text_encoder.state_dict()[key], sd[f"text_encoder.{key}"])
 
 
 def test_single_encoder_loads(tmp_path: Path, albef_sd: dict, caplog: pytest.LogCaptureFixture) -> None:
     path = save(tmp_path, albef_sd)
     with caplog.at_level(logging.INFO):
-        vision_only = VLMModule(VISION, None, pretrained_path=path)
+        vision_only = VLMModule(VISION, None, freeze="auto", pretrained_path=path)
     check_vision(vision_only, albef_sd)
     assert "text_encoder (not built or loaded from other weights): 257" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        text_only = VLMModule(None, TEXT, pretrained_path=path)
-    check_text(text_only, albef_sd)
-    assert "text 99" in caplog.text and "visual_encoder (not built): 150" in caplog.text
-    assert "fusion layers (not built without a vision encoder): 156" in caplog.text
+        text_only = VLMModule(None, TEXT, freeze="auto", pretrained_path=path)
+    check_text(text_only, albef_sd)  # every layer, the fusion-position self-attention and FFN included
+    assert len(text_only.text_encoder.encoder.layer) == LAYERS
+    assert not any(".crossattention." in k for k in text_only.text_encoder.state_dict())
+    assert "text 195" in caplog.text and "visual_encoder (not built): 150" in caplog.text
+    assert "fusion cross-attention (not built without a vision encoder): 60" in caplog.text
+
+
+@pytest.mark.parametrize("held", ["vision", "text"])
+def test_partial_checkpoint_loads_the_encoders_it_holds(
+    tmp_path: Path, albef_sd: dict, held: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        vlm = VLMModule(VISION, TEXT, freeze="auto", pretrained_path=save(tmp_path, encoder_keys_only(albef_sd, held)))
+    (check_vision if held == "vision" else check_text)(vlm, albef_sd)
+    other = "text" if held == "vision" else "vision"
+    assert {n: w.pretrained for n, w in vlm.encoder_weights.items()} == {held: True, other: False}
+    prefix = {"vision": "visual_encoder", "text": "text_encoder"}[other]
+    assert f"holds no {prefix}.* keys" in caplog.text
+    assert f"loaded {tmp_path / 'ALBEF.pth'}: tensors {held}" in caplog.text
+    random = getattr(vlm, prefix).state_dict()
+    key = "blocks.0.attn.qkv.weight" if other == "vision" else "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(random[key], albef_sd[f"{prefix}.{key}" if other == "vision" else f"{prefix}.bert.{key}"])
+
+
+def test_checkpoint_without_encoder_keys_raises(tmp_path: Path, albef_sd: dict) -> None:
+    path = save(tmp_path, encoder_keys_only(albef_sd, "none"))  # momentum copies, queues and heads only
+    with pytest.raises(CheckpointError, match=r"no weights load into the built encoders \(vision, text\)"):
+        VLMModule(VISION, TEXT, freeze="auto", pretrained_path=path)
+    text_sd = encoder_keys_only(albef_sd, "text")
+    with pytest.raises(CheckpointError, match=r"\(vision\); the file holds 0 visual_encoder"):
+        VLMModule(VISION, None, freeze="auto", pretrained_path=save(tmp_path, text_sd))
 
 
 @pytest.mark.parametrize(
@@ -116,7 +153,7 @@ def test_key_errors_name_the_key(tmp_path: Path, albef_sd: dict, edit: str, name
         sd["some_head.weight"] = torch.zeros(2)
     path = save(tmp_path, sd)
     with pytest.raises(CheckpointError) as err:
-        VLMModule(VISION, TEXT, pretrained_path=path)
+        VLMModule(VISION, TEXT, freeze="auto", pretrained_path=path)
     assert named in str(err.value) and path in str(err.value)
     if edit == "renamed":
         assert "visual_encoder.blocks.0.attn.qkv.weight" in str(err.value)  # reported missing as well
@@ -124,13 +161,14 @@ def test_key_errors_name_the_key(tmp_path: Path, albef_sd: dict, edit: str, name
 
 def test_shape_mismatch_raises(tmp_path: Path, albef_sd: dict) -> None:
     with pytest.raises(CheckpointError, match=r"blocks\.0\.attn\.qkv\.weight"):
-        VLMModule({**VISION, "embed_dim": 64, "num_heads": 2}, None, pretrained_path=save(tmp_path, albef_sd))
+        VLMModule({**VISION, "embed_dim": 64, "num_heads": 2}, None, freeze="auto",
+                  pretrained_path=save(tmp_path, albef_sd))
 
 
 def test_missing_file_names_path_and_config_key(tmp_path: Path) -> None:
     path = tmp_path / "nowhere" / "ALBEF_4M.pth"
     with pytest.raises(FileNotFoundError, match=r"model\.vlm\.pretrained_path") as err:
-        VLMModule(VISION, TEXT, pretrained_path=str(path))
+        VLMModule(VISION, TEXT, freeze="auto", pretrained_path=str(path))
     assert str(path) in str(err.value)
 
 
@@ -139,3 +177,13 @@ def test_unreadable_file_raises(tmp_path: Path) -> None:
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read"):
         load_albef_checkpoint(path, None, None)
+
+
+def test_albef_file_with_nothing_to_fill_is_a_config_error(tmp_path: Path, albef_sd: dict) -> None:
+    folder = tmp_path / "bert"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in hf_bert_text_state_dict(albef_sd).items()},
+              str(folder / "model.safetensors"))
+    with pytest.raises(ConfigError, match=r"model\.vlm\.pretrained_path is set, but no encoder takes ALBEF"):
+        VLMModule(None, TEXT, freeze="auto", pretrained_path=save(tmp_path, albef_sd),
+                  text_pretrained_path=str(folder))

@@ -49,7 +49,7 @@ def test_fusion_cross_attention_stays_random(hf_bert: tuple[BertModel, Path], ca
     model, folder = hf_bert
     with caplog.at_level(logging.INFO):
         vlm = VLMModule({"img_size": 32, "patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 4},
-                        {**TEXT, "fusion_layer": 2}, text_pretrained_path=str(folder))
+                        {**TEXT, "fusion_layer": 2}, freeze="auto", text_pretrained_path=str(folder))
     sd = vlm.text_encoder.state_dict()
     ref = model.state_dict()
     for key in ("encoder.layer.3.attention.self.query.weight", "embeddings.LayerNorm.weight"):
@@ -74,7 +74,8 @@ def test_mismatched_config_or_keys_raise(hf_bert: tuple[BertModel, Path], tmp_pa
     with pytest.raises(FileNotFoundError, match=r"model\.vlm\.text_pretrained_path"):
         load_hf_bert_text(AlbefTextEncoder(**TEXT, fusion_layer=4), tmp_path / "absent")
     with pytest.raises(ConfigError, match="not both"):
-        VLMModule(None, {**TEXT, "fusion_layer": 2}, text_pretrained_path=str(folder), text_weights="minilm")
+        VLMModule(None, {**TEXT, "fusion_layer": 2}, freeze="auto", text_pretrained_path=str(folder),
+                  text_weights="minilm")
 
 
 def test_minilm_wheel_weights() -> None:
@@ -88,5 +89,6 @@ def test_minilm_wheel_weights() -> None:
     with torch.no_grad():
         torch.testing.assert_close(enc(input_ids=ids, mode="text"), ref(input_ids=ids).last_hidden_state,
                                    atol=1e-5, rtol=0)
-    vlm = VLMModule({"preset": "vit_small_patch16", "depth": 1}, {"preset": "minilm_l6"}, text_weights="minilm")
+    vlm = VLMModule({"preset": "vit_small_patch16", "depth": 1}, {"preset": "minilm_l6"}, freeze="auto",
+                    text_weights="minilm")
     assert vlm.hidden_size == 384

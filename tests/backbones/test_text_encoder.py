@@ -108,10 +108,30 @@ def test_fusion_without_image_raises() -> None:
         enc(encoder_embeds=torch.randn(1, L, D), mode="fusion")
     with pytest.raises(ValueError, match="runs no fusion layer"):
         enc(encoder_embeds=torch.randn(1, L, D), encoder_hidden_states=torch.randn(1, NV, D), mode="text")
-    text_only = make_encoder(with_fusion=False)
-    assert len(text_only.encoder.layer) == FUSION
-    with pytest.raises(ValueError, match="built without them"):
+    text_only = make_encoder(cross_attention=False)
+    with pytest.raises(ValueError, match="built without cross-attention"):
         text_only(encoder_embeds=torch.randn(1, L, D), encoder_hidden_states=torch.randn(1, NV, D), mode="fusion")
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_without_cross_attention_keeps_the_depth(attn: str) -> None:
+    torch.manual_seed(2)
+    enc = make_encoder(cross_attention=False, attn_implementation=attn)
+    assert len(enc.encoder.layer) == N and enc.num_fusion_layers == N - FUSION
+    assert not any(hasattr(layer, "crossattention") for layer in enc.encoder.layer)
+    assert not any(".crossattention." in k for k in enc.state_dict())
+    x, m = torch.randn(3, L, D), padded_mask(3, L, [L, 5, 2])
+    with torch.no_grad():
+        text = enc(encoder_embeds=x, attention_mask=m, mode="text")
+        fused = enc(encoder_embeds=text, attention_mask=m, mode="fusion")  # no image tokens
+        whole = enc(encoder_embeds=x, attention_mask=m, mode="multi_modal")
+    # A plain N-layer BERT: the reference with no fusion layer at all, run over every layer.
+    ref = reference_bert(dict(enc.state_dict()), num_heads=HEADS, num_layers=N, fusion_layer=N, eps=1e-12,
+                         mode="multi_modal", embeds=x, embed_inputs=True, mask=m)
+    valid = m.bool()
+    torch.testing.assert_close(fused[valid], ref[valid], atol=1e-5, rtol=0)
+    torch.testing.assert_close(whole[valid], ref[valid], atol=1e-5, rtol=0)
+    assert (fused - text)[valid].abs().max() > 1e-3  # the fusion-position layers did run
 
 
 def test_only_fusion_layers_have_cross_attention() -> None:

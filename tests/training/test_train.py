@@ -81,7 +81,7 @@ def test_truncated_checkpoint_fails_clearly_and_keeps_the_previous_last(tmp_path
 
 def test_checkpoints_load_with_weights_only_and_hold_what_a_resume_needs(tmp_path, run_entry) -> None:
     run_dir = tmp_path / "run"
-    run_entry(make_cfg(run_dir, *SHORT, "trainer.save_adapters_only=true"))
+    run_entry(make_cfg(run_dir, *SHORT, "trainer.save_adapters_only=true", "model.vlm.freeze=true"))
     payload = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     for key in ("model", "optimizer", "scheduler", "trainer_state", "rng", "config", "data", "adapter",
                 "code_version", "stage"):

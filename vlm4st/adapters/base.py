@@ -18,7 +18,9 @@ from torch import nn
 class Adapter(nn.Module):
     """Base class: no adapter layers; subclasses inject them in ``attach``."""
 
-    #: Whether the backbone weights are frozen right after ``attach`` (LoRA: yes; full fine-tuning: no).
+    #: Whether this adapter asks for a frozen backbone (LoRA: yes; full fine-tuning: no). ``VLMModule`` combines
+    #: it with ``model.vlm.freeze``: under ``auto`` only encoders with pretrained weights are frozen, and only
+    #: when this is true; ``true`` / ``false`` override it.
     freeze_backbone_on_attach: bool = True
 
     def attach(self, vlm: nn.Module) -> None:

@@ -8,8 +8,10 @@ from vlm4st.adapters.base import Adapter
 class NoAdapter(Adapter):
     """Adds nothing to the encoders.
 
-    ``freeze_backbone=False`` (default): every backbone weight trains (full fine-tuning).
-    ``freeze_backbone=True``: the backbone stays frozen and only the modules around the VLM train.
+    ``freeze_backbone=False`` (default): every backbone weight trains (full fine-tuning) unless
+    ``model.vlm.freeze=true``.
+    ``freeze_backbone=True``: under ``model.vlm.freeze=auto`` the encoders with pretrained weights stay frozen and
+    only the modules around the VLM train on them; a randomly initialised encoder still trains in full.
     """
 
     def __init__(self, freeze_backbone: bool = False) -> None:

@@ -8,6 +8,12 @@ or fine-tuned keys (``text_encoder.*``). Key rules:
    ``vision_proj``/``text_proj`` (unused), ``text_decoder`` (VQA), the MLM head ``cls.*``, ``pooler.*``,
    ``position_ids``; plus what the built encoders do not have (see ``fit_text_state_dict``).
 3. Any other key raises. Each encoder loads with ``strict=True``, so a missing or renamed key raises naming it.
+4. Partial checkpoints: a built encoder with no key at all in the file (no ``visual_encoder.*``, or no
+   ``text_encoder.*``) is skipped with a warning and keeps its random initialisation; ``LoadReport.loaded`` names
+   the encoders that did load. An encoder whose keys are only partly present raises (rule 3), and so does a file
+   that loads into no built encoder.
+5. A text encoder built without cross-attention (no vision encoder) loads the fusion layers' self-attention and
+   FFN weights and drops their ``crossattention.*`` keys (counted in the report).
 ``pos_embed`` is resampled to the ViT's grid (bicubic, cls token kept, no antialias: ALBEF's own rule).
 """
 
@@ -29,6 +35,8 @@ from vlm4st.backbones.text_encoder import AlbefTextEncoder, PositionEmbeddings
 log = logging.getLogger(__name__)
 
 PATH_KEY = "model.vlm.pretrained_path"
+#: Cross-attention sub-layers of the fusion layers (text-encoder keys, prefixes stripped).
+CROSS_ATTENTION = re.compile(r"^encoder\.layer\.\d+\.crossattention\.")
 
 #: Top-level ALBEF families vlm4st never uses: (report label, key test).
 _DROP_TOP: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -53,12 +61,14 @@ class CheckpointError(ValueError):
 
 @dataclass
 class LoadReport:
-    """What a load did: loaded tensor counts, the pos_embed resample and the dropped families."""
+    """What a load did: loaded tensor counts per encoder, the pos_embed resample, the dropped families, and the
+    state-dict keys of a loaded encoder that the file did not cover (they keep their random initialisation)."""
 
     path: str
     loaded: dict[str, int] = field(default_factory=dict)
     pos_embed: tuple[int, int] | None = None
     dropped: Counter[str] = field(default_factory=Counter)
+    random_keys: dict[str, list[str]] = field(default_factory=dict)
 
     def summary(self) -> str:
         loaded = ", ".join(f"{k} {v}" for k, v in self.loaded.items()) or "nothing"
@@ -159,7 +169,8 @@ def fit_text_state_dict(
     - No embeddings built: drop every ``embeddings.*``.
     - Positions only: drop ``word_embeddings``; fold ``token_type_embeddings`` row 0 into ``position_embeddings``
       (BERT adds both to every single-segment token, so the output is unchanged).
-    - Built without fusion layers: drop layers ``>= fusion_layer``.
+    - Built without cross-attention (no vision encoder): drop the fusion layers' ``crossattention.*``; their
+      self-attention and FFN weights load.
     """
     out = dict(sd)
     dropped: Counter[str] = Counter()
@@ -175,13 +186,10 @@ def fit_text_state_dict(
         if token_type is not None and "embeddings.position_embeddings.weight" in out:
             out["embeddings.position_embeddings.weight"] = out["embeddings.position_embeddings.weight"] + token_type[0]
             dropped["token_type_embeddings (row 0 folded into position_embeddings)"] += 1
-    if not encoder.with_fusion:
-        pat = re.compile(r"^encoder\.layer\.(\d+)\.")
-        for key in list(out):
-            m = pat.match(key)
-            if m and int(m.group(1)) >= encoder.fusion_layer:
-                del out[key]
-                dropped["fusion layers (not built without a vision encoder)"] += 1
+    if not encoder.cross_attention:
+        for key in [k for k in out if CROSS_ATTENTION.match(k)]:
+            del out[key]
+            dropped["fusion cross-attention (not built without a vision encoder)"] += 1
     return out, dropped
 
 
@@ -209,20 +217,35 @@ def load_albef_checkpoint(
     text_encoder: AlbefTextEncoder | None,
     weights_only: bool = True,
 ) -> LoadReport:
-    """Load an ALBEF checkpoint into whichever encoders exist; log and return a ``LoadReport``."""
+    """Load an ALBEF checkpoint into the encoders that exist and have keys in it; log and return a ``LoadReport``.
+
+    ``report.loaded`` names the encoders that received weights; a built encoder without any key in the file is
+    skipped with a warning (partial checkpoint). Raises ``CheckpointError`` when no built encoder loads anything.
+    """
     source = str(path)
     vision_sd, text_sd, dropped = split_albef_state_dict(read_state_dict(path, weights_only), source)
     report = LoadReport(path=source, dropped=dropped)
-    if visual_encoder is not None:
+    if visual_encoder is not None and vision_sd:
         vision_sd, report.pos_embed = fit_vision_state_dict(vision_sd, visual_encoder, source)
         report.loaded["vision"] = load_strict(visual_encoder, vision_sd, "visual_encoder.", source)
+    elif visual_encoder is not None:
+        log.warning("%s holds no visual_encoder.* keys: the vision encoder keeps its random initialisation", source)
     elif vision_sd:
         dropped["visual_encoder (not built)"] += len(vision_sd)
-    if text_encoder is not None:
+    if text_encoder is not None and text_sd:
         text_sd, text_dropped = fit_text_state_dict(text_sd, text_encoder)
         dropped.update(text_dropped)
         report.loaded["text"] = load_strict(text_encoder, text_sd, "text_encoder.", source)
+    elif text_encoder is not None:
+        log.warning("%s holds no text_encoder.* keys: the text encoder keeps its random initialisation", source)
     elif text_sd:
         dropped["text_encoder (not built or loaded from other weights)"] += len(text_sd)
+    if not report.loaded:
+        built = [n for n, e in (("vision", visual_encoder), ("text", text_encoder)) if e is not None] or ["none"]
+        raise CheckpointError(
+            f"{source}: no weights load into the built encoders ({', '.join(built)}); the file holds "
+            f"{len(vision_sd)} visual_encoder.* and {len(text_sd)} text_encoder.* tensors (config key {PATH_KEY}; "
+            "set it to null for random initialisation)"
+        )
     log.info("ALBEF weights %s", report.summary())
     return report

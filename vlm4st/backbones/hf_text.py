@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections import Counter
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from vlm4st.backbones.albef import _DROP_TEXT, CheckpointError, LoadReport, _family, fit_text_state_dict
+from vlm4st.backbones.albef import (
+    _DROP_TEXT,
+    CROSS_ATTENTION,
+    CheckpointError,
+    LoadReport,
+    _family,
+    fit_text_state_dict,
+)
 from vlm4st.backbones.text_encoder import AlbefTextEncoder
 from vlm4st.config import ConfigError
 
@@ -25,7 +31,6 @@ log = logging.getLogger(__name__)
 
 PATH_KEY = "model.vlm.text_pretrained_path"
 MINILM = "minilm"
-_CROSS = re.compile(r"^encoder\.layer\.\d+\.crossattention\.")
 
 
 def minilm_path() -> Path:
@@ -79,7 +84,10 @@ def read_hf_bert(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None
 
 
 def load_hf_bert_text(encoder: AlbefTextEncoder, path: str | Path) -> LoadReport:
-    """Load HF BERT weights (``bert.`` prefix optional) into ``encoder``; fusion cross-attention stays random."""
+    """Load HF BERT weights (``bert.`` prefix optional) into ``encoder``; fusion cross-attention stays random.
+
+    ``report.random_keys["text"]`` lists the cross-attention keys left at their random initialisation.
+    """
     sd, config, source = read_hf_bert(path)
     if config is not None:
         _check_config(config, encoder, source)
@@ -97,8 +105,8 @@ def load_hf_bert_text(encoder: AlbefTextEncoder, path: str | Path) -> LoadReport
 
     expected = set(encoder.state_dict())
     missing = sorted(expected - set(text))
-    random_cross = [k for k in missing if _CROSS.match(k)]
-    missing = [k for k in missing if not _CROSS.match(k)]
+    random_cross = [k for k in missing if CROSS_ATTENTION.match(k)]
+    missing = [k for k in missing if not CROSS_ATTENTION.match(k)]
     unexpected = sorted(set(text) - expected)
     if missing or unexpected:
         raise CheckpointError(
@@ -109,7 +117,7 @@ def load_hf_bert_text(encoder: AlbefTextEncoder, path: str | Path) -> LoadReport
         encoder.load_state_dict(text, strict=False)
     except RuntimeError as e:
         raise CheckpointError(f"{source}: text weights do not fit model.vlm.text: {e}") from e
-    report = LoadReport(path=source, loaded={"text": len(text)}, dropped=dropped)
+    report = LoadReport(path=source, loaded={"text": len(text)}, dropped=dropped, random_keys={"text": random_cross})
     log.info(
         "text weights %s; %d fusion cross-attention tensors keep their random initialisation",
         report.summary(), len(random_cross),

@@ -1,8 +1,13 @@
-"""The VLM's weight step: ALBEF for both encoders, optional HF-BERT text weights, or a logged random init."""
+"""The VLM's weight step: ALBEF for both encoders, optional HF-BERT text weights, or a logged random init.
+
+It returns where each built encoder's weights came from, so the caller can decide what to freeze: freezing an
+encoder that kept its random initialisation would leave fixed random projections for the adapter to work on.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from timm.models.vision_transformer import VisionTransformer
 
@@ -14,6 +19,19 @@ from vlm4st.config import ConfigError
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class EncoderWeights:
+    """One built encoder's weights: ``source`` (e.g. ``"ALBEF weights from <path>"``; None: random
+    initialisation) and ``random_keys``, its state-dict keys the source did not cover (they stay random)."""
+
+    source: str | None
+    random_keys: frozenset[str] = frozenset()
+
+    @property
+    def pretrained(self) -> bool:
+        return self.source is not None
+
+
 def load_pretrained_weights(
     visual_encoder: VisionTransformer | None,
     text_encoder: AlbefTextEncoder | None,
@@ -21,18 +39,35 @@ def load_pretrained_weights(
     text_pretrained_path: str | None = None,
     text_weights: str | None = None,
     weights_only: bool = True,
-) -> None:
-    """Load ALBEF (``pretrained_path``) into the encoders that exist; HF text weights replace its text part."""
+) -> dict[str, EncoderWeights]:
+    """Load ALBEF (``pretrained_path``) into the encoders that exist; HF text weights replace its text part.
+
+    Returns ``{"vision": EncoderWeights, "text": EncoderWeights}`` for the built encoders only. A partial ALBEF
+    file (one encoder's keys only) leaves the other encoder random (``source`` None).
+    """
     text_path = resolve_text_weights(text_pretrained_path, text_weights)
     if text_path is not None and text_encoder is None:
         raise ConfigError("model.vlm.text_pretrained_path / text_weights are set, but model.vlm.text is null")
-    if pretrained_path is not None:
-        load_albef_checkpoint(
-            pretrained_path, visual_encoder, text_encoder if text_path is None else None, weights_only
+    weights = {
+        name: EncoderWeights(None) for name, enc in (("vision", visual_encoder), ("text", text_encoder))
+        if enc is not None
+    }
+    albef_text = text_encoder if text_path is None else None
+    if pretrained_path is not None and visual_encoder is None and albef_text is None:
+        raise ConfigError(
+            "model.vlm.pretrained_path is set, but no encoder takes ALBEF weights: model.vlm.vision is null and the "
+            "text encoder loads model.vlm.text_pretrained_path / text_weights instead"
         )
+    if pretrained_path is not None:
+        report = load_albef_checkpoint(pretrained_path, visual_encoder, albef_text, weights_only)
+        for name in report.loaded:
+            weights[name] = EncoderWeights(f"ALBEF weights from {pretrained_path}")
     if text_path is not None:
-        load_hf_bert_text(text_encoder, text_path)
-    sources = (("vision", visual_encoder, pretrained_path), ("text", text_encoder, pretrained_path or text_path))
-    random = [name for name, enc, src in sources if enc is not None and src is None]
+        report = load_hf_bert_text(text_encoder, text_path)
+        weights["text"] = EncoderWeights(
+            f"HF BERT text weights from {text_path}", frozenset(report.random_keys["text"])
+        )
+    random = [name for name, w in weights.items() if not w.pretrained]
     if random:
-        log.info("random initialisation of the %s encoder(s): no pretrained weights configured", " and ".join(random))
+        log.info("random initialisation of the %s encoder(s): no pretrained weights for them", " and ".join(random))
+    return weights

@@ -6,7 +6,12 @@ ALBEF's BERT differs from a plain ``BertModel``: layers ``[0, fusion_layer)`` ar
 attention needs decoder mode, which makes self-attention causal and adds cross-attention to every layer), so this
 container builds the layers one by one and forces ``is_causal = False``.
 
-Positional information (defect D-2 of the reference, whose ``encoder_embeds`` bypassed every embedding): with
+Without a vision encoder (``cross_attention=False``, the ``no_visual`` ablation) every one of the ``n`` layers is
+still built, so the sequence passes through the same depth as with images: the fusion-position layers
+``[fusion_layer, n)`` are then plain self-attention + FFN layers (no cross-attention sub-layer exists) and ``fusion``
+runs them without image tokens. Their keys are ALBEF's minus ``crossattention.*``.
+
+Positional information (feeding ``encoder_embeds`` straight into layer 0, as ALBEF does, bypasses every embedding): with
 ``embed_positions=True`` (the default) the encoder embeds ``encoder_embeds`` the way BERT embeds a single-segment
 text, minus the word lookup: ``LayerNorm(x + position + token_type_0)``, then dropout, before the first text layer.
 This gives the pretrained layers both a position code they know and the input scale layer 0 was trained on. It
@@ -89,8 +94,8 @@ class _LayerStack(nn.Module):
 class AlbefTextEncoder(nn.Module):
     """ALBEF's BERT: text layers ``[0, fusion_layer)``, cross-attention fusion layers ``[fusion_layer, n)``.
 
-    ``with_fusion=False`` builds the text layers only (the ``no_visual`` ablation); ``num_layers`` then still names
-    the full depth of the checkpoint the weights come from.
+    ``cross_attention=False`` (no vision encoder, the ``no_visual`` ablation) builds all ``num_layers`` layers, the
+    fusion-position ones without their cross-attention sub-layer, so the depth equals the model with images.
     """
 
     def __init__(
@@ -100,7 +105,7 @@ class AlbefTextEncoder(nn.Module):
         num_heads: int = 12,
         intermediate_size: int = 3072,
         fusion_layer: int = 6,
-        with_fusion: bool = True,
+        cross_attention: bool = True,
         embed_positions: bool = True,
         vocab_size: int | None = None,
         max_position_embeddings: int = 512,
@@ -123,7 +128,7 @@ class AlbefTextEncoder(nn.Module):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.fusion_layer = fusion_layer
-        self.with_fusion = with_fusion
+        self.cross_attention = cross_attention
         self.embed_positions = embed_positions
         self.attn_implementation = attn_implementation
         self.grad_checkpointing = False
@@ -146,8 +151,8 @@ class AlbefTextEncoder(nn.Module):
         )
         cfg._attn_implementation = attn_implementation
         xcfg = copy.deepcopy(cfg)  # fusion layers: HF only builds cross-attention in decoder mode
-        xcfg.is_decoder = True
-        xcfg.add_cross_attention = True
+        xcfg.is_decoder = cross_attention
+        xcfg.add_cross_attention = cross_attention
 
         # Embeddings: full BERT table for input_ids, positions only for encoder_embeds, or none.
         self.embeddings: nn.Module | None
@@ -158,8 +163,7 @@ class AlbefTextEncoder(nn.Module):
         else:
             self.embeddings = None
 
-        n_built = num_layers if with_fusion else fusion_layer
-        layers = [BertLayer(xcfg if i >= fusion_layer else cfg, layer_idx=i) for i in range(n_built)]
+        layers = [BertLayer(xcfg if i >= fusion_layer else cfg, layer_idx=i) for i in range(num_layers)]
         for layer in layers:
             layer.attention.self.is_causal = False  # bidirectional; SDPA would be causal with mask=None otherwise
         self.encoder = _LayerStack(layers)
@@ -183,6 +187,11 @@ class AlbefTextEncoder(nn.Module):
         """Whether word/token-type tables exist (``vocab_size`` given), so ``input_ids`` can be embedded."""
         return isinstance(self.embeddings, BertEmbeddings)
 
+    @property
+    def num_fusion_layers(self) -> int:
+        """Layers ``[fusion_layer, num_layers)`` that ``fusion`` runs (with or without cross-attention)."""
+        return self.num_layers - self.fusion_layer
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each layer in backward (``torch.utils.checkpoint``, non-reentrant)."""
         self.grad_checkpointing = enable
@@ -197,8 +206,6 @@ class AlbefTextEncoder(nn.Module):
         if mode not in ranges:
             raise ValueError(f"mode '{mode}'; expected one of {list(ranges)}")
         start, end = ranges[mode]
-        if end > len(self.encoder.layer):
-            raise ValueError(f"mode '{mode}' needs fusion layers, but this encoder was built without them")
         if start == end:
             raise ValueError(f"mode '{mode}' runs no layers (fusion_layer={self.fusion_layer}, n={self.num_layers})")
         return start, end
@@ -226,19 +233,21 @@ class AlbefTextEncoder(nn.Module):
         """Run the layers of ``mode``; returns the last hidden states (B, L, D).
 
         Exactly one of ``input_ids`` (B, L) / ``encoder_embeds`` (B, L, D). ``encoder_hidden_states`` (B, N, D) are
-        the image tokens, required whenever a fusion layer runs; masks are (B, L) / (B, N), 1 = attend.
+        the image tokens, required whenever a fusion layer with cross-attention runs and refused otherwise (built
+        with ``cross_attention=False``, the fusion layers take none); masks are (B, L) / (B, N), 1 = attend.
         """
         start, end = self.layer_range(mode)
         if (input_ids is None) == (encoder_embeds is None):
             raise ValueError("give exactly one of input_ids and encoder_embeds")
-        runs_fusion = end > self.fusion_layer
-        if runs_fusion and encoder_hidden_states is None:
+        runs_cross = self.cross_attention and end > self.fusion_layer
+        if runs_cross and encoder_hidden_states is None:
             raise ValueError(
                 f"mode '{mode}' runs fusion layers {max(start, self.fusion_layer)}..{end - 1}, which cross-attend to "
                 "image tokens, but encoder_hidden_states is None"
             )
-        if not runs_fusion and encoder_hidden_states is not None:
-            raise ValueError(f"encoder_hidden_states given, but mode '{mode}' runs no fusion layer")
+        if not runs_cross and encoder_hidden_states is not None:
+            why = "runs no fusion layer" if self.cross_attention else "this encoder was built without cross-attention"
+            raise ValueError(f"encoder_hidden_states given, but mode '{mode}': {why}")
 
         if input_ids is not None:
             if not self.has_token_embeddings:
@@ -250,7 +259,7 @@ class AlbefTextEncoder(nn.Module):
                 h = self.embeddings(inputs_embeds=h) if self.has_token_embeddings else self.embeddings(h)
 
         self_mask = self._expand_mask(attention_mask, h)  # (B, 1, 1, L)
-        cross_mask = self._expand_mask(encoder_attention_mask, h) if runs_fusion else None  # (B, 1, 1, N)
+        cross_mask = self._expand_mask(encoder_attention_mask, h) if runs_cross else None  # (B, 1, 1, N)
         use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for i in range(start, end):
             layer = self.encoder.layer[i]
@@ -279,7 +288,7 @@ def text_encoder_kwargs(preset: str | None = None, **overrides: Any) -> dict[str
     return kwargs
 
 
-def build_text_encoder_from_config(cfg: Mapping[str, Any], with_fusion: bool = True) -> AlbefTextEncoder:
+def build_text_encoder_from_config(cfg: Mapping[str, Any], cross_attention: bool = True) -> AlbefTextEncoder:
     """``AlbefTextEncoder`` from a config mapping (``preset`` optional, other keys as in ``TEXT_KEYS``)."""
     cfg = dict(cfg)
-    return AlbefTextEncoder(**text_encoder_kwargs(cfg.pop("preset", None), **cfg), with_fusion=with_fusion)
+    return AlbefTextEncoder(**text_encoder_kwargs(cfg.pop("preset", None), **cfg), cross_attention=cross_attention)

@@ -2,14 +2,15 @@
 
 Which encoders exist decides the mode (never a flag):
 - both: visual = ViT(image); text = BERT text layers on the sequence; fused = BERT fusion layers on ``text``
-  cross-attending to ``visual`` (ALBEF's order, fixing the reference's defect D-1).
+  cross-attending to ``visual`` (ALBEF's order: the fusion layers read the text layers' output, not the sequence).
 - text None (``no_seq``): no BERT is built; fused = visual tokens.
-- vision None (``no_visual``): no ViT and no fusion layers are built; fused = text tokens.
+- vision None (``no_visual``): no ViT; the BERT keeps its full depth, its fusion-position layers built without
+  cross-attention; text = text layers on the sequence, fused = the fusion-position layers on ``text``. The sequence
+  thus passes through as many layers as with images, so ``no_visual`` and ``no_seq`` compare like with like.
 An absent encoder gets no input: passing an image without a ViT (or a sequence without a BERT) is an error, so an
 ablated path cannot be computed and silently discarded.
 
-Build order: encoders -> pretrained weights -> ``adapter.attach(self)`` -> freeze the backbone if the adapter
-asks for it.
+Build order: encoders -> pretrained weights -> ``adapter.attach(self)`` -> freeze per ``model.vlm.freeze``.
 """
 
 from __future__ import annotations
@@ -23,12 +24,25 @@ from torch import nn
 
 from vlm4st.adapters.base import Adapter
 from vlm4st.adapters.none import NoAdapter
-from vlm4st.backbones.pretrained import load_pretrained_weights
+from vlm4st.backbones.pretrained import EncoderWeights, load_pretrained_weights
 from vlm4st.backbones.text_encoder import build_text_encoder_from_config
 from vlm4st.backbones.vit import build_vit_from_config, num_vit_tokens
 from vlm4st.config import ConfigError
 
 log = logging.getLogger(__name__)
+
+FREEZE_KEY = "model.vlm.freeze"
+FREEZE_OPTIONS = ("auto", "true", "false")
+#: Encoder report name -> VLMModule attribute.
+ENCODERS = {"vision": "visual_encoder", "text": "text_encoder"}
+
+
+def check_freeze(freeze: str | bool) -> str:
+    """``model.vlm.freeze`` as one of ``FREEZE_OPTIONS``; YAML's unquoted ``true`` / ``false`` arrive as bools."""
+    value = {True: "true", False: "false"}[freeze] if isinstance(freeze, bool) else freeze
+    if value not in FREEZE_OPTIONS:
+        raise ConfigError(f"{FREEZE_KEY}: {freeze!r}; expected one of {list(FREEZE_OPTIONS)}")
+    return value
 
 
 class VLMModule(nn.Module):
@@ -39,6 +53,17 @@ class VLMModule(nn.Module):
             ``mlp_ratio``, ``drop_path_rate``) or None for no vision encoder.
         text: ``AlbefTextEncoder`` keys (``preset`` and/or ``hidden_size``, ``num_layers``, ``num_heads``,
             ``intermediate_size``, ``fusion_layer``, ``embed_positions``, ...) or None for no BERT.
+        freeze: ``model.vlm.freeze`` (``auto`` | ``true`` | ``false``; YAML's unquoted booleans are accepted),
+            which encoders' backbone weights are frozen after the adapter is attached (adapter parameters always
+            train):
+            ``auto``: an encoder is frozen when it received pretrained weights (ALBEF, or HF text weights) and the
+            adapter asks for a frozen backbone (``adapter.freeze_backbone_on_attach``: every LoRA type; ``none``
+            only with ``lora_type.freeze_backbone=true``). A randomly initialised encoder trains in full, its
+            adapter still attached; so does any tensor of a frozen encoder that its weights did not cover (the
+            fusion cross-attention under HF text weights). With ``lora_type=none`` (default) nothing is frozen.
+            ``true``: both encoders frozen whatever their weights or the adapter; a frozen random encoder is
+            logged as a warning. This is the way to freeze a pretrained backbone without any adapter.
+            ``false``: nothing frozen.
         adapter: the ``lora_type`` adapter; ``NoAdapter()`` (full fine-tuning) when None.
         pretrained_path: an ALBEF checkpoint (``ALBEF.pth`` / ``ALBEF_4M.pth`` layout) or None (random init).
         text_pretrained_path: HF-BERT-layout text weights (a folder with ``model.safetensors`` or the file); they
@@ -52,6 +77,7 @@ class VLMModule(nn.Module):
         self,
         vision: Mapping[str, Any] | None,
         text: Mapping[str, Any] | None,
+        freeze: str | bool,
         adapter: Adapter | None = None,
         pretrained_path: str | None = None,
         text_pretrained_path: str | None = None,
@@ -62,9 +88,10 @@ class VLMModule(nn.Module):
         super().__init__()
         if vision is None and text is None:
             raise ConfigError("model.vlm: both vision and text are null; at least one encoder must exist")
+        self.freeze = check_freeze(freeze)
         self.visual_encoder = build_vit_from_config(vision) if vision is not None else None
         self.text_encoder = (
-            build_text_encoder_from_config(text, with_fusion=vision is not None) if text is not None else None
+            build_text_encoder_from_config(text, cross_attention=vision is not None) if text is not None else None
         )
         if self.text_encoder is not None:
             lo = 1  # at least one text layer
@@ -86,7 +113,8 @@ class VLMModule(nn.Module):
             int(self.visual_encoder.patch_embed.img_size[0]) if self.visual_encoder is not None else None
         )
 
-        load_pretrained_weights(
+        #: Where each built encoder's weights came from ("vision" / "text" -> EncoderWeights).
+        self.encoder_weights: dict[str, EncoderWeights] = load_pretrained_weights(
             self.visual_encoder,
             self.text_encoder,
             pretrained_path=pretrained_path,
@@ -94,10 +122,11 @@ class VLMModule(nn.Module):
             text_weights=text_weights,
             weights_only=weights_only,
         )
+        uncovered = self._uncovered_parameters()  # before attach: the adapter may rename (never replace) them
         self.adapter = adapter if adapter is not None else NoAdapter()
         self.adapter.attach(self)
-        if self.adapter.freeze_backbone_on_attach:
-            self.freeze_backbone()
+        self._freeze_decisions: dict[str, tuple[bool, str]] = {}  # encoder -> (frozen, reason), the last decision
+        self._apply_freeze_policy(uncovered)
         self.set_grad_checkpointing(grad_checkpointing)
 
     def num_output_tokens(self, seq_len: int) -> int:
@@ -106,10 +135,96 @@ class VLMModule(nn.Module):
             return seq_len
         return num_vit_tokens(self.visual_encoder)
 
+    def _encoders(self) -> dict[str, nn.Module]:
+        """The built encoders by report name (``vision``, ``text``)."""
+        return {name: getattr(self, attr) for name, attr in ENCODERS.items() if getattr(self, attr) is not None}
+
+    def _uncovered_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Per built encoder, its parameters that its pretrained weights did not cover (they kept a random init)."""
+        return {
+            name: [p for key, p in enc.named_parameters() if key in self.encoder_weights[name].random_keys]
+            for name, enc in self._encoders().items()
+        }
+
+    def _decide(self, name: str) -> tuple[bool, str]:
+        """(frozen, reason) for encoder ``name`` under ``model.vlm.freeze``."""
+        weights = self.encoder_weights[name]
+        source = weights.source or "random initialisation"
+        if self.freeze == "auto" and weights.pretrained and not self.adapter.freeze_backbone_on_attach:
+            kind = self.adapter.describe()["type"]
+            return False, f"trained in full ({source}; adapter '{kind}' asks for no frozen backbone, freeze=auto)"
+        frozen = self.freeze == "true" or (self.freeze == "auto" and weights.pretrained)
+        return frozen, f"{'frozen' if frozen else 'trained in full'} ({source}, freeze={self.freeze})"
+
+    def _apply_freeze_policy(self, uncovered: dict[str, list[nn.Parameter]]) -> None:
+        """Set ``requires_grad`` per ``model.vlm.freeze`` and log, per encoder, what is frozen and why."""
+        alive = {id(p) for p in self.parameters()}
+        frozen: dict[str, bool] = {}
+        keep: list[nn.Parameter] = []  # uncovered tensors of frozen encoders that still train (auto only)
+        for name in self._encoders():
+            frozen[name], reason = self._decide(name)
+            lost = [p for p in uncovered[name] if id(p) not in alive]
+            if lost:
+                raise RuntimeError(
+                    f"{type(self.adapter).__name__}.attach replaced {len(lost)} {name}-encoder parameters that have "
+                    "no pretrained weights; VLMModule can no longer tell which weights to keep trainable"
+                )
+            if frozen[name] and uncovered[name]:
+                if self.freeze == "auto":
+                    keep += uncovered[name]
+                    reason += f"; its {len(uncovered[name])} tensors without pretrained weights train in full"
+                else:
+                    log.warning(
+                        "%s encoder: %d tensors without pretrained weights (fusion cross-attention) are frozen at "
+                        "their random initialisation (%s=true)", name, len(uncovered[name]), FREEZE_KEY,
+                    )
+            if frozen[name] and not self.encoder_weights[name].pretrained:
+                log.warning(
+                    "%s encoder: a frozen random encoder is being adapted (%s=true and no pretrained weights): "
+                    "its weights stay fixed random projections and only adapter parameters, if any, train on it",
+                    name, FREEZE_KEY,
+                )
+            self._freeze_decisions[name] = (frozen[name], reason)
+            log.info("%s encoder: %s", name, reason)
+        self._set_trainable(frozen, {id(p) for p in keep})
+
+    def _set_trainable(self, frozen: Mapping[str, bool], keep: set[int]) -> None:
+        """Adapter parameters and the parameters in ``keep`` (ids) train; other weights train unless frozen."""
+        for name, enc in self._encoders().items():
+            for key, param in enc.named_parameters(prefix=ENCODERS[name]):
+                trains = self.adapter.is_adapter_parameter(key) or id(param) in keep or not frozen[name]
+                param.requires_grad_(trains)
+        for _, param in self.adapter.adapter_parameters(self):
+            param.requires_grad_(True)
+
+    @property
+    def frozen_encoders(self) -> dict[str, dict[str, Any]]:
+        """Per built encoder (``vision``, ``text``): ``frozen`` and ``reason``, the last decision (``model.vlm.freeze``
+        at build, or ``freeze_backbone()``); ``pretrained``, whether it received weights; ``trainable_backbone``, how
+        many of its backbone elements (adapter parameters excluded) have ``requires_grad`` now. A frozen encoder
+        may still train its tensors without pretrained weights (``auto``), and a caller may have changed
+        ``requires_grad`` since; ``trainable_backbone`` shows both."""
+        report: dict[str, dict[str, Any]] = {}
+        for name, enc in self._encoders().items():
+            params = enc.named_parameters(prefix=ENCODERS[name])
+            backbone = [p for key, p in params if not self.adapter.is_adapter_parameter(key)]
+            frozen, reason = self._freeze_decisions[name]
+            report[name] = {
+                "frozen": frozen,
+                "pretrained": self.encoder_weights[name].pretrained,
+                "trainable_backbone": sum(p.numel() for p in backbone if p.requires_grad),
+                "reason": reason,
+            }
+        return report
+
     def freeze_backbone(self) -> None:
-        """Freeze every backbone weight; every adapter parameter stays trainable."""
-        for name, param in self.named_parameters():
-            param.requires_grad_(self.adapter.is_adapter_parameter(name))
+        """Freeze every backbone weight of both encoders, whatever ``model.vlm.freeze`` chose (an explicit call);
+        every adapter parameter stays trainable."""
+        self._set_trainable({name: True for name in self._encoders()}, set())
+        for name in self._encoders():
+            source = self.encoder_weights[name].source or "random initialisation"
+            self._freeze_decisions[name] = (True, f"frozen ({source}, freeze_backbone() called)")
+            log.info("%s encoder: %s", name, self._freeze_decisions[name][1])
 
     def set_grad_checkpointing(self, enable: bool) -> None:
         """Turn per-layer activation recomputation on or off in both encoders."""
@@ -149,13 +264,12 @@ class VLMModule(nn.Module):
         self.adapter.route(task_id)  # routing context before any adapted layer runs
 
         visual = self.visual_encoder.forward_features(image) if self.visual_encoder is not None else None  # (B,1+P,D)
-        text = None
-        if self.text_encoder is not None:
-            text = self.text_encoder(encoder_embeds=sequence, attention_mask=seq_mask, mode="text")  # (B, L, D)
-        if visual is not None and text is not None:
+        if self.text_encoder is None:
+            return {"fused": visual, "visual": visual, "text": None}  # fused (B, 1+P, D)
+        text = self.text_encoder(encoder_embeds=sequence, attention_mask=seq_mask, mode="text")  # (B, L, D)
+        fused = text
+        if self.text_encoder.num_fusion_layers > 0:  # without a ViT: the same layers, no cross-attention
             fused = self.text_encoder(
                 encoder_embeds=text, attention_mask=seq_mask, encoder_hidden_states=visual, mode="fusion"
             )  # (B, L, D)
-        else:
-            fused = visual if text is None else text  # (B, 1+P, D) or (B, L, D)
         return {"fused": fused, "visual": visual, "text": text}
