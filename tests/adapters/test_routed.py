@@ -1,4 +1,4 @@
-"""Routed LoRA (moe, mtl, task_adaptive): the math of section 6, per-sample routing, the routing context."""
+"""Routed LoRA (moe, mtl, task_adaptive): the per-sample formulas, per-sample routing, the routing context."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vlm4st.adapters import AdapterError, MoELora, MTLLora, TaskAdaptiveLora
+from vlm4st.adapters.routing import RoutingContext
 from vlm4st.config import ConfigError
 
 from .tiny import CLASSES, NUM_TASKS, ROUTED, Holder, make_adapter, make_inputs, make_vlm, perturb_adapter
@@ -16,9 +18,12 @@ from .tiny import CLASSES, NUM_TASKS, ROUTED, Holder, make_adapter, make_inputs,
 ROUTED_BOTH = [(k, r) for k in ROUTED for r in ("input", "task")]
 
 
-def _naive_update(layer: nn.Module, kind: str, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Section 6 of the design notes for one sample x (L, d_in), gate input g (gate_in,), loops and all."""
-    gate = layer.lora_gate["default"]
+def _naive_update(
+    layer: nn.Module, kind: str, x: torch.Tensor, g: torch.Tensor, task: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The update for one sample x (L, d_in), loops and all: gate input g (gate_in,), or for mtl routed by
+    task, the sample's id ``task`` (tau = its one-hot over num_tasks + 1 slots; no gate)."""
+    gate = layer.lora_gate["default"] if task is None else None
     if kind == "moe":
         A, Bm = layer.lora_A_experts["default"], layer.lora_B_experts["default"]
         pi = torch.softmax(gate(g), dim=-1)
@@ -29,8 +34,9 @@ def _naive_update(layer: nn.Module, kind: str, x: torch.Tensor, g: torch.Tensor)
         A_tau = A0 + sum(pi[e] * A[e] for e in range(A.shape[0]))
         return x @ A_tau.T @ layer.lora_B["default"].weight.T
     A, Bm = layer.lora_A["default"].weight, layer.lora_B_experts["default"]
-    tau = torch.softmax(gate(g), dim=-1)
-    lam = tau @ layer.lora_task_scale["default"]
+    scale = layer.lora_task_scale["default"]
+    tau = torch.softmax(gate(g), dim=-1) if task is None else F.one_hot(task, scale.shape[0]).float()
+    lam = tau @ scale
     pi = torch.softmax(tau @ layer.lora_task_experts["default"], dim=-1)
     B_tau = sum(pi[e] * Bm[e] for e in range(Bm.shape[0]))
     return ((x @ A.T) * lam) @ B_tau.T
@@ -51,11 +57,53 @@ def test_batched_layer_matches_the_per_sample_per_expert_formula(kind: str, rout
         got = holder.proj(x)  # (4, 3, 5)
         layer, base = holder.proj, holder.proj.base_layer
         for b in range(4):
-            g = x[b].mean(0)
-            if route == "task":
+            g, task = x[b].mean(0), None
+            if route == "task" and kind == "mtl":
+                task = ids[b]
+            elif route == "task":
                 g = torch.cat([g, adapter.task_embedding.weight[ids[b]]])
-            expected = base(x[b]) + adapter.scaling * _naive_update(layer, kind, x[b], g)
+            expected = base(x[b]) + adapter.scaling * _naive_update(layer, kind, x[b], g, task)
             torch.testing.assert_close(got[b], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("route", ["input", "task"])
+def test_mtl_tables_and_gate_follow_the_route(route: str) -> None:
+    vlm = make_vlm(make_adapter("mtl", route=route))
+    layer = vlm.adapter.layers[0][1]
+    rows = NUM_TASKS + 1 if route == "task" else NUM_TASKS  # by task: one slot per id, the unknown slot last
+    assert layer.lora_task_scale["default"].shape == (rows, 4)
+    assert layer.lora_task_experts["default"].shape == (rows, 3)
+    assert ("default" in layer.lora_gate) == (route == "input")
+    assert vlm.adapter.task_embedding is None and "task_dim" not in vlm.adapter.describe()
+
+
+def test_mtl_by_task_reads_only_the_row_of_the_sample_task() -> None:
+    """Changing the Lambda/Omega rows of other tasks leaves a task's output exactly unchanged (one-hot slots)."""
+    vlm = make_vlm(make_adapter("mtl")).eval()
+    perturb_adapter(vlm)
+    image, sequence = make_inputs(batch=2)
+    ids = torch.tensor([1, NUM_TASKS])
+    with torch.no_grad():
+        before = vlm(image, sequence, task_id=ids)["fused"]
+        for _, layer in vlm.adapter.layers:
+            for table in (layer.lora_task_scale["default"], layer.lora_task_experts["default"]):
+                table[[0, 2]] += torch.randn_like(table[[0, 2]])  # rows of tasks 0 and 2 only
+        after = vlm(image, sequence, task_id=ids)["fused"]
+        moved = vlm(image, sequence, task_id=torch.tensor([0, 2]))["fused"]
+    assert torch.equal(after, before)
+    assert (moved - before).abs().max() > 1e-2
+
+
+def test_row_lookup_rejects_ids_outside_the_table() -> None:
+    """Ids on an accelerator skip route()'s range check; the table lookup itself must still reject them."""
+    ctx = RoutingContext()
+    table = torch.randn(NUM_TASKS + 1, 2)
+    for bad in (-1, NUM_TASKS + 1):
+        ctx.set(torch.tensor([0, bad]))
+        with pytest.raises(IndexError):
+            ctx.rows_for(table, 2, "proj")
+    ctx.set(None)
+    torch.testing.assert_close(ctx.rows_for(table, 3, "proj"), table[NUM_TASKS].expand(3, -1))
 
 
 @pytest.mark.parametrize(("kind", "route"), ROUTED_BOTH)

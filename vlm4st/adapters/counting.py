@@ -1,12 +1,16 @@
 """Adapter parameter counts: closed-form per adapted linear, and a per-family report of a built VLM module.
 
-Closed form per adapted Linear(d_in, d_out), rank r, E experts, T task slots, gate hidden width h; the gate
-input is g = d_in, plus task_dim with ``route: task``; a gate with o outputs has g*h + h + h*o + o parameters.
+Closed form per adapted Linear(d_in, d_out), rank r, E experts, T tasks, gate hidden width h; a gate with input
+width g and o outputs has g*h + h + h*o + o parameters. The gate input is g = d_in, plus task_dim for moe and
+task_adaptive with ``route: task``.
 - standard:      r*d_in + d_out*r
 - moe:           E*r*d_in + E*d_out*r + gate(o=E)
 - task_adaptive: r*d_in + E*r*d_in + d_out*r + gate(o=E)
-- mtl:           r*d_in + T*r + T*E + E*d_out*r + gate(o=T)
-plus, once per model with ``route: task``, the shared task embedding (T + 1) * task_dim.
+- mtl:           r*d_in + S*r + S*E + E*d_out*r (+ gate(o=T) with ``route: input``), with S task slots:
+                 S = T + 1 with ``route: task`` (one row per task id, the unknown task last; rows are selected
+                 by id, so no gate), S = T with ``route: input`` (a soft gate over the slots).
+plus, once per model for moe and task_adaptive with ``route: task``, the shared task embedding (T + 1) * task_dim
+(mtl builds none).
 Reference check (768 -> 768, r 16, E 4, T 14, h 64/64/32, route input): standard 24,576, moe 147,780,
 mtl 111,846, task_adaptive 98,468.
 """
@@ -34,19 +38,25 @@ def lora_linear_param_count(
     route: str = "input",
     task_dim: int = 32,
 ) -> int:
-    """Adapter parameters on one adapted Linear(d_in, d_out) (excluding the shared task embedding)."""
-    r, E, T, h = rank, num_experts, num_tasks, gate_hidden
-    g = d_in + (task_dim if route == "task" else 0)
+    """Adapter parameters on one adapted Linear(d_in, d_out) (excluding the shared task embedding).
 
-    def gate(out: int) -> int:
-        return g * h + h + h * out + out
+    ``task_dim`` matters only for moe and task_adaptive with ``route: task`` (their gate input width).
+    """
+    r, E, T, h = rank, num_experts, num_tasks, gate_hidden
+    by_task = route == "task"
+    g = d_in + (task_dim if by_task else 0)  # gate input width of moe / task_adaptive
+    slots = T + 1 if by_task else T  # mtl: rows of Lambda and Omega
+
+    def gate(width: int, out: int) -> int:
+        return width * h + h + h * out + out
 
     counts = {
         "none": 0,
         "standard": r * d_in + d_out * r,
-        "moe": E * r * d_in + E * d_out * r + gate(E),
-        "task_adaptive": r * d_in + E * r * d_in + d_out * r + gate(E),
-        "mtl": r * d_in + T * r + T * E + E * d_out * r + gate(T),
+        "moe": E * r * d_in + E * d_out * r + gate(g, E),
+        "task_adaptive": r * d_in + E * r * d_in + d_out * r + gate(g, E),
+        # mtl's gate (route: input only) reads the token mean alone
+        "mtl": r * d_in + slots * r + slots * E + E * d_out * r + (0 if by_task else gate(d_in, T)),
     }
     if lora_type not in counts:
         raise ConfigError(f"lora_type: unknown type {lora_type!r}; expected one of {sorted(counts)}")
@@ -54,9 +64,12 @@ def lora_linear_param_count(
 
 
 def shared_param_count(lora_type: str, route: str = "input", num_tasks: int = 14, task_dim: int = 32) -> int:
-    """Parameters kept once on the adapter module: the task embedding of routed types with ``route: task``."""
-    routed = lora_type in ("moe", "mtl", "task_adaptive")
-    return (num_tasks + 1) * task_dim if routed and route == "task" else 0
+    """Parameters kept once on the adapter module: the task embedding of moe and task_adaptive with ``route: task``.
+
+    mtl selects per-task rows in every layer instead and has no shared tensor.
+    """
+    embeds = lora_type in ("moe", "task_adaptive")
+    return (num_tasks + 1) * task_dim if embeds and route == "task" else 0
 
 
 def expected_parameter_count(description: Mapping[str, Any], linear_shapes: Iterable[tuple[int, int]]) -> int:

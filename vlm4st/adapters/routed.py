@@ -2,16 +2,19 @@
 
 Two routing modes (config key ``route``):
 - ``input`` (the reference): each layer's gate reads the token mean of its own input; no task ids are used.
-- ``task`` (default for multi-dataset runs): each gate reads the token mean **and** e_t, a learned embedding of
-  the sample's dataset id. The embedding ``task_embedding`` (num_tasks + 1, task_dim) lives once on this
-  adapter module (a child of the VLM module, so it is saved and counted once) and is shared by every layer.
+- ``task`` (default for multi-dataset runs), by the sample's dataset id t:
+  - moe, task_adaptive: each gate reads the token mean **and** e_t, a learned embedding of t. The embedding
+    ``task_embedding`` (num_tasks + 1, task_dim) lives once on this adapter module (a child of the VLM module,
+    so it is saved and counted once) and is shared by every layer.
+  - mtl: no gate and no embedding; every layer selects its own rows Lambda[t] and Omega[t] (one-hot task slot).
 
 Task ids reach the layers through ``route(task_id)``, which the VLM module calls before the encoders run; it
 fills a ``RoutingContext`` (see ``routing``) that stays valid through gradient-checkpoint recomputation.
 
-Unseen tasks (zero-shot targets): id ``num_tasks`` is a reserved "unknown" task. ``route(None)`` routes every
-sample to it; in training mode ``task_dropout`` replaces each sample's id with it with that probability, so the
-unknown row learns a task-agnostic routing that a new dataset can use before (or without) its own id.
+Unseen tasks (zero-shot targets): id ``num_tasks`` is a reserved "unknown" task, the last row of every per-task
+table. ``route(None)`` routes every sample to it; in training mode ``task_dropout`` replaces each sample's id
+with it with that probability, so the unknown row learns a task-agnostic routing that a new dataset can use
+before (or without) its own id.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ class RoutedLora(LoraAdapter):
     """Common part of the routed types: validated routing hyperparameters, task embedding, ``route``."""
 
     layer_cls: ClassVar[type[RoutedLoraLinear]]
+    #: With ``route: task``: True when the layers' gates read the shared task embedding, False when the layers
+    #: select per-task rows by id and no embedding is built.
+    embeds_tasks: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -68,7 +74,7 @@ class RoutedLora(LoraAdapter):
         self.route_mode = route
         self.routing = RoutingContext()  # plain object shared with every layer; not saved, not a parameter
         self.task_embedding: nn.Embedding | None = None
-        if route == "task":
+        if route == "task" and self.embeds_tasks:
             self.task_embedding = nn.Embedding(self.num_tasks + 1, self.task_dim)  # last row: unknown task
 
     @property
@@ -96,29 +102,37 @@ class RoutedLora(LoraAdapter):
         """Routed layers initialise themselves from their ``RoutedSpec``."""
 
     def route(self, task_id: torch.Tensor | None) -> None:
-        """Install the per-sample routing of the next forward. ``task_id``: (B,) long in [0, num_tasks] or None."""
+        """Install the per-sample routing of the next forward. ``task_id``: (B,) long in [0, num_tasks] or None.
+
+        The range check runs only for ids on the CPU, where it costs no device sync; on an accelerator an id
+        outside [0, num_tasks] trips the bounds check of the task-table lookup (``nn.Embedding``/``F.embedding``).
+        """
         if task_id is not None:
             if task_id.dim() != 1 or task_id.dtype not in (torch.int64, torch.int32):
                 raise AdapterError(
                     f"{type(self).__name__}.route: task_id must be a (B,) integer tensor, got "
                     f"{tuple(task_id.shape)} {task_id.dtype}"
                 )
-            if bool(((task_id < 0) | (task_id > self.unknown_task_id)).any()):
+            if task_id.device.type == "cpu" and bool(((task_id < 0) | (task_id > self.unknown_task_id)).any()):
                 raise AdapterError(
                     f"{type(self).__name__}.route: task ids {task_id.unique().tolist()} outside [0, {self.num_tasks}] "
                     f"(lora_type.num_tasks = {self.num_tasks}; id {self.num_tasks} is the unknown task)"
                 )
-        if self.task_embedding is None:  # route: input; gates read only the layer inputs
+        if self.route_mode == "input":  # gates read only the layer inputs
             return
-        if task_id is None:
-            unknown = torch.tensor([self.unknown_task_id], device=self.task_embedding.weight.device)
-            self.routing.set(self.task_embedding(unknown), None)  # (1, task_dim), broadcast by the layers
-            return
-        ids = task_id.to(device=self.task_embedding.weight.device, dtype=torch.long)  # (B,)
-        if self.training and self.task_dropout > 0:
+        ids = None if task_id is None else task_id.long()  # (B,)
+        if ids is not None and self.training and self.task_dropout > 0:
             drop = torch.rand(ids.shape, device=ids.device) < self.task_dropout  # (B,)
             ids = torch.where(drop, torch.full_like(ids, self.unknown_task_id), ids)
-        self.routing.set(self.task_embedding(ids), ids)  # (B, task_dim)
+        if self.task_embedding is None:  # the layers select their per-task rows by id
+            self.routing.set(ids)
+            return
+        table = self.task_embedding.weight  # (num_tasks + 1, task_dim)
+        if ids is None:  # every sample takes the unknown (last) row, broadcast by the layers
+            self.routing.set(None, table[-1:])  # (1, task_dim)
+            return
+        ids = ids.to(table.device)
+        self.routing.set(ids, self.task_embedding(ids))  # (B, task_dim)
 
     def merge(self) -> None:
         raise AdapterError(
@@ -129,7 +143,7 @@ class RoutedLora(LoraAdapter):
         raise AdapterError(f"lora_type={self.lora_type}: routed LoRA is never merged")
 
     def describe(self) -> dict[str, object]:
-        return {
+        description: dict[str, object] = {
             **super().describe(),
             "num_experts": self.num_experts,
             "route": self.route_mode,
@@ -138,6 +152,9 @@ class RoutedLora(LoraAdapter):
             "gate_hidden": self.gate_hidden,
             "task_dropout": self.task_dropout,
         }
+        if not self.embeds_tasks:  # no task embedding in either route: its width describes nothing
+            del description["task_dim"]
+        return description
 
 
 class MoELora(RoutedLora):
@@ -148,10 +165,16 @@ class MoELora(RoutedLora):
 
 
 class MTLLora(RoutedLora):
-    """``lora_type=mtl``: shared A, soft task slots (``num_tasks``) choosing a rank scaling and B-expert mix."""
+    """``lora_type=mtl``: shared A; a task slot chooses a rank scaling and a B-expert mix per layer.
+
+    ``route: task`` selects the slot of the sample's task id (one-hot, no gate; the unknown task has its own
+    slot); ``route: input`` mixes ``num_tasks`` slots softly by a gate of width ``gate_hidden``. mtl builds no
+    task embedding, so ``task_dim`` is accepted for a constructor shared with moe/task_adaptive but unused.
+    """
 
     lora_type = "mtl"
     layer_cls = MTLLoraLinear
+    embeds_tasks = False
 
 
 class TaskAdaptiveLora(RoutedLora):

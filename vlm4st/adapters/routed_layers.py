@@ -5,14 +5,16 @@ PEFT builds one per targeted ``nn.Linear`` once the class is registered with
 PEFT only passes LoRA keyword arguments, so ``bind_layer_cls`` makes a subclass that carries the rest
 (``RoutedSpec``) and the shared ``RoutingContext`` as class attributes.
 
-Per layer, with x (B, L, d_in), s = alpha / r, E experts, T task slots and a gate MLP G: g -> hidden -> out:
+Per layer, with x (B, L, d_in), s = alpha / r, E experts, T = num_tasks and a gate MLP G: g -> hidden -> out:
 - gate input g = mean_L(x) (``route: input``, the reference), or [mean_L(x), e_t] with e_t the sample's
-  task embedding, shared by all layers (``route: task``). The token mean includes padding tokens, as in the
-  reference; for cross-attention K/V, x is the image tokens.
+  task embedding, shared by all layers (``route: task``, moe and task_adaptive). The token mean includes padding
+  tokens, as in the reference; for cross-attention K/V, x is the image tokens.
 - moe:           pi = softmax(G(g)) (B, E);  delta = sum_e pi_e B_e A_e x
 - task_adaptive: pi = softmax(G(g)) (B, E);  delta = B (A_0 + sum_e pi_e A_e) x
-- mtl:           tau = softmax(G(g)) (B, T); lam = tau Lambda (B, r); pi = softmax(tau Omega) (B, E);
-                 delta = (sum_e pi_e B_e) (lam * A x)
+- mtl:           task slots tau, lam = tau Lambda (B, r), pi = softmax(tau Omega) (B, E),
+                 delta = (sum_e pi_e B_e) (lam * A x). With ``route: task`` tau = one_hot(t) over T + 1 rows
+                 (the last row is the unknown task, id T), so each task selects its own row Lambda[t] and
+                 Omega[t] and there is no gate; with ``route: input`` tau = softmax(G(mean_L(x))) over T slots.
 Experts run in one matmul: x A^T against all experts stacked to (E*r, d_in), the gate scales the (E*r) columns,
 and one matmul with B stacked to (d_out, E*r) sums over experts. No loop over experts or samples.
 The update depends on the input or the task, so these layers cannot be merged into W.
@@ -110,8 +112,12 @@ class RoutedLoraLinear(nn.Module, LoraLayer):
         """Create and initialise the adapter tensors of ``name``."""
 
     @abstractmethod
-    def delta(self, name: str, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """The LoRA update (B, L, d_out) for x (B, L, d_in) and gate input g (B, gate_in)."""
+    def adapter_dtype(self, name: str) -> torch.dtype:
+        """The dtype the adapter ``name`` computes in (its tensors' dtype)."""
+
+    @abstractmethod
+    def delta(self, name: str, x: torch.Tensor, x_route: torch.Tensor) -> torch.Tensor:
+        """The LoRA update (B, L, d_out) for x (B, L, d_in); x_route is x before dropout, which gates read."""
 
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
         raise AdapterError(
@@ -138,10 +144,8 @@ class RoutedLoraLinear(nn.Module, LoraLayer):
         for name in self.active_adapters:
             if name not in self.r:
                 continue
-            dtype = self.lora_gate[name][0].weight.dtype
-            xc = x3.to(dtype)
-            g = self.gate_input(xc)  # (B, gate_in)
-            delta = self.delta(name, self.lora_dropout[name](xc), g)  # (B, L, d_out)
+            xc = x3.to(self.adapter_dtype(name))
+            delta = self.delta(name, self.lora_dropout[name](xc), xc)  # (B, L, d_out)
             delta = delta.reshape(*result.shape[:-1], delta.shape[-1])  # (..., d_out)
             result = result + (self.scaling[name] * delta).to(result.dtype)
         return result
@@ -161,11 +165,14 @@ class MoELoraLinear(RoutedLoraLinear):
         with torch.no_grad():
             _init_a(self.lora_A_experts[name], self.spec.init)
 
-    def delta(self, name: str, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def adapter_dtype(self, name: str) -> torch.dtype:
+        return self.lora_A_experts[name].dtype
+
+    def delta(self, name: str, x: torch.Tensor, x_route: torch.Tensor) -> torch.Tensor:
         A, Bm = self.lora_A_experts[name], self.lora_B_experts[name]
         E, r, d_in = A.shape
         B, L, _ = x.shape
-        pi = torch.softmax(self.lora_gate[name](g), dim=-1)  # (B, E)
+        pi = torch.softmax(self.lora_gate[name](self.gate_input(x_route)), dim=-1)  # (B, E)
         xa = (x @ A.reshape(E * r, d_in).T).view(B, L, E, r)  # (B, L, E, r)
         xa = xa * pi[:, None, :, None]  # (B, L, E, r)
         b_flat = Bm.permute(1, 0, 2).reshape(Bm.shape[1], E * r)  # (d_out, E*r)
@@ -189,39 +196,62 @@ class TaskAdaptiveLoraLinear(RoutedLoraLinear):
             _init_a(self.lora_A_experts[name], self.spec.init)
             nn.init.zeros_(self.lora_B[name].weight)
 
-    def delta(self, name: str, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def adapter_dtype(self, name: str) -> torch.dtype:
+        return self.lora_A[name].weight.dtype
+
+    def delta(self, name: str, x: torch.Tensor, x_route: torch.Tensor) -> torch.Tensor:
         A = self.lora_A_experts[name]
         E, r, d_in = A.shape
         B, L, _ = x.shape
-        pi = torch.softmax(self.lora_gate[name](g), dim=-1)  # (B, E)
+        pi = torch.softmax(self.lora_gate[name](self.gate_input(x_route)), dim=-1)  # (B, E)
         xe = (x @ A.reshape(E * r, d_in).T).view(B, L, E, r)  # (B, L, E, r)
         xa = self.lora_A[name](x) + (xe * pi[:, None, :, None]).sum(dim=2)  # (B, L, r)
         return self.lora_B[name](xa)  # (B, L, d_out)
 
 
 class MTLLoraLinear(RoutedLoraLinear):
-    """mtl: soft task slots tau pick a rank scaling lam = tau Lambda and an expert mix of up-projections."""
+    """mtl: task slots tau pick a rank scaling lam = tau Lambda and an expert mix of up-projections.
+
+    ``route: task``: tau = one_hot(t), so lam = Lambda[t] and pi = softmax(Omega[t]); Lambda and Omega have
+    num_tasks + 1 rows (the last for the unknown task) and no gate is built. ``route: input``: tau is a soft
+    gate over num_tasks slots read from the token mean. Lambda starts at 1 and B at 0 (the update starts at 0).
+    """
 
     adapter_layer_names = ("lora_A", "lora_task_scale", "lora_task_experts", "lora_B_experts", "lora_gate")
     parameter_dicts = ("lora_task_scale", "lora_task_experts", "lora_B_experts")
 
     def create_adapter(self, name: str, r: int) -> None:
-        E, T = self.spec.num_experts, self.spec.num_tasks
+        E = self.spec.num_experts
+        by_task = self.spec.route == "task"
+        rows = self.spec.num_tasks + 1 if by_task else self.spec.num_tasks  # task: one row per id, unknown last
         self.lora_A[name] = nn.Linear(self.in_features, r, bias=False)  # shared A (r, d_in)
-        self.lora_task_scale[name] = nn.Parameter(torch.ones(T, r))  # Lambda (T, r)
-        self.lora_task_experts[name] = nn.Parameter(0.01 * torch.randn(T, E))  # Omega (T, E)
+        self.lora_task_scale[name] = nn.Parameter(torch.ones(rows, r))  # Lambda (rows, r)
+        self.lora_task_experts[name] = nn.Parameter(0.01 * torch.randn(rows, E))  # Omega (rows, E)
         self.lora_B_experts[name] = nn.Parameter(torch.zeros(E, self.out_features, r))  # (E, d_out, r)
-        self.lora_gate[name] = _gate(self.spec.gate_in(self.in_features), self.spec.gate_hidden, T)
+        if not by_task:  # selecting rows by task id needs no gate
+            self.lora_gate[name] = _gate(self.in_features, self.spec.gate_hidden, rows)
         with torch.no_grad():
             _init_a(self.lora_A[name].weight, self.spec.init)
 
-    def delta(self, name: str, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def adapter_dtype(self, name: str) -> torch.dtype:
+        return self.lora_A[name].weight.dtype
+
+    def task_rows(self, name: str, x_route: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """lam = tau Lambda (B, r) and the expert logits tau Omega (B, E) of each sample."""
+        scale, experts = self.lora_task_scale[name], self.lora_task_experts[name]  # (rows, r), (rows, E)
+        batch = x_route.shape[0]
+        if self.spec.route == "task":  # tau = one_hot(t): a row lookup, no gate
+            lam = self.routing.rows_for(scale, batch, self.target_name)  # (B, r)
+            return lam, self.routing.rows_for(experts, batch, self.target_name)  # (B, E)
+        tau = torch.softmax(self.lora_gate[name](self.gate_input(x_route)), dim=-1)  # (B, T)
+        return tau @ scale, tau @ experts  # (B, r), (B, E)
+
+    def delta(self, name: str, x: torch.Tensor, x_route: torch.Tensor) -> torch.Tensor:
         Bm = self.lora_B_experts[name]
         E, d_out, r = Bm.shape
         B, L, _ = x.shape
-        tau = torch.softmax(self.lora_gate[name](g), dim=-1)  # (B, T)
-        lam = tau @ self.lora_task_scale[name]  # (B, r)
-        pi = torch.softmax(tau @ self.lora_task_experts[name], dim=-1)  # (B, E)
+        lam, logits = self.task_rows(name, x_route)  # (B, r), (B, E)
+        pi = torch.softmax(logits, dim=-1)  # (B, E)
         xa = self.lora_A[name](x) * lam[:, None, :]  # (B, L, r)
         xe = xa[:, :, None, :] * pi[:, None, :, None]  # (B, L, E, r)
         b_flat = Bm.permute(1, 0, 2).reshape(d_out, E * r)  # (d_out, E*r)
