@@ -9,14 +9,19 @@ positions (see ``input_projection``):
   number of cells, any grid size). Summary c_s = CLS outputs averaged over frames.
 - cross (bidirectional): per frame, [CLS_ts, mean of the temporal features] attend to the spatial features
   pooled to ``cross_pool`` x ``cross_pool``; per cell, [CLS_st, mean over time of the spatial features] attend to
-  that cell's T temporal features (keys = values = the normalised features: two queries read many tokens, so
-  the key/value projections are folded into the query/output projections). The frame result (B, T, d) and the
-  cell result (B, H, W, d) are projected and broadcast-added (the same as a Linear on their concatenation,
-  without materialising it), then an MLP and a residual to X_temporal + X_spatial. Summary c_x = the mean of
-  both CLS outputs.
+  that cell's T temporal features. Both attentions project keys and values, so every head reads a projection
+  of all channels rather than a slice of them. The cost stays small: temporal -> spatial keys are pooled to at
+  most ``cross_pool`` x ``cross_pool`` per frame, and spatial -> temporal keys are each cell's T steps (one
+  d -> 2d projection of the temporal features, the cost of a single per-token linear layer). The frame
+  result (B, T, d) and the cell result (B, H, W, d) are projected and broadcast-added (the same as a Linear on
+  their concatenation, without materialising it), then an MLP and a residual to X_temporal + X_spatial.
+  Summary c_x = the mean of both CLS outputs.
 Dropout sits on residual branches only (attention outputs, MLP outputs), never on attention probabilities, so
 the fused attention kernels always apply.
-Summaries are returned, never cached on the module (D-13).
+Summaries are returned, never cached on the module. With ``summaries=False`` (nothing reads them, e.g. without
+PromptForge) none is computed and ``STFeatures.summaries`` is empty: the cross CLS queries are not built (each
+query attends on its own, so the other queries' outputs do not change); the temporal and spatial CLS tokens
+stay, because the steps and the cells attend to them, and only their summary reductions are skipped.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from vlm4st.config import ConfigError
 from vlm4st.models.input_projection import InputEmbedding, STFeatures
 from vlm4st.models.layers import MLP, Attention, Block, pool_grid
 
@@ -105,21 +111,25 @@ class SpatialEncoder(nn.Module):
 
 
 class CrossExchange(nn.Module):
-    """Bidirectional temporal<->spatial attention: (X_temporal, X_spatial) -> X_cross (B, T, H, W, d), c_x (B, d)."""
+    """Bidirectional temporal<->spatial attention: (X_temporal, X_spatial) -> X_cross (B, T, H, W, d), c_x (B, d).
 
-    def __init__(self, d_model: int, num_heads: int, mlp_ratio: float, dropout: float, pool: int | None) -> None:
+    With ``summary=False`` the CLS queries are not built and c_x is None; X_cross is unchanged.
+    """
+
+    def __init__(
+        self, d_model: int, num_heads: int, mlp_ratio: float, dropout: float, pool: int | None, summary: bool = True
+    ) -> None:
         super().__init__()
         hidden = round(d_model * mlp_ratio)
         if hidden < 1:
             raise ValueError(f"model.dix.cross_mlp_ratio: expected > 0, got {mlp_ratio}")
         self.pool = pool
-        self.cls_ts = _cls_token(d_model)
-        self.cls_st = _cls_token(d_model)
+        self.cls_ts = _cls_token(d_model) if summary else None
+        self.cls_st = _cls_token(d_model) if summary else None
         self.norm_t = nn.LayerNorm(d_model)
         self.norm_s = nn.LayerNorm(d_model)
-        # Two queries per frame / per cell read many normalised tokens: no key/value projection (see Attention).
-        self.t2s = Attention(d_model, num_heads, cross=True, project_kv=False)
-        self.s2t = Attention(d_model, num_heads, cross=True, project_kv=False)
+        self.t2s = Attention(d_model, num_heads, cross=True)  # keys: the frame pooled to <= pool x pool
+        self.s2t = Attention(d_model, num_heads, cross=True)  # keys: the T steps of one cell
         # Linear(2d -> hidden) on concat(frame result, cell result), split so each half runs at low resolution.
         self.fc1_frame = nn.Linear(d_model, hidden)
         self.fc1_cell = nn.Linear(d_model, hidden, bias=False)
@@ -128,20 +138,29 @@ class CrossExchange(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.norm_out = nn.LayerNorm(d_model)
 
-    def forward(self, xt: torch.Tensor, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def _queries(cls: nn.Parameter | None, mean: torch.Tensor) -> torch.Tensor:
+        """[CLS, mean] per sequence, or [mean] alone without a summary: (N, 1, d) -> (N, 1 or 2, d)."""
+        if cls is None:
+            return mean
+        return torch.cat([cls.expand(mean.shape[0], 1, mean.shape[-1]), mean], dim=1)  # (N, 2, d)
+
+    def forward(self, xt: torch.Tensor, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, H, W, d = xt.shape
         at, as_ = self.norm_t(xt), self.norm_s(xs)  # (B, T, H, W, d) each
-        # temporal -> spatial, one query pair per frame
-        q = torch.cat([self.cls_ts.expand(B * T, 1, d), at.mean(dim=(2, 3)).reshape(B * T, 1, d)], dim=1)  # (BT, 2, d)
+        # temporal -> spatial, one query (pair) per frame; the mean query is last
+        q = self._queries(self.cls_ts, at.mean(dim=(2, 3)).reshape(B * T, 1, d))  # (BT, Q, d), Q = 1 or 2
         kv = pool_grid(as_.reshape(B * T, H, W, d), self.pool).reshape(B * T, -1, d)  # (BT, P, d)
-        ts = self.t2s(q, kv).view(B, T, 2, d)  # (B, T, 2, d)
-        # spatial -> temporal, one query pair per cell
-        q = torch.cat([self.cls_st.expand(B * H * W, 1, d), as_.mean(dim=1).reshape(B * H * W, 1, d)], dim=1)
+        ts = self.t2s(q, kv).view(B, T, -1, d)  # (B, T, Q, d)
+        # spatial -> temporal, one query (pair) per cell
+        q = self._queries(self.cls_st, as_.mean(dim=1).reshape(B * H * W, 1, d))  # (BHW, Q, d)
         kv = at.permute(0, 2, 3, 1, 4).reshape(B * H * W, T, d)  # (BHW, T, d)
-        st = self.s2t(q, kv).view(B, H, W, 2, d)  # (B, H, W, 2, d)
-        mid = self.fc1_frame(ts[:, :, 1])[:, :, None, None] + self.fc1_cell(st[..., 1, :])[:, None]  # (B,T,H,W,hid)
+        st = self.s2t(q, kv).view(B, H, W, -1, d)  # (B, H, W, Q, d)
+        mid = self.fc1_frame(ts[:, :, -1])[:, :, None, None] + self.fc1_cell(st[..., -1, :])[:, None]  # (B,T,H,W,hid)
         mixed = self.drop(self.fc2(F.gelu(self.norm_mid(mid))))  # (B, T, H, W, d)
         x_cross = self.norm_out(mixed + xt + xs)  # (B, T, H, W, d)
+        if self.cls_ts is None:
+            return x_cross, None
         summary = 0.5 * (ts[:, :, 0].mean(dim=1) + st[..., 0, :].mean(dim=(1, 2)))  # (B, d)
         return x_cross, summary
 
@@ -155,11 +174,12 @@ class DiXAttention(nn.Module):
     """Temporal, spatial and cross branches over the embedded grid series; see the module docstring.
 
     ``forward(x (B, T, H, W), timestamps (B, T, 2) | None)`` -> ``STFeatures`` with X_input, X_temporal,
-    X_spatial, X_cross (B, T, H, W, d) and summaries ``temporal``, ``spatial``, ``cross`` (B, d).
+    X_spatial, X_cross (B, T, H, W, d) and summaries ``temporal``, ``spatial``, ``cross`` (B, d), or no summaries
+    with ``summaries=False`` (then ``summary_names`` is empty).
     """
 
     branch_names: tuple[str, ...] = ("temporal", "spatial", "cross", "input")
-    summary_names: tuple[str, ...] = ("temporal", "spatial", "cross")
+    SUMMARY_NAMES: tuple[str, ...] = ("temporal", "spatial", "cross")
 
     def __init__(
         self,
@@ -173,6 +193,7 @@ class DiXAttention(nn.Module):
         cross_pool: int | None = 7,
         cross_mlp_ratio: float = 1.0,
         in_channels: int = 1,
+        summaries: bool = True,
     ) -> None:
         super().__init__()
         if num_layers < 1:
@@ -181,18 +202,22 @@ class DiXAttention(nn.Module):
             raise ValueError(f"model.dix.num_heads: d_model {d_model} is not divisible by {num_heads}")
         _check_pool(spatial_pool, "spatial_pool")
         _check_pool(cross_pool, "cross_pool")
+        if not isinstance(summaries, bool):
+            raise ConfigError(f"model.dix.summaries: expected true or false, got {summaries!r}")
+        self.summaries = summaries
+        self.summary_names: tuple[str, ...] = self.SUMMARY_NAMES if summaries else ()
         self.d_model = d_model
         self.grad_checkpointing = False
         self.embed = InputEmbedding(d_model, steps_per_day, in_channels, dropout)
         self.temporal = TemporalEncoder(d_model, num_heads, num_layers, mlp_ratio, dropout)
         self.spatial = SpatialEncoder(d_model, num_heads, num_layers, mlp_ratio, dropout, spatial_pool)
-        self.cross = CrossExchange(d_model, num_heads, cross_mlp_ratio, dropout, cross_pool)
+        self.cross = CrossExchange(d_model, num_heads, cross_mlp_ratio, dropout, cross_pool, summary=summaries)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each branch in backward (saves the (B, T, H, W, d) activations inside the branches)."""
         self.grad_checkpointing = enable
 
-    def _run(self, fn: nn.Module, *args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run(self, fn: nn.Module, *args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
@@ -201,6 +226,8 @@ class DiXAttention(nn.Module):
         x_input = self.embed(x, timestamps)  # (B, T, H, W, d)
         x_temporal, cls_t = self._run(self.temporal, x_input)  # (B, T, H, W, d), (B, H, W, d)
         x_spatial, cls_s = self._run(self.spatial, x_input)  # (B, T, H, W, d), (B, T, d)
-        x_cross, c_x = self._run(self.cross, x_temporal, x_spatial)  # (B, T, H, W, d), (B, d)
-        summaries = {"temporal": cls_t.mean(dim=(1, 2)), "spatial": cls_s.mean(dim=1), "cross": c_x}  # (B, d) each
+        x_cross, c_x = self._run(self.cross, x_temporal, x_spatial)  # (B, T, H, W, d), (B, d) | None
+        summaries = {}
+        if self.summaries:
+            summaries = {"temporal": cls_t.mean(dim=(1, 2)), "spatial": cls_s.mean(dim=1), "cross": c_x}  # (B, d)
         return STFeatures(x_input, x_temporal, x_spatial, x_cross, summaries)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from vlm4st.config import ConfigError
 from vlm4st.models.layers import relative_steps, sincos_1d, sincos_2d
 
 DAYS_PER_WEEK = 7
@@ -103,14 +104,21 @@ class InputProjection(nn.Module):
     """Ablation ``no_dix``: the input embedding alone; no temporal, spatial or cross encoder is built.
 
     Its single summary ``input`` is the mean of X_input over time and cells (B, d), so PromptForge still sees
-    the sample (configure it with ``modalities: [input]``).
+    the sample (configure it with ``modalities: [input]``). With ``summaries=False`` (nothing reads it) the mean
+    is not computed, ``STFeatures.summaries`` is empty and ``summary_names`` is empty.
     """
 
     branch_names: tuple[str, ...] = ("input",)
-    summary_names: tuple[str, ...] = ("input",)
+    SUMMARY_NAMES: tuple[str, ...] = ("input",)
 
-    def __init__(self, d_model: int, steps_per_day: int, in_channels: int = 1, dropout: float = 0.0) -> None:
+    def __init__(
+        self, d_model: int, steps_per_day: int, in_channels: int = 1, dropout: float = 0.0, summaries: bool = True
+    ) -> None:
         super().__init__()
+        if not isinstance(summaries, bool):
+            raise ConfigError(f"model.dix.summaries: expected true or false, got {summaries!r}")
+        self.summaries = summaries
+        self.summary_names: tuple[str, ...] = self.SUMMARY_NAMES if summaries else ()
         self.d_model = d_model
         self.embed = InputEmbedding(d_model, steps_per_day, in_channels, dropout)
 
@@ -119,4 +127,5 @@ class InputProjection(nn.Module):
 
     def forward(self, x: torch.Tensor, timestamps: torch.Tensor | None = None) -> STFeatures:
         x_input = self.embed(x, timestamps)  # (B, T, H, W, d)
-        return STFeatures(x_input=x_input, summaries={"input": x_input.mean(dim=(1, 2, 3))})  # summary (B, d)
+        summaries = {"input": x_input.mean(dim=(1, 2, 3))} if self.summaries else {}  # (B, d)
+        return STFeatures(x_input=x_input, summaries=summaries)

@@ -75,11 +75,8 @@ class Attention(nn.Module):
     """Multi-head attention through ``F.scaled_dot_product_attention`` (fused kernels where available).
 
     Self-attention (``cross=False``) uses one fused qkv projection. Cross-attention takes queries from ``x``
-    (width ``dim``) and keys/values from ``context`` (width ``kv_dim``). With ``project_kv=False`` keys and values
-    are the context itself, split into heads: for few queries over many context tokens this saves the cost of
-    projecting every context token (the key projection folds into the query projection, the value projection into
-    the output projection, up to rank). No dropout on attention probabilities, so the fused kernels always apply
-    (callers drop out the attention output instead).
+    (width ``dim``) and projects keys/values from ``context`` (width ``kv_dim``). No dropout on attention
+    probabilities, so the fused kernels always apply (callers drop out the attention output instead).
     """
 
     def __init__(
@@ -88,18 +85,15 @@ class Attention(nn.Module):
         num_heads: int,
         kv_dim: int | None = None,
         cross: bool = False,
-        project_kv: bool = True,
     ) -> None:
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f"attention width {dim} is not divisible by num_heads {num_heads}")
-        if not project_kv and (not cross or (kv_dim or dim) != dim):
-            raise ValueError("project_kv=False needs cross-attention with kv_dim equal to dim")
         self.num_heads = num_heads
         self.cross = cross
         if cross:
             self.q = nn.Linear(dim, dim)
-            self.kv = nn.Linear(kv_dim or dim, 2 * dim) if project_kv else None
+            self.kv = nn.Linear(kv_dim or dim, 2 * dim)
         else:
             self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -117,10 +111,7 @@ class Attention(nn.Module):
             if context is None:
                 raise ValueError("cross-attention layer called without context")
             q = self._heads(self.q(x))  # (N, h, Lq, D/h)
-            if self.kv is None:
-                k = v = self._heads(context)  # (N, h, Lk, D/h)
-            else:
-                k, v = (self._heads(t) for t in self.kv(context).chunk(2, dim=-1))  # (N, h, Lk, D/h) each
+            k, v = (self._heads(t) for t in self.kv(context).chunk(2, dim=-1))  # (N, h, Lk, D/h) each
         else:
             if context is not None:
                 raise ValueError("self-attention layer called with a context; build it with cross=True")
