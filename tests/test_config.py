@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from vlm4st import CONF_DIR
 from vlm4st.config import ConfigError, check_targets, compose, instantiate
+from vlm4st.models.stid import STID
 
 GROUPS = ("model", "lora_type", "ablation", "dataset", "shot_ratio", "trainer", "logger", "experiment")
 
@@ -33,15 +34,31 @@ def test_each_option_composes_and_resolves(group: str, option: str, tmp_path) ->
     assert cfg.task in ("train", "test", "predict", "data")
 
 
+#: Model presets without a VLM: ``stid`` has no DiX, PromptForge, fusion or VLM, so ablations (which override
+#: those nodes) and adapters do not apply to it; it is composed on its own below.
+NON_VLM_MODELS = ("stid",)
+
+
 def test_model_adapter_ablation_product_composes(tmp_path) -> None:
-    """The groups that shape the model compose in every combination."""
-    combos = itertools.product(options("model"), options("lora_type"), options("ablation"))
+    """The groups that shape the VLM4ST model compose in every combination."""
+    vlm_models = [m for m in options("model") if m not in NON_VLM_MODELS]
+    combos = itertools.product(vlm_models, options("lora_type"), options("ablation"))
     for model, lora, ablation in combos:
         overrides = [f"model={model}", f"lora_type={lora}", f"ablation={ablation}"]
         cfg = compose(overrides, output_dir=str(tmp_path))
         model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
         check_targets(model_cfg, "model")
         assert cfg.ablation.name == ablation
+
+
+@pytest.mark.parametrize("lora", options("lora_type"))
+def test_stid_composes_with_every_lora_type_and_builds(lora: str, tmp_path) -> None:
+    """``model=stid`` ignores the adapter choice: it composes under ``ablation=full`` and builds an STID."""
+    cfg = compose(["model=stid", f"lora_type={lora}", "ablation=full"], output_dir=str(tmp_path))
+    check_targets(OmegaConf.to_container(cfg.model, resolve=True), "model")
+    model = instantiate(cfg.model, path="model")
+    assert type(model) is STID
+    assert not any("lora" in name for name, _ in model.named_parameters())
 
 
 def test_instantiate_rejects_targets_outside_the_allow_list() -> None:

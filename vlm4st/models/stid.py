@@ -1,0 +1,134 @@
+"""STID: a strong simple learned peer for VLM4ST (Shao et al., CIKM 2022, "Spatial-Temporal Identity").
+
+Per cell: the input series embedded by a linear map (T_in*C -> e), concatenated with a learned cell embedding
+and the time-of-day and day-of-week embeddings of the last input step (each e wide), passed through residual
+MLP layers and mapped to the T_out*C forecast. Sizes follow the paper (e = 32, 3 residual layers).
+
+It runs in the same trainer, on the same splits, scalers and metrics as VLM4ST and exposes the same interface.
+Cell embeddings are per dataset (task id); an unknown task (zero-shot) has none and reads zeros in their place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from vlm4st.config import ConfigError
+from vlm4st.models.calendar import DAYS_PER_WEEK
+from vlm4st.models.cell_embedding import CellEmbedding
+from vlm4st.models.loss import forecast_loss
+
+
+def _count(params: Any) -> dict[str, int]:
+    params = list(params)
+    return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
+
+
+class ResidualLayer(nn.Module):
+    """``x + Linear(Dropout(ReLU(Linear(x))))`` (the paper's 1x1-convolution MLP, written per cell)."""
+
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, dim)
+        self.fc2 = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(self.drop(torch.relu(self.fc1(x))))  # (..., dim)
+
+
+class STID(nn.Module):
+    """x (B, T_in, H, W) -> (B, T_out, H, W, C); see the module docstring."""
+
+    def __init__(
+        self,
+        t_in: int,
+        t_out: int,
+        steps_per_day: int,
+        cell_embedding: CellEmbedding | None,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        embed_dim: int = 32,
+        num_layers: int = 3,
+        dropout: float = 0.15,
+    ) -> None:
+        super().__init__()
+        if t_in < 1 or t_out < 1:
+            raise ConfigError(f"model.t_in / model.t_out: expected positive integers, got {t_in} / {t_out}")
+        if cell_embedding is not None and cell_embedding.dim != embed_dim:
+            raise ConfigError(
+                f"model.cell_embedding.dim: {cell_embedding.dim}; expected model.embed_dim = {embed_dim}"
+            )
+        self.t_in, self.t_out = int(t_in), int(t_out)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.steps_per_day = int(steps_per_day)
+        self.series = nn.Linear(t_in * in_channels, embed_dim)
+        self.cell_embedding = cell_embedding
+        self.time_of_day = nn.Embedding(steps_per_day, embed_dim)
+        self.day_of_week = nn.Embedding(DAYS_PER_WEEK, embed_dim)
+        for emb in (self.time_of_day, self.day_of_week):
+            nn.init.xavier_uniform_(emb.weight)
+        parts = 3 + int(cell_embedding is not None)  # series, time of day, day of week (+ cell)
+        self.hidden = parts * embed_dim
+        self.encoder = nn.Sequential(*(ResidualLayer(self.hidden, dropout) for _ in range(num_layers)))
+        self.regression = nn.Linear(self.hidden, t_out * out_channels)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timestamps: torch.Tensor | None = None,
+        task_id: torch.Tensor | None = None,
+        return_intermediate: bool = False,
+        target_timestamps: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, Any]]:
+        """x (B, T_in, H, W) or (B, T_in, H, W, C_in); timestamps (B, T_in, 2) (required: STID embeds the last
+        input step's calendar); task_id (B,) in [0, num_tasks] or None (unknown task); target_timestamps unused
+        (STID conditions on the last input step only, as published)."""
+        if x.dim() == 4:
+            x = x.unsqueeze(-1)  # (B, T, H, W, 1)
+        if x.dim() != 5 or x.shape[1] != self.t_in or x.shape[-1] != self.in_channels:
+            raise ValueError(
+                f"input: expected (B, T_in={self.t_in}, H, W) with {self.in_channels} channel(s), got {tuple(x.shape)}"
+            )
+        if timestamps is None:
+            raise ValueError("STID: timestamps (B, T_in, 2) are required (time-of-day and day-of-week embeddings)")
+        B, T, H, W, C = x.shape
+        hist = x.permute(0, 2, 3, 1, 4).reshape(B, H, W, T * C)  # (B, H, W, T*C)
+        last = timestamps[:, -1].long()  # (B, 2) [weekday, slot]
+        tod = self.time_of_day(last[:, 1])[:, None, None].expand(B, H, W, -1)  # (B, H, W, e)
+        dow = self.day_of_week(last[:, 0])[:, None, None].expand(B, H, W, -1)  # (B, H, W, e)
+        parts = [self.series(hist), tod, dow]
+        if self.cell_embedding is not None:
+            cells = self.cell_embedding(task_id, H, W)  # (B, H, W, e) or None
+            parts.append(cells if cells is not None else torch.zeros_like(tod))
+        h = self.encoder(torch.cat(parts, dim=-1))  # (B, H, W, hidden)
+        out = self.regression(h).view(B, H, W, self.t_out, self.out_channels)  # (B, H, W, T_out, C)
+        pred = out.permute(0, 3, 1, 2, 4)  # (B, T_out, H, W, C)
+        if not return_intermediate:
+            return pred
+        return pred, {"hidden": h}
+
+    @staticmethod
+    def get_loss(
+        pred: torch.Tensor, target: torch.Tensor, loss_config: Mapping[str, Any]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The forecasting loss (``vlm4st.models.loss.forecast_loss``)."""
+        return forecast_loss(pred, target, loss_config)
+
+    def describe_adapter(self) -> dict[str, object]:
+        """STID has no adapter."""
+        return {"type": "none"}
+
+    def get_trainable_parameters(self) -> dict[str, Any]:
+        """Parameter counts in the same layout as ``VLM4ST.get_trainable_parameters``."""
+        counts: dict[str, Any] = _count(self.parameters())
+        counts["modules"] = {name: _count(child.parameters()) for name, child in self.named_children()}
+        counts["adapter"] = {"total": 0, "trainable": 0, "type": "none"}
+        counts["vlm_backbone"] = {"total": 0, "trainable": 0}
+        return counts
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Nothing to recompute: a few per-cell linear layers."""
