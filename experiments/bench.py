@@ -7,8 +7,10 @@ FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` (matmul/conv/bmm/SDPA as 2 x
 elementwise ops are not counted). PyTorch has no formula for the CPU fused attention kernel
 (``_scaled_dot_product_flash_attention_for_cpu`` and its backward), so its FLOPs would silently read 0; the script
 checks that and then registers PyTorch's own SDPA formulas for those ops (``sdpa_flop_count``: 4·B·h·Lq·Lk·d forward,
-about 2.5x that backward). Training-step FLOPs = forward + backward of one step with the VLM backbone frozen
-(adapters and spatiotemporal modules train), as in training; the optimiser's elementwise update is not counted.
+about 2.5x that backward). Training-step FLOPs = forward + backward of one step; ``--setting pretrained``
+(default) freezes the VLM backbone (adapters and spatiotemporal modules train) as loaded ALBEF weights do,
+``--setting random`` trains the randomly initialised encoders in full (``model.vlm.freeze=auto`` without
+weights). The optimiser's elementwise update is not counted.
 
 Speed: warm-up iterations, then timed iterations; samples/s from the median step time (the mean is kept in the
 JSON); training = forward + backward + AdamW step. Other processes on the machine distort CPU timings badly (two
@@ -95,7 +97,9 @@ def build_model(args: argparse.Namespace, preset: str) -> torch.nn.Module:
     overrides += [f"dataset.t_in={args.t_in}", f"dataset.t_out={args.t_out}"]
     torch.manual_seed(0)
     model = instantiate(compose(overrides).model, path="model")
-    model.freeze_vlm_backbone()  # as in training (trainer.freeze_backbone: true)
+    if args.setting == "pretrained":
+        model.freeze_vlm_backbone()  # what loaded ALBEF weights give: frozen backbone, adapter trains
+    # "random": model.vlm.freeze=auto leaves the randomly initialised encoders trainable (with their adapter)
     if args.grad_checkpointing:
         model.set_grad_checkpointing(True)
     return model
@@ -106,7 +110,8 @@ def make_batch(args: argparse.Namespace, B: int) -> tuple[torch.Tensor, ...]:
     x = torch.rand(B, args.t_in, H, W) * 2 - 1
     ts = torch.stack([torch.randint(0, 7, (B, args.t_in)), torch.randint(0, 48, (B, args.t_in))], dim=-1)
     y = torch.rand(B, args.t_out, H, W) * 2 - 1
-    return x, ts, torch.zeros(B, dtype=torch.long), y
+    target_ts = torch.stack([torch.randint(0, 7, (B, args.t_out)), torch.randint(0, 48, (B, args.t_out))], dim=-1)
+    return x, ts, torch.zeros(B, dtype=torch.long), target_ts, y
 
 
 def attention_context(args: argparse.Namespace) -> ExitStack:
@@ -130,11 +135,15 @@ def autocast_context(args: argparse.Namespace) -> ExitStack:
 LOSS = {"mse_weight": 1.0, "mae_weight": 0.5}
 
 
+def forward(model, batch) -> torch.Tensor:
+    x, ts, task, target_ts, _ = batch
+    return model(x, ts, task, target_timestamps=target_ts)  # (B, T_out, H, W, C)
+
+
 def train_step(model, opt, batch, args) -> None:
-    x, ts, task, y = batch
     with attention_context(args):
         with autocast_context(args):
-            loss, _ = model.get_loss(model(x, ts, task), y, LOSS)
+            loss, _ = model.get_loss(forward(model, batch), batch[-1], LOSS)
         opt.zero_grad(set_to_none=True)
         loss.backward()
     opt.step()
@@ -145,11 +154,11 @@ def count_flops(model, args) -> dict[str, float]:
     batch = make_batch(args, 1)
     model.eval()  # grad mode stays on: the counter's module hooks reject views made under no_grad
     with FlopCounter() as fwd, attention_context(args), autocast_context(args):
-        model(*batch[:3])
+        forward(model, batch)
     model.train()
     with FlopCounter() as step, attention_context(args):
         with autocast_context(args):
-            loss, _ = model.get_loss(model(*batch[:3]), batch[3], LOSS)
+            loss, _ = model.get_loss(forward(model, batch), batch[-1], LOSS)
         loss.backward()
     model.zero_grad(set_to_none=True)
     return {"forward_gflop": fwd.get_total_flops() / 1e9, "train_gflop": step.get_total_flops() / 1e9}
@@ -188,7 +197,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
         def step() -> None:
             with torch.no_grad(), attention_context(args), autocast_context(args):
-                run_model(*batch[:3])
+                forward(run_model, batch)
 
     for _ in range(args.warmup):
         step()
@@ -281,6 +290,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the model for the timed runs")
     p.add_argument("--grad-checkpointing", action="store_true")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument(
+        "--setting", choices=("pretrained", "random"), default="pretrained",
+        help="pretrained: backbone frozen, adapter trains (loaded ALBEF weights); random: no weights, "
+        "model.vlm.freeze=auto trains the random encoders in full",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--markdown", type=Path, default=None, help="write the Markdown table here")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)

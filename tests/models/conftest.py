@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 
 from vlm4st import CONF_DIR
 from vlm4st.config import compose, instantiate
+from vlm4st.data.timestamps import following
 from vlm4st.models import VLM4ST
 
 T_IN, T_OUT, STEPS_PER_DAY = 6, 4, 48
@@ -35,11 +36,16 @@ def build_model(
     return model
 
 
-def batch(B: int, H: int, W: int, t_in: int = T_IN, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Input (B, T_in, H, W) in [-1, 1], timestamps (B, T_in, 2), task ids (B,)."""
+def future(ts: torch.Tensor, t_out: int = T_OUT) -> torch.Tensor:
+    """The (B, t_out, 2) stamps of the steps after the last input stamp of ``ts`` (B, T_in, 2)."""
+    return torch.from_numpy(following(ts[:, -1].numpy(), t_out, STEPS_PER_DAY))
+
+
+def batch(B: int, H: int, W: int, t_in: int = T_IN, seed: int = 0, t_out: int = T_OUT) -> tuple[torch.Tensor, ...]:
+    """Input (B, T_in, H, W) in [-1, 1], timestamps (B, T_in, 2), task ids (B,), forecast stamps (B, T_out, 2)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(B, t_in, H, W, generator=g) * 2 - 1
     ts = torch.stack(
         [torch.randint(0, 7, (B, t_in), generator=g), torch.randint(0, STEPS_PER_DAY, (B, t_in), generator=g)], -1
     )
-    return x, ts, torch.zeros(B, dtype=torch.long)
+    return x, ts, torch.zeros(B, dtype=torch.long), future(ts, t_out)

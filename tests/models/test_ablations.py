@@ -34,8 +34,8 @@ def test_ablation_builds_less_and_trains(ablation: str, lora_type: str) -> None:
     assert model_config("tiny", ablation, lora_type).ablation.name == ablation
     if ablation != "full":
         assert n_params(model) < n_params(build_model("tiny", "full", lora_type))
-    x, ts, task = batch(2, 10, 20)
-    pred, out = model(x, ts, task, return_intermediate=True)
+    x, ts, task, target_ts = batch(2, 10, 20)
+    pred, out = model(x, ts, task, return_intermediate=True, target_timestamps=target_ts)
     assert pred.shape == (2, T_OUT, 10, 20, 1)
     assert {k for k, v in out.items() if v is None} == ABSENT[ablation]
     pred.square().mean().backward()
@@ -52,22 +52,40 @@ def test_ablations_remove_their_modules() -> None:
     no_visual = build_model("tiny", "no_visual")
     assert no_visual.vlm.visual_encoder is None and no_visual.format_transformer.image is None
     assert no_visual.head.visual_proj is None
-    assert len(no_visual.vlm.text_encoder.encoder.layer) == no_visual.vlm.text_encoder.fusion_layer
+    assert not no_visual.vlm.text_encoder.cross_attention
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_no_visual_runs_the_full_bert_depth(preset: str) -> None:
+    """no_visual keeps every BERT layer (the fusion positions without cross-attention), like with like vs full."""
+
+    def layers_run(ablation: str) -> int:
+        model = instantiate(model_config(preset, ablation, "none").model, path="model")
+        calls: list[int] = []
+        for layer in model.vlm.text_encoder.encoder.layer:
+            layer.register_forward_hook(lambda *_: calls.append(1))
+        x, ts, task, target_ts = batch(1, 6, 8)
+        with torch.no_grad():
+            model(x, ts, task, target_timestamps=target_ts)
+        return len(calls)
+
+    depth = model_config(preset, "full", "none").model.vlm.text.num_layers
+    assert layers_run("no_visual") == layers_run("full") == depth
 
 
 @pytest.mark.parametrize("lora_type", options("lora_type"))
 def test_every_lora_type_and_ablation_trains(lora_type: str) -> None:
-    x, ts, task = batch(2, 6, 8)
+    x, ts, task, target_ts = batch(2, 6, 8)
     task[1] = 1
     for ablation in ABLATIONS:
         cfg = model_config("tiny", ablation, lora_type)
         assert cfg.model.t_in == T_IN
         model = instantiate(cfg.model, path="model")
         model.freeze_vlm_backbone()
-        pred = model(x, ts, task)
+        pred = model(x, ts, task, target_timestamps=target_ts)
         assert pred.shape == (2, T_OUT, 6, 8, 1)
         pred.square().mean().backward()
-        assert model.head.fc2.weight.grad is not None
+        assert model.head.out.weight.grad is not None
 
 
 def test_small_preset_instantiates_every_ablation() -> None:
@@ -93,3 +111,14 @@ def test_small_preset_instantiates_every_ablation() -> None:
 def test_inconsistent_wiring_names_the_key(ablation: str, override: str, key: str) -> None:
     with pytest.raises(Exception, match=key.replace(".", r"\.")):
         instantiate(model_config("tiny", ablation, "none", [override]).model, path="model")
+
+
+def test_no_prompt_computes_no_dix_summary() -> None:
+    """Nothing reads the summaries without PromptForge: no_prompt switches them off in the config."""
+    assert model_config("tiny", "full").model.dix.summaries is True
+    assert model_config("tiny", "no_prompt").model.dix.summaries is False
+    dix = build_model("tiny", "no_prompt").dix
+    assert dix.summary_names == () and dix.cross.cls_ts is None and dix.cross.cls_st is None
+    x, ts = batch(2, 6, 8)[:2]
+    feats = dix(x, ts)
+    assert feats.summaries == {} and feats.x_cross.shape == (2, T_IN, 6, 8, dix.d_model)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vlm4st.config import ConfigError
 from vlm4st.models.dix_attention import DiXAttention
 from vlm4st.models.format_image import ImageProjector
 from vlm4st.models.format_sequence import SequenceResampler
 from vlm4st.models.format_transformer import DualPathFormatTransformer
 from vlm4st.models.gated_fusion import AdaptiveGatedFusion
-from vlm4st.models.input_projection import InputProjection
+from vlm4st.models.input_projection import InputProjection, STFeatures
 from vlm4st.models.layers import pool_grid, sincos_2d
 from vlm4st.models.prediction_head import PredictionHead
 
@@ -40,6 +41,50 @@ def test_dix_shapes_and_summaries(H: int, W: int) -> None:
     assert set(feats.summaries) == {"temporal", "spatial", "cross"}
     assert all(s.shape == (B, D_MODEL) for s in feats.summaries.values())
     assert len(feats.branches()) == 4
+
+
+def _features(feats: STFeatures) -> list[torch.Tensor]:
+    return [feats.x_input, feats.x_temporal, feats.x_spatial, feats.x_cross]
+
+
+def test_dix_without_summaries_returns_the_same_features_and_no_summary() -> None:
+    """Summaries off: an empty dict, no cross CLS queries, and features equal to those of the module with them."""
+    full, bare = dix().eval(), dix(summaries=False).eval()
+    assert full.summary_names == ("temporal", "spatial", "cross") and bare.summary_names == ()
+    assert bare.cross.cls_ts is None and bare.cross.cls_st is None
+    result = bare.load_state_dict(full.state_dict(), strict=False)  # the same weights, less the CLS queries
+    assert not result.missing_keys and sorted(result.unexpected_keys) == ["cross.cls_st", "cross.cls_ts"]
+    x, ts = torch.rand(2, 4, 6, 7) * 2 - 1, timestamps(2, 4)
+    with torch.no_grad():
+        with_summaries, without = full(x, ts), bare(x, ts)
+    assert without.summaries == {}
+    for got, expected in zip(_features(without), _features(with_summaries), strict=True):
+        assert got.shape == expected.shape == (2, 4, 6, 7, D_MODEL)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_input_projection_without_summaries() -> None:
+    proj = InputProjection(D_MODEL, STEPS_PER_DAY, summaries=False)
+    feats = proj(torch.rand(2, 3, 5, 4), timestamps(2, 3))
+    assert proj.summary_names == () and feats.summaries == {} and feats.x_input.shape == (2, 3, 5, 4, D_MODEL)
+
+
+@pytest.mark.parametrize("module", [DiXAttention, InputProjection])
+def test_summaries_flag_must_be_a_bool(module: type) -> None:
+    with pytest.raises(ConfigError, match=r"model\.dix\.summaries"):
+        module(D_MODEL, STEPS_PER_DAY, summaries="no")
+
+
+def test_cross_exchange_heads_read_projected_keys() -> None:
+    """Both cross attentions project keys and values: each head sees every key channel, not a slice of it."""
+    cross = dix().cross
+    for attn in (cross.t2s, cross.s2t):
+        assert attn.kv.weight.shape == (2 * D_MODEL, D_MODEL)
+    xt, xs = torch.randn(1, 3, 4, 4, D_MODEL), torch.randn(1, 3, 4, 4, D_MODEL)
+    base, _ = cross(xt, xs)
+    with torch.no_grad():  # without a key projection these weights would not exist; they must matter
+        cross.s2t.kv.weight.add_(0.5 * torch.randn_like(cross.s2t.kv.weight))
+    assert not torch.allclose(cross(xt, xs)[0], base, atol=1e-4)
 
 
 def test_dix_keeps_no_state_between_calls() -> None:
@@ -172,32 +217,40 @@ def test_format_transformer_paths_and_prompt_token() -> None:
         _format(False, False, None)
 
 
+def head(**kw) -> PredictionHead:
+    return PredictionHead(D_MODEL, context_dim=24, t_in=4, steps_per_day=STEPS_PER_DAY, num_heads=2, cell_heads=2,
+                          hidden_dim=8, dropout=0.0, **kw)
+
+
 @pytest.mark.parametrize(("H", "W"), GRIDS)
 @pytest.mark.parametrize("t_out", [1, 6, 9])
-def test_prediction_head_any_grid_any_horizon(H: int, W: int, t_out: int) -> None:
-    head = PredictionHead(D_MODEL, context_dim=24, out_channels=2, num_heads=2, hidden_dim=8, visual_dim=24)
-    feats = torch.randn(2, 4, H, W, D_MODEL)
-    pred = head(feats, torch.randn(2, 7, 24), t_out, visual=torch.randn(2, 1 + 16, 24))
+@pytest.mark.parametrize("query_pool", [None, 3])
+def test_prediction_head_any_grid_any_horizon(H: int, W: int, t_out: int, query_pool: int | None) -> None:
+    module = head(out_channels=2, visual_dim=24, query_pool=query_pool)
+    feats, series = torch.randn(2, 4, H, W, D_MODEL), torch.randn(2, 4, H, W)
+    pred = module(feats, series, torch.randn(2, 7, 24), t_out, timestamps(2, t_out), visual=torch.randn(2, 17, 24))
     assert pred.shape == (2, t_out, H, W, 2)
 
 
-def test_prediction_head_uses_most_recent_step_and_context() -> None:
-    head = PredictionHead(D_MODEL, context_dim=24, num_heads=2, hidden_dim=8).eval()
-    torch.nn.init.normal_(head.film.weight, std=0.1)
-    feats, ctx = torch.randn(1, 4, 5, 5, D_MODEL), torch.randn(1, 3, 24)
-    base = head(feats, ctx, 3)
-    changed_old = feats.clone()
-    changed_old[:, :-1] += 1.0
-    torch.testing.assert_close(head(changed_old, ctx, 3), base)
-    changed_last = feats.clone()
-    changed_last[:, -1] += 1.0
-    assert not torch.allclose(head(changed_last, ctx, 3), base)
-    assert not torch.allclose(head(feats, ctx + 1.0, 3), base)
+def test_prediction_head_reads_every_input_step_the_series_and_the_context() -> None:
+    module = head().eval()
+    torch.nn.init.normal_(module.film.weight, std=0.1)
+    feats, series, ctx = torch.randn(1, 4, 5, 5, D_MODEL), torch.randn(1, 4, 5, 5), torch.randn(1, 3, 24)
+    stamps = timestamps(1, 3)
+    base = module(feats, series, ctx, 3, stamps)
+    changed_first = feats.clone()
+    changed_first[:, 0] += 1.0  # the oldest step reaches the forecast too (the DiX residual reads all steps)
+    assert not torch.allclose(module(changed_first, series, ctx, 3, stamps), base)
+    assert not torch.allclose(module(feats, series + 1.0, ctx, 3, stamps), base)
+    assert not torch.allclose(module(feats, series, ctx + torch.randn_like(ctx), 3, stamps), base)
+    with pytest.raises(ValueError, match="T_in=4"):
+        module(feats[:, :3], series[:, :3], ctx, 3, stamps)
 
 
 def test_prediction_head_has_no_grid_sized_parameter() -> None:
-    head = PredictionHead(256, context_dim=768, num_heads=12, hidden_dim=128, visual_dim=768)
-    assert max(p.numel() for p in head.parameters()) <= 768 * 768 * 2
+    module = PredictionHead(256, context_dim=768, t_in=6, steps_per_day=48, num_heads=12, hidden_dim=128,
+                            visual_dim=768)
+    assert max(p.numel() for p in module.parameters()) <= 768 * 768 * 2
 
 
 def test_layers_position_codes_and_pooling() -> None:

@@ -18,5 +18,5 @@ def test_small_minilm_loads_the_wheel_weights_into_the_text_encoder() -> None:
     for key in ("encoder.layer.0.attention.self.query.weight", "encoder.layer.5.output.dense.bias",
                 "encoder.layer.3.intermediate.dense.weight"):
         assert torch.equal(text[key], weights[key]), key
-    x, ts, task = batch(2, 10, 20)
-    assert model(x, ts, task).shape == (2, 4, 10, 20, 1)
+    x, ts, task, target_ts = batch(2, 10, 20)
+    assert model(x, ts, task, target_timestamps=target_ts).shape == (2, 4, 10, 20, 1)

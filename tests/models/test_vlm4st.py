@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.models.conftest import T_IN, T_OUT, batch, build_model
+from tests.models.conftest import T_IN, T_OUT, batch, build_model, future
 from vlm4st.models import INTERMEDIATE_KEYS, VLM4ST
 
 GRIDS = [(10, 20), (32, 32)]
@@ -21,19 +21,20 @@ def tiny() -> VLM4ST:
 def test_preset_forward_backward_two_grids(preset: str) -> None:
     model = build_model(preset)
     for H, W in GRIDS:
-        x, ts, task = batch(2, H, W)
-        pred = model(x, ts, task_id=task)
+        x, ts, task, target_ts = batch(2, H, W)
+        pred = model(x, ts, task_id=task, target_timestamps=target_ts)
         assert pred.shape == (2, T_OUT, H, W, 1)
         assert torch.isfinite(pred).all()
     pred.square().mean().backward()
-    assert model.head.fc2.weight.grad is not None and model.dix.embed.value.weight.grad is not None
+    assert model.head.out.weight.grad is not None and model.dix.embed.value.weight.grad is not None
 
 
 def test_intermediate_outputs_have_documented_shapes(tiny: VLM4ST) -> None:
     B, H, W = 2, 10, 20
     d, D = tiny.dims["d_model"], tiny.vlm.hidden_size
     S, L = tiny.vlm.image_size, tiny.format_transformer.num_tokens()
-    pred, out = tiny(*batch(B, H, W)[:2], return_intermediate=True)
+    x, ts, task, target_ts = batch(B, H, W)
+    pred, out = tiny(x, ts, task, return_intermediate=True, target_timestamps=target_ts)
     assert tuple(out) == INTERMEDIATE_KEYS
     for key in ("X_temporal", "X_spatial", "X_cross", "X_input", "X_fused"):
         assert out[key].shape == (B, T_IN, H, W, d), key
@@ -58,8 +59,9 @@ def test_no_parameter_tied_to_grid_or_horizon() -> None:
     b.load_state_dict(a.state_dict())  # strict: identical keys and shapes
     a.eval(), b.eval()
     for H, W in GRIDS:
-        x, ts, _ = batch(1, H, W)
-        pa, pb = a(x, ts), b(x, ts)
+        x, ts, task, _ = batch(1, H, W)
+        pa = a(x, ts, task, target_timestamps=future(ts, T_OUT))
+        pb = b(x, ts, task, target_timestamps=future(ts, 9))
         assert pa.shape == (1, T_OUT, H, W, 1) and pb.shape == (1, 9, H, W, 1)
         torch.testing.assert_close(pb[:, :T_OUT], pa)  # horizon queries do not depend on T_out
     with pytest.raises(ValueError, match=r"model\.t_in"):
@@ -98,12 +100,12 @@ def test_get_loss_weights_mse_and_mae() -> None:
 
 def test_grad_checkpointing_gives_the_same_gradients() -> None:
     model = build_model("tiny", extra=["model.dims.dropout=0.0"])
-    x, ts, task = batch(2, 8, 8)
-    model(x, ts, task).square().mean().backward()
+    x, ts, task, target_ts = batch(2, 8, 8)
+    model(x, ts, task, target_timestamps=target_ts).square().mean().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
     model.set_grad_checkpointing(True)
-    model(x, ts, task).square().mean().backward()
+    model(x, ts, task, target_timestamps=target_ts).square().mean().backward()
     for n, p in model.named_parameters():
         if n in grads:
             torch.testing.assert_close(p.grad, grads[n], rtol=1e-4, atol=1e-6)
@@ -119,10 +121,11 @@ def test_tiny_model_overfits_a_few_windows() -> None:
     series = torch.sin(0.7 * t.view(1, -1, 1, 1) + phase + 3 * xx + 2 * yy) * 0.8  # (n, T_in + T_out, H, W)
     x, y = series[:, :T_IN], series[:, T_IN:]
     ts = torch.stack([torch.zeros(n, T_IN, dtype=torch.long), torch.arange(T_IN).repeat(n, 1)], -1)
+    target_ts = future(ts, T_OUT)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     losses = []
     for _ in range(80):
-        loss, _ = model.get_loss(model(x, ts), y, {"mse_weight": 1.0, "mae_weight": 0.5})
+        loss, _ = model.get_loss(model(x, ts, target_timestamps=target_ts), y, {"mse_weight": 1.0, "mae_weight": 0.5})
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -137,5 +140,5 @@ def test_paper_preset_builds_and_runs() -> None:
     assert max(p.numel() for n, p in model.named_parameters() if not n.startswith("vlm.")) < 5_000_000
     assert counts["modules"]["head"]["total"] < 10_000_000
     with torch.no_grad():
-        x, ts, task = batch(1, 32, 32)
-        assert model(x, ts, task).shape == (1, T_OUT, 32, 32, 1)
+        x, ts, task, target_ts = batch(1, 32, 32)
+        assert model(x, ts, task, target_timestamps=target_ts).shape == (1, T_OUT, 32, 32, 1)

@@ -97,3 +97,13 @@ def check_range(stamps: np.ndarray, steps_per_day: int, source: str, what: str) 
             source,
             f"{what}: slot out of range 0..{steps_per_day - 1} (found {slot.min()}..{slot.max()}); check steps_per_day",
         )
+
+
+def following(last: np.ndarray, n_steps: int, steps_per_day: int) -> np.ndarray:
+    """The ``n_steps`` timestamps after each ``last`` stamp: (..., 2) -> (..., n_steps, 2).
+
+    Forecast steps follow the last input step at the dataset's step length (``steps_per_day``).
+    """
+    t = last[..., 1:2].astype(np.int64) + np.arange(1, n_steps + 1, dtype=np.int64)  # (..., n_steps)
+    weekday = (last[..., 0:1].astype(np.int64) + t // steps_per_day) % 7
+    return np.stack([weekday, t % steps_per_day], axis=-1)

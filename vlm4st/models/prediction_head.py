@@ -1,14 +1,21 @@
-"""PredictionHead: horizon queries read the VLM tokens and modulate per-cell features (module 6 of 6).
+"""PredictionHead: per-cell queries read the VLM tokens, horizon queries set each forecast step (module 6 of 6).
 
-1. T_out horizon queries = a learned base + a projected sinusoid of the horizon step (1..T_out): any T_out, no
-   parameter tied to it. They cross-attend to the VLM output tokens (pre-norm block with MLP).
-2. Per horizon step, the result gives a FiLM scale and shift (zero-initialised, so training starts from the
-   unmodulated features) for per-cell features.
-3. Per-cell features = the fused DiX features of the **most recent** observation (D-10: the reference paired
-   horizon step i with input step i), plus, when ``visual_dim`` is set, the ViT patch tokens projected to
-   d_model and resized from the patch grid to the cell grid (spatially resolved VLM context).
-4. A per-cell MLP d -> hidden -> C with an optional depthwise k x k convolution for spatial mixing.
-Nothing depends on H x W (D-11: the reference's 67 M-parameter Linear tied it to 32 x 32).
+1. Cell state (B, H, W, h), built per cell from
+   - the raw input series of the cell (Linear T_in*C_in -> h),
+   - the DiX residual: the cell's fused DiX features of every input step, flattened (Linear T_in*d -> h),
+   - a 2-D sinusoidal code of the cell (any grid size), projected,
+   - optionally a learned cell-identity embedding of the dataset (``cell_embedding``; none for an unknown task),
+   - optionally the ViT patch tokens resampled onto the cells (``visual_dim``).
+2. Cell queries cross-attend to the VLM output tokens (pre-norm block with MLP), so spatially resolved VLM context
+   reaches every cell under every ablation. With ``query_pool`` the queries are the cell states average-pooled to
+   at most ``query_pool`` x ``query_pool``, and the attention result is upsampled bilinearly back onto the cells.
+   Cost: cells x tokens, linear in the number of cells. Residual MLP layers per cell follow.
+3. T_out horizon queries = a learned base + a projected sinusoid of the step (1..T_out) + the calendar embedding
+   of the forecast step's timestamp; they cross-attend to the VLM tokens and give a FiLM scale and shift per step
+   (zero-initialised: training starts from the unmodulated cell state).
+4. Per forecast step and cell: FiLM(cell state) + a calendar embedding of that step, residual MLP layers, and a
+   linear map to the C output channels.
+No parameter depends on H x W or T_out; only the input projections depend on T_in (``model.t_in``).
 """
 
 from __future__ import annotations
@@ -19,84 +26,168 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlm4st.models.layers import Block, sincos_1d
+from vlm4st.models.calendar import CalendarEmbedding
+from vlm4st.models.cell_embedding import CellEmbedding
+from vlm4st.models.layers import MLP, Block, pool_grid, sincos_1d, sincos_2d
+
+
+class ResidualMLP(nn.Module):
+    """``x + MLP(LN(x))`` repeated ``num_layers`` times on the last axis."""
+
+    def __init__(self, dim: int, num_layers: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        hidden = round(dim * mlp_ratio)
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(num_layers))
+        self.mlps = nn.ModuleList(MLP(dim, hidden, dropout=dropout) for _ in range(num_layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for norm, mlp in zip(self.norms, self.mlps, strict=True):
+            x = x + mlp(norm(x))  # (..., dim)
+        return x
 
 
 class PredictionHead(nn.Module):
-    """features (B, T, H, W, d), context (B, N, D), visual (B, 1+P, D) | None -> (B, T_out, H, W, C)."""
+    """features (B, T_in, H, W, d), series (B, T_in, H, W[, C_in]), context (B, N, D) -> (B, T_out, H, W, C)."""
 
     def __init__(
         self,
         d_model: int,
         context_dim: int,
+        t_in: int,
+        steps_per_day: int,
         out_channels: int = 1,
-        num_heads: int = 8,
+        in_channels: int = 1,
+        hidden_dim: int = 64,
+        num_heads: int = 4,
+        cell_heads: int = 4,
         mlp_ratio: float = 2.0,
-        hidden_dim: int = 128,
-        kernel_size: int | None = 3,
+        cell_layers: int = 2,
+        step_layers: int = 1,
+        query_pool: int | None = None,
         visual_dim: int | None = None,
+        cell_embedding: CellEmbedding | None = None,
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        if context_dim % 4 != 0:
-            raise ValueError(f"model.head.context_dim: {context_dim} must be divisible by 4")
-        if kernel_size is not None and (kernel_size < 1 or kernel_size % 2 == 0):
-            raise ValueError(f"model.head.kernel_size: expected an odd positive integer or null, got {kernel_size}")
-        self.d_model = d_model
-        self.context_dim = context_dim
-        self.out_channels = out_channels
-        self.visual_dim = visual_dim
+        if hidden_dim % 4 != 0:
+            raise ValueError(f"model.head.hidden_dim: {hidden_dim} must be divisible by 4 (2-D sinusoidal codes)")
+        if context_dim % 2 != 0:
+            raise ValueError(f"model.head.context_dim: {context_dim} must be even")
+        if query_pool is not None and query_pool < 1:
+            raise ValueError(f"model.head.query_pool: expected a positive integer or null, got {query_pool}")
+        self.d_model, self.context_dim, self.out_channels = d_model, context_dim, out_channels
+        self.t_in, self.in_channels, self.hidden_dim = t_in, in_channels, hidden_dim
+        self.visual_dim, self.query_pool = visual_dim, query_pool
+        h = hidden_dim
+        # 1. cell state
+        self.series = nn.Linear(t_in * in_channels, h)
+        self.dix = nn.Linear(t_in * d_model, h)
+        self.cell_pos = nn.Linear(h, h, bias=False)
+        self.cell_embedding = cell_embedding
+        self.cell_id = nn.Linear(cell_embedding.dim, h, bias=False) if cell_embedding is not None else None
+        self.visual_proj = nn.Linear(visual_dim, h) if visual_dim is not None else None
+        self.norm_cell = nn.LayerNorm(h)
+        # 2. cell queries read the VLM tokens
+        self.read = Block(h, cell_heads, mlp_ratio, dropout, cross=True, kv_dim=context_dim)
+        self.cell_mlp = ResidualMLP(h, cell_layers, mlp_ratio, dropout)
+        # 3. horizon queries
         self.query_base = nn.Parameter(torch.randn(1, 1, context_dim) * 0.02)
         self.query_pos = nn.Linear(context_dim, context_dim, bias=False)
-        self.block = Block(context_dim, num_heads, mlp_ratio, dropout, cross=True)
+        self.query_calendar = CalendarEmbedding(context_dim, steps_per_day)
+        self.horizon = Block(context_dim, num_heads, mlp_ratio, dropout, cross=True)
         self.norm_query = nn.LayerNorm(context_dim)
-        self.film = nn.Linear(context_dim, 2 * d_model)
+        self.film = nn.Linear(context_dim, 2 * h)
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
-        self.visual_proj = nn.Linear(visual_dim, d_model) if visual_dim is not None else None
-        self.norm_cell = nn.LayerNorm(d_model)
-        self.fc1 = nn.Linear(d_model, hidden_dim)
-        self.conv = (
-            nn.Conv2d(hidden_dim, hidden_dim, kernel_size, padding=kernel_size // 2, groups=hidden_dim)
-            if kernel_size is not None
-            else None
-        )
-        self.drop = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(hidden_dim, out_channels)
+        # 4. per step and cell
+        self.step_calendar = CalendarEmbedding(h, steps_per_day)
+        self.step_mlp = ResidualMLP(h, step_layers, mlp_ratio, dropout)
+        self.norm_out = nn.LayerNorm(h)
+        self.out = nn.Linear(h, out_channels)
 
     def _visual_map(self, visual: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        """ViT tokens (B, 1+P, D) -> patch features on the cell grid (B, H, W, d)."""
+        """ViT tokens (B, 1+P, D) -> patch features on the cell grid (B, H, W, h)."""
         B, N, _ = visual.shape
         g = math.isqrt(N - 1)
         if g * g != N - 1:
             raise ValueError(f"PredictionHead: visual tokens must be 1 CLS + a square patch grid, got {N} tokens")
-        patches = self.visual_proj(visual[:, 1:]).transpose(1, 2).reshape(B, self.d_model, g, g)  # (B, d, g, g)
+        patches = self.visual_proj(visual[:, 1:]).transpose(1, 2).reshape(B, self.hidden_dim, g, g)  # (B, h, g, g)
         extra = {"antialias": min(H, W) < g}
-        cells = F.interpolate(patches, size=(H, W), mode="bilinear", align_corners=False, **extra)  # (B, d, H, W)
-        return cells.permute(0, 2, 3, 1)  # (B, H, W, d)
+        cells = F.interpolate(patches, size=(H, W), mode="bilinear", align_corners=False, **extra)  # (B, h, H, W)
+        return cells.permute(0, 2, 3, 1)  # (B, H, W, h)
+
+    def _cell_state(self, features, series, task_id, visual) -> torch.Tensor:
+        B, T, H, W, d = features.shape
+        if series.dim() == 4:
+            series = series.unsqueeze(-1)  # (B, T, H, W, 1)
+        if (T, series.shape[1]) != (self.t_in, self.t_in) or series.shape[-1] != self.in_channels:
+            raise ValueError(
+                f"PredictionHead: expected T_in={self.t_in} steps with {self.in_channels} channel(s) (model.t_in), "
+                f"got features {tuple(features.shape)} and series {tuple(series.shape)}"
+            )
+        hist = series.permute(0, 2, 3, 1, 4).reshape(B, H, W, T * self.in_channels)  # (B, H, W, T*C_in)
+        state = self.series(hist.to(features.dtype))  # (B, H, W, h)
+        state = state + self.dix(features.permute(0, 2, 3, 1, 4).reshape(B, H, W, T * d))  # (B, H, W, h)
+        pos = self.cell_pos(sincos_2d(H, W, self.hidden_dim, device=features.device).to(state.dtype))  # (HW, h)
+        state = state + pos.view(1, H, W, -1)
+        if self.cell_embedding is not None:
+            ids = self.cell_embedding(task_id, H, W)  # (B, H, W, e) or None (unknown task)
+            if ids is not None:
+                state = state + self.cell_id(ids.to(state.dtype))  # (B, H, W, h)
+        if visual is not None:
+            state = state + self._visual_map(visual, H, W)  # (B, H, W, h)
+        return self.norm_cell(state)
+
+    def _read_context(self, state: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Cell (or pooled-cell) queries cross-attend to the VLM tokens: (B, H, W, h) -> (B, H, W, h)."""
+        B, H, W, h = state.shape
+        queries = pool_grid(state, self.query_pool)  # (B, h', w', h)
+        hq, wq = queries.shape[1:3]
+        flat = queries.reshape(B, hq * wq, h)  # (B, h'w', h)
+        delta = self.read(flat, context) - flat  # (B, h'w', h)
+        if (hq, wq) != (H, W):
+            grid = delta.transpose(1, 2).reshape(B, h, hq, wq)  # (B, h, h', w')
+            delta = F.interpolate(grid, size=(H, W), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+        return state + delta.reshape(B, H, W, h)  # (B, H, W, h)
+
+    def _horizon(self, context: torch.Tensor, t_out: int, target_timestamps: torch.Tensor | None) -> torch.Tensor:
+        """Horizon queries -> FiLM scale and shift (B, T_out, 2h)."""
+        B = context.shape[0]
+        steps = torch.arange(1, t_out + 1, device=context.device)
+        pos = self.query_pos(sincos_1d(steps, self.context_dim).to(context.dtype))  # (T_out, D)
+        queries = (self.query_base + pos.unsqueeze(0)).expand(B, -1, -1)  # (B, T_out, D)
+        if target_timestamps is not None:
+            queries = queries + self.query_calendar(target_timestamps).to(queries.dtype)  # (B, T_out, D)
+        return self.film(self.norm_query(self.horizon(queries, context)))  # (B, T_out, 2h)
 
     def forward(
-        self, features: torch.Tensor, context: torch.Tensor, t_out: int, visual: torch.Tensor | None = None
+        self,
+        features: torch.Tensor,
+        series: torch.Tensor,
+        context: torch.Tensor,
+        t_out: int,
+        target_timestamps: torch.Tensor | None = None,
+        task_id: torch.Tensor | None = None,
+        visual: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        B, _, H, W, _ = features.shape
+        """features (B, T_in, H, W, d); series (B, T_in, H, W[, C_in]); context (B, N, D);
+        target_timestamps (B, T_out, 2) | None; task_id (B,) | None; visual (B, 1+P, D) iff ``visual_dim``."""
+        B = features.shape[0]
         if (visual is None) != (self.visual_proj is None):
             raise ValueError(
                 "PredictionHead: visual tokens must be given exactly when model.head.visual_dim is set "
                 f"(visual_dim={self.visual_dim}, visual given: {visual is not None})"
             )
-        steps = torch.arange(1, t_out + 1, device=features.device)
-        pos = self.query_pos(sincos_1d(steps, self.context_dim).to(context.dtype))  # (T_out, D)
-        queries = (self.query_base + pos.unsqueeze(0)).expand(B, -1, -1)  # (B, T_out, D)
-        z = self.norm_query(self.block(queries, context))  # (B, T_out, D)
-        gamma, beta = self.film(z).chunk(2, dim=-1)  # (B, T_out, d) each
-
-        cell = features[:, -1]  # most recent observation (B, H, W, d)
-        if visual is not None:
-            cell = cell + self._visual_map(visual, H, W)  # (B, H, W, d)
-        cell = self.norm_cell(cell)
-        h = cell.unsqueeze(1) * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]  # (B, T_out, H, W, d)
-        h = F.gelu(self.fc1(h))  # (B, T_out, H, W, hid)
-        if self.conv is not None:
-            hc = h.reshape(B * t_out, H, W, -1).permute(0, 3, 1, 2)  # (B*T_out, hid, H, W)
-            h = h + self.conv(hc).permute(0, 2, 3, 1).reshape(h.shape)  # (B, T_out, H, W, hid)
-        return self.fc2(self.drop(h))  # (B, T_out, H, W, C)
+        if target_timestamps is not None and tuple(target_timestamps.shape) != (B, t_out, 2):
+            raise ValueError(
+                f"target_timestamps: expected shape (B, T_out, 2) = {(B, t_out, 2)}, "
+                f"got {tuple(target_timestamps.shape)}"
+            )
+        state = self._cell_state(features, series, task_id, visual)  # (B, H, W, h)
+        state = self.cell_mlp(self._read_context(state, context))  # (B, H, W, h)
+        gamma, beta = self._horizon(context, t_out, target_timestamps).chunk(2, dim=-1)  # (B, T_out, h) each
+        z = state.unsqueeze(1) * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]  # (B, T_out, H, W, h)
+        if target_timestamps is not None:
+            z = z + self.step_calendar(target_timestamps).to(z.dtype)[:, :, None, None]  # (B, T_out, H, W, h)
+        z = self.step_mlp(z)  # (B, T_out, H, W, h)
+        return self.out(self.norm_out(z))  # (B, T_out, H, W, C)

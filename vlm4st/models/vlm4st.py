@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -27,6 +26,7 @@ from vlm4st.adapters.counting import parameter_report
 from vlm4st.config import ConfigError
 from vlm4st.models.format_transformer import DualPathFormatTransformer
 from vlm4st.models.gated_fusion import AdaptiveGatedFusion
+from vlm4st.models.loss import forecast_loss
 from vlm4st.models.prediction_head import PredictionHead
 from vlm4st.models.prompt_forge import PromptForge
 
@@ -141,8 +141,11 @@ class VLM4ST(nn.Module):
         timestamps: torch.Tensor | None = None,
         task_id: torch.Tensor | None = None,
         return_intermediate: bool = False,
+        target_timestamps: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, Any]]:
-        """x (B, T_in, H, W); timestamps (B, T_in, 2) long [weekday, slot of day]; task_id (B,) long.
+        """x (B, T_in, H, W); timestamps (B, T_in, 2) long [weekday, slot of day]; task_id (B,) long in
+        [0, num_tasks] (num_tasks or None: the unknown task); target_timestamps (B, T_out, 2) long, the stamps of
+        the forecast steps (required with ``timestamps``: ``vlm4st.data.timestamps.following`` derives them).
 
         Returns the forecast (B, T_out, H, W, C); with ``return_intermediate`` also a dict (``INTERMEDIATE_KEYS``):
         X_temporal, X_spatial, X_cross (B, T_in, H, W, d) or None (``no_dix``); X_input (B, T_in, H, W, d);
@@ -153,6 +156,11 @@ class VLM4ST(nn.Module):
         """
         if x.dim() != 4 or x.shape[1] != self.t_in:
             raise ValueError(f"input: expected (B, T_in={self.t_in}, H, W) (model.t_in), got {tuple(x.shape)}")
+        if timestamps is not None and target_timestamps is None:
+            raise ValueError(
+                "target_timestamps: missing; a model given input timestamps also needs the (B, T_out, 2) stamps of "
+                "the forecast steps (batches carry them as 'target_timestamps')"
+            )
         feats = self.dix(x, timestamps)  # X_* (B, T, H, W, d)
         prompt, pattern_info = (None, None) if self.prompt_forge is None else self.prompt_forge(feats.summaries)
         if self.fusion is None:
@@ -165,7 +173,7 @@ class VLM4ST(nn.Module):
         if fmt.sequence is None and fmt.prompt_token is not None:  # no_seq: the prompt reaches the head directly
             context = torch.cat([context, fmt.prompt_token], dim=1)  # (B, N+1, D)
         visual = vlm_out["visual"] if self.head.visual_dim is not None else None
-        pred = self.head(x_fused, context, self.t_out, visual)  # (B, T_out, H, W, C)
+        pred = self.head(x_fused, x, context, self.t_out, target_timestamps, task_id, visual)  # (B, T_out, H, W, C)
         if not return_intermediate:
             return pred
         return pred, {
@@ -186,19 +194,12 @@ class VLM4ST(nn.Module):
     def get_loss(
         pred: torch.Tensor, target: torch.Tensor, loss_config: Mapping[str, Any]
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """loss = mse_weight * MSE + mae_weight * MAE (element means); target (B, T_out, H, W) or pred's shape."""
-        for key in ("mse_weight", "mae_weight"):
-            if key not in loss_config:
-                raise ConfigError(f"trainer.loss.{key}: missing; expected a non-negative number")
-        if target.shape != pred.shape:
-            if pred.shape[-1] == 1 and target.shape == pred.shape[:-1]:
-                target = target.unsqueeze(-1)  # (B, T_out, H, W, 1)
-            else:
-                raise ValueError(f"get_loss: target shape {tuple(target.shape)} does not match {tuple(pred.shape)}")
-        mse = F.mse_loss(pred, target)
-        mae = F.l1_loss(pred, target)
-        loss = float(loss_config["mse_weight"]) * mse + float(loss_config["mae_weight"]) * mae
-        return loss, {"total_loss": loss.item(), "mse_loss": mse.item(), "mae_loss": mae.item()}
+        """The forecasting loss (``vlm4st.models.loss.forecast_loss``)."""
+        return forecast_loss(pred, target, loss_config)
+
+    def describe_adapter(self) -> dict[str, object]:
+        """The adapter's type and hyperparameters, stored in checkpoints."""
+        return self.vlm.adapter.describe()
 
     def freeze_vlm_backbone(self) -> None:
         """Freeze the ViT/BERT weights only; adapter parameters and every non-VLM module stay trainable.
@@ -217,13 +218,15 @@ class VLM4ST(nn.Module):
             p.requires_grad_(True)
 
     def get_trainable_parameters(self) -> dict[str, Any]:
-        """Parameter counts: ``total``, ``trainable``, per module, and the VLM split into backbone and adapter."""
+        """Parameter counts: ``total``, ``trainable``, per module, the VLM split into backbone and adapter, and which
+        encoders are frozen and why (``frozen_encoders``)."""
         counts: dict[str, Any] = _count(self.parameters())
         counts["modules"] = {name: _count(child.parameters()) for name, child in self.named_children()}
         adapter = dict(self.vlm.adapter.adapter_parameters(self.vlm))
         adapter_ids = {id(p) for p in adapter.values()}
         counts["adapter"] = {**_count(adapter.values()), **parameter_report(self.vlm)}  # type, per family
         counts["vlm_backbone"] = _count(p for p in self.vlm.parameters() if id(p) not in adapter_ids)
+        counts["frozen_encoders"] = self.vlm.frozen_encoders  # per encoder: frozen, pretrained, why
         return counts
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:

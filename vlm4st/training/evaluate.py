@@ -67,7 +67,7 @@ def evaluate(
         for batch in data.eval_batches(name, split, batch_size, rank=dist.rank, world_size=dist.world_size):
             b = _to_device(batch, device)
             with autocast:
-                pred = model(b["x"], b["timestamps"], task_ids_for(b, unseen))  # (B, T_out, H, W, C)
+                pred = model(b["x"], b["timestamps"], task_ids_for(b, unseen), target_timestamps=b["target_timestamps"])
             pred = pred.float()[..., 0]  # (B, T_out, H, W)
             err = (pred - b["y"]).double()
             pooled += torch.stack([err.square().sum(), err.abs().sum(), torch.tensor(err.numel())]).cpu()
@@ -117,7 +117,8 @@ def figure_images(
         batch = next(iter(data.eval_batches(name, split, batch_size)))
         b = _to_device(batch, device)
         with autocast:
-            pred, inter = model(b["x"], b["timestamps"], task_ids_for(b, unseen), return_intermediate=True)
+            pred, inter = model(b["x"], b["timestamps"], task_ids_for(b, unseen), return_intermediate=True,
+                                target_timestamps=b["target_timestamps"])
         pred = pred.float()[..., 0].cpu()  # (B, T_out, H, W)
         if inter.get("gate_weights") is not None:
             gates = inter["gate_weights"].float().mean(dim=(0, 1)).cpu().numpy()  # (H, W, n_branches)

@@ -21,6 +21,7 @@ from torch import nn
 from vlm4st.config import ConfigError
 from vlm4st.data.resize import resize_maps
 from vlm4st.data.scaler import MinMaxScaler
+from vlm4st.data.timestamps import following
 from vlm4st.logging.figures import frame_rows_image
 from vlm4st.training.state import load_model_state
 
@@ -78,10 +79,14 @@ def run_predict(cfg: DictConfig, payload: dict[str, Any], model: nn.Module) -> P
     x = scaler.transform(torch.from_numpy(frames), channel_t if scaler.per_channel else None)  # (N, T_in, H, W)
     native_hw = tuple(frames.shape[-2:])
     x = resize_maps(x.float(), tuple(info["model_hw"]))  # (N, T_in, h, w)
-    ts = torch.from_numpy(stamps.astype(np.int64)) if stamps is not None else None
+    ts = target_ts = None
+    if stamps is not None:
+        ts = torch.from_numpy(stamps.astype(np.int64))  # (N, T_in, 2)
+        future = following(stamps[:, -1], int(data["t_out"]), int(info["steps_per_day"]))  # (N, T_out, 2)
+        target_ts = torch.from_numpy(future)
     task = torch.full((n,), int(info["task_id"]), dtype=torch.int64)
     with torch.no_grad():
-        pred = model(x, ts, task)[..., 0]  # (N, T_out, h, w)
+        pred = model(x, ts, task, target_timestamps=target_ts)[..., 0]  # (N, T_out, h, w)
     pred = resize_maps(pred.float(), native_hw)  # (N, T_out, H, W)
     forecast = scaler.inverse(pred, channel_t if scaler.per_channel else None, dtype=torch.float64).numpy()
     out_dir = Path(str(cfg.paths.output_dir))

@@ -113,7 +113,7 @@ def _train(cfg: DictConfig, rt: Runtime) -> float:
     if rt.dist.is_main:
         (rt.run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(config))
         rt.logger.log_config(config)
-    meta = {"config": config, "data": dm.state_dict(), "adapter": model.vlm.adapter.describe()}
+    meta = {"config": config, "data": dm.state_dict(), "adapter": model.describe_adapter()}
     trainer = Trainer(model, dm, cfg.trainer, rt, meta)
     resume = str(cfg.resume).lower() not in ("false", "0", "no")
     ckpt_dir = rt.run_dir / "checkpoints"

@@ -229,8 +229,9 @@ class Trainer:
         dev = self.rt.device
         x, y = batch["x"].to(dev, non_blocking=True), batch["y"].to(dev, non_blocking=True)
         ts, task = batch["timestamps"].to(dev), batch["task_id"].to(dev)
+        target_ts = batch["target_timestamps"].to(dev)  # (B, T_out, 2)
         with self.rt.autocast():
-            pred = net(x, ts, task)  # (B, T_out, H, W, C)
+            pred = net(x, ts, task, target_timestamps=target_ts)  # (B, T_out, H, W, C)
         loss, parts = self.model.get_loss(pred.float(), y, self.loss_cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -244,7 +245,8 @@ class Trainer:
         rt, epoch = self.rt, state["epoch"]
         result = self.validate(stage)
         improved = result.loss < state["best_val"]
-        record = {"epoch": epoch, "step": state["step"], "val_loss": result.loss,
+        record = {"epoch": epoch, "step": state["step"], "train_seconds": state["train_seconds"],
+                  "val_loss": result.loss,
                   "val": {n: {k: m[k] for k in ("mae", "rmse")} for n, m in result.metrics.items()}}
         state["history"].append(record)
         state["epoch"], state["epoch_step"] = epoch + 1, 0
