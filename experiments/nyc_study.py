@@ -35,7 +35,7 @@ log = logging.getLogger("nyc_study")
 TAXI12 = ["dataset=taxinyc", "dataset.t_in=12", "dataset.t_out=12", "dataset.scaler.per_channel=true",
           "dataset.scaler.fit_on=all"]
 #: The VLM4ST CPU preset every comparison uses, and its learned peer, trained with the same trainer and budget.
-VLM = "tiny"
+VLM = "cpu"
 PEERS = (VLM, "stid")
 SEEDS = (0, 1, 2)
 #: Multi-dataset and transfer runs use the tiny preset: at 7 min the small one gets a single epoch over four datasets.

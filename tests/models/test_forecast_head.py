@@ -12,6 +12,13 @@ from vlm4st.data.timestamps import following
 from vlm4st.models.cell_embedding import CellEmbedding
 
 
+def wake_deep_branches(head: torch.nn.Module) -> None:
+    """The head's DiX, ViT and VLM-token branches start at zero by design; give them weights as training would."""
+    for layer in (head.film, head.dix, head.visual_proj, head.read.attn.proj, head.read.mlp.fc2):
+        if layer is not None:
+            torch.nn.init.normal_(layer.weight, std=0.1)
+
+
 def test_following_timestamps_wrap_days_and_weeks() -> None:
     last = torch.tensor([[6, 46], [2, 3]]).numpy()  # Sunday 23:00, Wednesday 01:30
     out = following(last, 3, 48)
@@ -61,7 +68,7 @@ def test_head_at_two_grids_and_another_horizon(ablation: str) -> None:
 @pytest.mark.parametrize("ablation", options("ablation"))
 def test_changing_the_vlm_tokens_changes_every_cell(ablation: str) -> None:
     model = build_model("tiny", ablation, extra=["model.dims.dropout=0.0"]).eval()
-    torch.nn.init.normal_(model.head.film.weight, std=0.1)
+    wake_deep_branches(model.head)
     x, ts, task, target_ts = batch(1, 7, 11)
     captured: dict[str, torch.Tensor] = {}
 

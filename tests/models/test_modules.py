@@ -234,7 +234,8 @@ def test_prediction_head_any_grid_any_horizon(H: int, W: int, t_out: int, query_
 
 def test_prediction_head_reads_every_input_step_the_series_and_the_context() -> None:
     module = head().eval()
-    torch.nn.init.normal_(module.film.weight, std=0.1)
+    for layer in (module.film, module.dix, module.read.attn.proj, module.read.mlp.fc2):  # zero at initialisation
+        torch.nn.init.normal_(layer.weight, std=0.1)
     feats, series, ctx = torch.randn(1, 4, 5, 5, D_MODEL), torch.randn(1, 4, 5, 5), torch.randn(1, 3, 24)
     stamps = timestamps(1, 3)
     base = module(feats, series, ctx, 3, stamps)
@@ -245,6 +246,17 @@ def test_prediction_head_reads_every_input_step_the_series_and_the_context() -> 
     assert not torch.allclose(module(feats, series, ctx + torch.randn_like(ctx), 3, stamps), base)
     with pytest.raises(ValueError, match="T_in=4"):
         module(feats[:, :3], series[:, :3], ctx, 3, stamps)
+
+
+def test_prediction_head_starts_from_the_direct_path() -> None:
+    """At initialisation the DiX, ViT and VLM-token branches contribute nothing; they grow in with training."""
+    module = head(visual_dim=24).eval()
+    feats, series, ctx = torch.randn(1, 4, 5, 5, D_MODEL), torch.randn(1, 4, 5, 5), torch.randn(1, 3, 24)
+    stamps, visual = timestamps(1, 3), torch.randn(1, 17, 24)
+    base = module(feats, series, ctx, 3, stamps, visual=visual)
+    other = module(torch.randn_like(feats), series, torch.randn_like(ctx), 3, stamps, visual=torch.randn_like(visual))
+    torch.testing.assert_close(other, base)
+    assert not torch.allclose(module(feats, series + 1.0, ctx, 3, stamps, visual=visual), base)
 
 
 def test_prediction_head_has_no_grid_sized_parameter() -> None:

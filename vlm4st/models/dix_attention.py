@@ -194,6 +194,7 @@ class DiXAttention(nn.Module):
         cross_mlp_ratio: float = 1.0,
         in_channels: int = 1,
         summaries: bool = True,
+        temporal_patch: int = 1,
     ) -> None:
         super().__init__()
         if num_layers < 1:
@@ -208,7 +209,7 @@ class DiXAttention(nn.Module):
         self.summary_names: tuple[str, ...] = self.SUMMARY_NAMES if summaries else ()
         self.d_model = d_model
         self.grad_checkpointing = False
-        self.embed = InputEmbedding(d_model, steps_per_day, in_channels, dropout)
+        self.embed = InputEmbedding(d_model, steps_per_day, in_channels, dropout, temporal_patch)
         self.temporal = TemporalEncoder(d_model, num_heads, num_layers, mlp_ratio, dropout)
         self.spatial = SpatialEncoder(d_model, num_heads, num_layers, mlp_ratio, dropout, spatial_pool)
         self.cross = CrossExchange(d_model, num_heads, cross_mlp_ratio, dropout, cross_pool, summary=summaries)

@@ -42,10 +42,19 @@ class STFeatures:
 
 
 class InputEmbedding(nn.Module):
-    """Cell values plus spatial, temporal and calendar position: (B, T, H, W) -> (B, T, H, W, d)."""
+    """Cell values plus spatial, temporal and calendar position: (B, T, H, W) -> (B, T / p, H, W, d).
 
-    def __init__(self, d_model: int, steps_per_day: int, in_channels: int = 1, dropout: float = 0.0) -> None:
+    With ``temporal_patch`` p > 1 each token embeds p consecutive steps of a cell (Linear p*C_in -> d) and carries
+    the calendar of its last step: p times fewer tokens for every encoder after it, the whole history still seen.
+    """
+
+    def __init__(
+        self, d_model: int, steps_per_day: int, in_channels: int = 1, dropout: float = 0.0, temporal_patch: int = 1
+    ) -> None:
         super().__init__()
+        if not isinstance(temporal_patch, int) or temporal_patch < 1:
+            raise ValueError(f"model.dix.temporal_patch: expected a positive integer, got {temporal_patch!r}")
+        self.temporal_patch = temporal_patch
         if d_model % 4 != 0:
             raise ValueError(f"model.dims.d_model: {d_model} must be divisible by 4 (2-D sinusoidal positions)")
         if steps_per_day < 1:
@@ -53,7 +62,7 @@ class InputEmbedding(nn.Module):
         self.d_model = d_model
         self.in_channels = in_channels
         self.steps_per_day = steps_per_day
-        self.value = nn.Linear(in_channels, d_model)
+        self.value = nn.Linear(in_channels * temporal_patch, d_model)
         self.spatial_pos = nn.Linear(d_model, d_model, bias=False)
         self.temporal_pos = nn.Linear(d_model, d_model, bias=False)
         self.weekday = nn.Embedding(DAYS_PER_WEEK, d_model)
@@ -87,15 +96,22 @@ class InputEmbedding(nn.Module):
             raise ValueError(
                 f"input: expected (B, T, H, W) with {self.in_channels} channel(s), got shape {tuple(x.shape)}"
             )
-        B, T, H, W, _ = x.shape
-        d = self.d_model
+        B, T_in, H, W, C = x.shape
+        p, d = self.temporal_patch, self.d_model
+        if T_in % p:
+            raise ValueError(f"model.dix.temporal_patch: {p} does not divide T_in = {T_in}; expected a divisor")
+        T = T_in // p
+        if timestamps is not None:
+            self._check_timestamps(timestamps, B, T_in)
+        if p > 1:
+            x = x.view(B, T, p, H, W, C).permute(0, 1, 3, 4, 2, 5).reshape(B, T, H, W, p * C)  # (B, T, H, W, p*C)
         h = self.value(x)  # (B, T, H, W, d)
         pos_s = self.spatial_pos(sincos_2d(H, W, d, device=x.device).to(h.dtype))  # (H*W, d)
         pos_t = self.temporal_pos(sincos_1d(relative_steps(T, device=x.device), d).to(h.dtype))  # (T, d)
         h = h + pos_s.view(1, 1, H, W, d) + pos_t.view(1, T, 1, 1, d)  # (B, T, H, W, d)
         if timestamps is not None:
-            self._check_timestamps(timestamps, B, T)
-            cal = self.weekday(timestamps[..., 0].long()) + self.slot(timestamps[..., 1].long())  # (B, T, d)
+            last = timestamps[:, p - 1 :: p]  # (B, T, 2): the calendar of each token's last step
+            cal = self.weekday(last[..., 0].long()) + self.slot(last[..., 1].long())  # (B, T, d)
             h = h + cal.view(B, T, 1, 1, d)  # (B, T, H, W, d)
         return self.drop(self.norm(h))  # (B, T, H, W, d)
 
@@ -112,7 +128,13 @@ class InputProjection(nn.Module):
     SUMMARY_NAMES: tuple[str, ...] = ("input",)
 
     def __init__(
-        self, d_model: int, steps_per_day: int, in_channels: int = 1, dropout: float = 0.0, summaries: bool = True
+        self,
+        d_model: int,
+        steps_per_day: int,
+        in_channels: int = 1,
+        dropout: float = 0.0,
+        summaries: bool = True,
+        temporal_patch: int = 1,
     ) -> None:
         super().__init__()
         if not isinstance(summaries, bool):
@@ -120,7 +142,7 @@ class InputProjection(nn.Module):
         self.summaries = summaries
         self.summary_names: tuple[str, ...] = self.SUMMARY_NAMES if summaries else ()
         self.d_model = d_model
-        self.embed = InputEmbedding(d_model, steps_per_day, in_channels, dropout)
+        self.embed = InputEmbedding(d_model, steps_per_day, in_channels, dropout, temporal_patch)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Nothing to recompute: the embedding is a single cheap layer."""

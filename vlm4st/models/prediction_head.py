@@ -2,10 +2,12 @@
 
 1. Cell state (B, H, W, h), built per cell from
    - the raw input series of the cell (Linear T_in*C_in -> h),
-   - the DiX residual: the cell's fused DiX features of every input step, flattened (Linear T_in*d -> h),
+   - the DiX residual: the cell's fused DiX features of every input token, flattened (Linear T_tokens*d -> h;
+     T_tokens = T_in / ``temporal_patch``),
    - a 2-D sinusoidal code of the cell (any grid size), projected,
    - optionally a learned cell-identity embedding of the dataset (``cell_embedding``; none for an unknown task),
-   - optionally the ViT patch tokens resampled onto the cells (``visual_dim``).
+   - optionally the ViT patch tokens resampled onto the cells (``visual_dim``),
+   - the calendar embedding of the first forecast step, so the per-cell MLPs learn cell x time-of-day profiles.
 2. Cell queries cross-attend to the VLM output tokens (pre-norm block with MLP), so spatially resolved VLM context
    reaches every cell under every ablation. With ``query_pool`` the queries are the cell states average-pooled to
    at most ``query_pool`` x ``query_pool``, and the attention result is upsampled bilinearly back onto the cells.
@@ -13,8 +15,9 @@
 3. T_out horizon queries = a learned base + a projected sinusoid of the step (1..T_out) + the calendar embedding
    of the forecast step's timestamp; they cross-attend to the VLM tokens and give a FiLM scale and shift per step
    (zero-initialised: training starts from the unmodulated cell state).
-4. Per forecast step and cell: FiLM(cell state) + a calendar embedding of that step, residual MLP layers, and a
-   linear map to the C output channels.
+4. Per forecast step and cell: FiLM(cell state) + a calendar embedding of that step, ``step_layers`` residual MLP
+   layers, and a linear map to the C output channels. With ``step_layers: 0`` the map is linear in the cell state,
+   so it is computed as one per-sample, per-step readout matrix and no (B, T_out, H, W, hidden) tensor is built.
 No parameter depends on H x W or T_out; only the input projections depend on T_in (``model.t_in``).
 """
 
@@ -47,7 +50,7 @@ class ResidualMLP(nn.Module):
 
 
 class PredictionHead(nn.Module):
-    """features (B, T_in, H, W, d), series (B, T_in, H, W[, C_in]), context (B, N, D) -> (B, T_out, H, W, C)."""
+    """features (B, T_tok, H, W, d), series (B, T_in, H, W[, C_in]), context (B, N, D) -> (B, T_out, H, W, C)."""
 
     def __init__(
         self,
@@ -67,6 +70,7 @@ class PredictionHead(nn.Module):
         visual_dim: int | None = None,
         cell_embedding: CellEmbedding | None = None,
         dropout: float = 0.1,
+        temporal_patch: int = 1,
     ) -> None:
         super().__init__()
         if hidden_dim % 4 != 0:
@@ -81,14 +85,23 @@ class PredictionHead(nn.Module):
         h = hidden_dim
         # 1. cell state
         self.series = nn.Linear(t_in * in_channels, h)
-        self.dix = nn.Linear(t_in * d_model, h)
+        if t_in % temporal_patch:
+            raise ValueError(f"model.head.temporal_patch: {temporal_patch} does not divide model.t_in = {t_in}")
+        self.feature_steps = t_in // temporal_patch  # DiX time tokens
+        self.dix = nn.Linear(self.feature_steps * d_model, h)
         self.cell_pos = nn.Linear(h, h, bias=False)
         self.cell_embedding = cell_embedding
         self.cell_id = nn.Linear(cell_embedding.dim, h, bias=False) if cell_embedding is not None else None
         self.visual_proj = nn.Linear(visual_dim, h) if visual_dim is not None else None
-        self.norm_cell = nn.LayerNorm(h)
+        self.cell_calendar = CalendarEmbedding(h, steps_per_day)
         # 2. cell queries read the VLM tokens
         self.read = Block(h, cell_heads, mlp_ratio, dropout, cross=True, kv_dim=context_dim)
+        # The DiX, ViT and VLM-token branches start at zero, so training starts from the direct series / cell /
+        # calendar path (quick to fit) and the deep branches grow in as their gradients make them useful, instead
+        # of adding large random features to the cell state at initialisation.
+        for layer in (self.dix, self.visual_proj, self.read.attn.proj, self.read.mlp.fc2):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
         self.cell_mlp = ResidualMLP(h, cell_layers, mlp_ratio, dropout)
         # 3. horizon queries
         self.query_base = nn.Parameter(torch.randn(1, 1, context_dim) * 0.02)
@@ -97,12 +110,11 @@ class PredictionHead(nn.Module):
         self.horizon = Block(context_dim, num_heads, mlp_ratio, dropout, cross=True)
         self.norm_query = nn.LayerNorm(context_dim)
         self.film = nn.Linear(context_dim, 2 * h)
-        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.weight)  # the VLM context starts as no modulation
         nn.init.zeros_(self.film.bias)
         # 4. per step and cell
         self.step_calendar = CalendarEmbedding(h, steps_per_day)
-        self.step_mlp = ResidualMLP(h, step_layers, mlp_ratio, dropout)
-        self.norm_out = nn.LayerNorm(h)
+        self.step_mlp = ResidualMLP(h, step_layers, mlp_ratio, dropout) if step_layers > 0 else None
         self.out = nn.Linear(h, out_channels)
 
     def _visual_map(self, visual: torch.Tensor, H: int, W: int) -> torch.Tensor:
@@ -116,16 +128,18 @@ class PredictionHead(nn.Module):
         cells = F.interpolate(patches, size=(H, W), mode="bilinear", align_corners=False, **extra)  # (B, h, H, W)
         return cells.permute(0, 2, 3, 1)  # (B, H, W, h)
 
-    def _cell_state(self, features, series, task_id, visual) -> torch.Tensor:
+    def _cell_state(self, features, series, task_id, visual, target_timestamps) -> torch.Tensor:
         B, T, H, W, d = features.shape
         if series.dim() == 4:
-            series = series.unsqueeze(-1)  # (B, T, H, W, 1)
-        if (T, series.shape[1]) != (self.t_in, self.t_in) or series.shape[-1] != self.in_channels:
+            series = series.unsqueeze(-1)  # (B, T_in, H, W, 1)
+        expected = (self.feature_steps, self.t_in, self.in_channels)
+        if (T, series.shape[1], series.shape[-1]) != expected:
             raise ValueError(
-                f"PredictionHead: expected T_in={self.t_in} steps with {self.in_channels} channel(s) (model.t_in), "
-                f"got features {tuple(features.shape)} and series {tuple(series.shape)}"
+                f"PredictionHead: expected T_in={self.t_in} steps with {self.in_channels} channel(s) (model.t_in) "
+                f"and {self.feature_steps} DiX steps; got features {tuple(features.shape)}, "
+                f"series {tuple(series.shape)}"
             )
-        hist = series.permute(0, 2, 3, 1, 4).reshape(B, H, W, T * self.in_channels)  # (B, H, W, T*C_in)
+        hist = series.permute(0, 2, 3, 1, 4).reshape(B, H, W, -1)  # (B, H, W, T_in*C_in)
         state = self.series(hist.to(features.dtype))  # (B, H, W, h)
         state = state + self.dix(features.permute(0, 2, 3, 1, 4).reshape(B, H, W, T * d))  # (B, H, W, h)
         pos = self.cell_pos(sincos_2d(H, W, self.hidden_dim, device=features.device).to(state.dtype))  # (HW, h)
@@ -136,7 +150,9 @@ class PredictionHead(nn.Module):
                 state = state + self.cell_id(ids.to(state.dtype))  # (B, H, W, h)
         if visual is not None:
             state = state + self._visual_map(visual, H, W)  # (B, H, W, h)
-        return self.norm_cell(state)
+        if target_timestamps is not None:  # when the forecast starts, so the cell MLP learns cell x time profiles
+            state = state + self.cell_calendar(target_timestamps[:, 0]).to(state.dtype)[:, None, None]
+        return state  # not normalised: the level of the series is the forecast's scale (pre-norm blocks follow)
 
     def _read_context(self, state: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Cell (or pooled-cell) queries cross-attend to the VLM tokens: (B, H, W, h) -> (B, H, W, h)."""
@@ -183,11 +199,26 @@ class PredictionHead(nn.Module):
                 f"target_timestamps: expected shape (B, T_out, 2) = {(B, t_out, 2)}, "
                 f"got {tuple(target_timestamps.shape)}"
             )
-        state = self._cell_state(features, series, task_id, visual)  # (B, H, W, h)
+        state = self._cell_state(features, series, task_id, visual, target_timestamps)  # (B, H, W, h)
         state = self.cell_mlp(self._read_context(state, context))  # (B, H, W, h)
         gamma, beta = self._horizon(context, t_out, target_timestamps).chunk(2, dim=-1)  # (B, T_out, h) each
-        z = state.unsqueeze(1) * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]  # (B, T_out, H, W, h)
         if target_timestamps is not None:
-            z = z + self.step_calendar(target_timestamps).to(z.dtype)[:, :, None, None]  # (B, T_out, H, W, h)
+            beta = beta + self.step_calendar(target_timestamps).to(beta.dtype)  # (B, T_out, h)
+        if self.step_mlp is None:
+            return self._linear_readout(state, gamma, beta)
+        z = state.unsqueeze(1) * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]  # (B, T_out, H, W, h)
         z = self.step_mlp(z)  # (B, T_out, H, W, h)
-        return self.out(self.norm_out(z))  # (B, T_out, H, W, C)
+        return self.out(z)  # (B, T_out, H, W, C)
+
+    def _linear_readout(self, state: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        """``out(state * (1 + gamma_j) + beta_j)`` for every step j without materialising (B, T_out, H, W, h).
+
+        state (B, H, W, h); gamma, beta (B, T_out, h) -> (B, T_out, H, W, C): a per-sample, per-step linear map of
+        the cell state whose weights the VLM context and the forecast calendar modulate.
+        """
+        B, H, W, h = state.shape
+        weight = self.out.weight.to(state.dtype)  # (C, h)
+        scale = (1 + gamma).unsqueeze(-1) * weight.t()  # (B, T_out, h, C)
+        cells = torch.einsum("bnh,bthc->btnc", state.reshape(B, H * W, h), scale)  # (B, T_out, HW, C)
+        shift = beta @ weight.t() + self.out.bias.to(state.dtype)  # (B, T_out, C)
+        return (cells + shift[:, :, None]).reshape(B, -1, H, W, weight.shape[0])  # (B, T_out, H, W, C)

@@ -1,0 +1,55 @@
+"""The NYC study report: per-run rows beside the baselines, mean ± std over seeds, the time-to-accuracy figure, and
+'not run' for missing runs (no run is dropped silently)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from vlm4st import REPO_ROOT
+
+spec = importlib.util.spec_from_file_location("nyc_study", REPO_ROOT / "experiments" / "nyc_study.py")
+nyc_study = importlib.util.module_from_spec(spec)
+sys.modules["nyc_study"] = nyc_study  # dataclasses look their module up while the file executes
+spec.loader.exec_module(nyc_study)
+
+
+def fake_metrics(rmse: float, seed: int) -> dict:
+    test = {"taxinyc": {"rmse": rmse, "mae": rmse / 3}}
+    history = [{"epoch": e, "train_seconds": 60.0 * (e + 1), "val": {"taxinyc": {"rmse": rmse + 5 - e, "mae": 1.0}}}
+               for e in range(3)]
+    return {"test": test, "baselines": {"time_of_day_mean": {"taxinyc": {"rmse": 34.05, "mae": 10.83}}},
+            "params": {"trainable": 10, "total": 20}, "train_seconds": 600.0,
+            "stages": {"main": {"epochs": 3, "history": history}}, "run": {"seed": seed}}
+
+
+def test_report_from_finished_and_missing_runs(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for name, rmse, seed in (("taxi12_cpu_s0", 20.0, 0), ("taxi12_cpu_s1", 22.0, 1), ("taxi12_stid_s0", 21.0, 0)):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "metrics.json").write_text(json.dumps(fake_metrics(rmse, seed)))
+    out = tmp_path / "results" / "nyc.md"
+    out.parent.mkdir()
+    nyc_study.report(runs, out, 10.0)
+    text = out.read_text()
+    assert "| cpu | 0, 1 | 21.00 ± 1.41 |" in text  # mean ± sample std over the finished seeds
+    assert "| stid | 0 | 21.00 |" in text
+    assert "| taxi12_cpu_s2 | - | not run |" in text and "| bike6_stid_s0 | - | not run |" in text
+    assert "34.05" in text  # the baseline beside the model
+    png = out.parent / "nyc_time_to_accuracy.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "nyc_time_to_accuracy.png" in text
+
+
+def test_every_peer_runs_with_the_same_data_and_budget() -> None:
+    by_key: dict[tuple[str, int], list[nyc_study.Run]] = {}
+    for run in nyc_study.RUNS:
+        by_key.setdefault((run.group, run.seed), []).append(run)
+    for (_, _), runs in by_key.items():
+        assert {r.model for r in runs} == set(nyc_study.PEERS)
+        data = {tuple(o for o in r.overrides if not o.startswith("model=")) for r in runs}
+        assert len(data) == 1 and len({r.budget_min for r in runs}) == 1
+    cmd = nyc_study.command(nyc_study.RUNS[0], Path("/tmp/x"), 10.0)
+    assert "trainer.time_budget_min=10" in cmd and "experiment=nyc_study" in cmd
