@@ -20,11 +20,7 @@ from vlm4st.config import ConfigError
 from vlm4st.models.calendar import DAYS_PER_WEEK
 from vlm4st.models.cell_embedding import CellEmbedding
 from vlm4st.models.loss import forecast_loss
-
-
-def _count(params: Any) -> dict[str, int]:
-    params = list(params)
-    return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
+from vlm4st.models.vlm4st import count_parameters
 
 
 class ResidualLayer(nn.Module):
@@ -124,8 +120,8 @@ class STID(nn.Module):
 
     def get_trainable_parameters(self) -> dict[str, Any]:
         """Parameter counts in the same layout as ``VLM4ST.get_trainable_parameters``."""
-        counts: dict[str, Any] = _count(self.parameters())
-        counts["modules"] = {name: _count(child.parameters()) for name, child in self.named_children()}
+        counts: dict[str, Any] = count_parameters(self.parameters())
+        counts["modules"] = {name: count_parameters(child.parameters()) for name, child in self.named_children()}
         counts["adapter"] = {"total": 0, "trainable": 0, "type": "none"}
         counts["vlm_backbone"] = {"total": 0, "trainable": 0}
         return counts

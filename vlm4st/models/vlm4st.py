@@ -1,4 +1,4 @@
-"""VLM4ST: the model that wires the six modules (PROJECT.md section 5).
+"""VLM4ST: the model that wires the six modules.
 
 x (B, T_in, H, W) in [-1, 1]
   -> DiX-Attention (or the ``no_dix`` input projection)   X_input/X_temporal/X_spatial/X_cross (B,T,H,W,d), summaries
@@ -38,7 +38,8 @@ INTERMEDIATE_KEYS = (
 )  # fmt: skip
 
 
-def _count(params: Any) -> dict[str, int]:
+def count_parameters(params: Any) -> dict[str, int]:
+    """``total`` and ``trainable`` element counts of an iterable of parameters."""
     params = list(params)
     return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
 
@@ -204,7 +205,7 @@ class VLM4ST(nn.Module):
     def freeze_vlm_backbone(self) -> None:
         """Freeze the ViT/BERT weights only; adapter parameters and every non-VLM module stay trainable.
 
-        The adapter enumerates its own parameters (``adapter_parameters``), so no parameter name is matched (D-4).
+        The adapter enumerates its own parameters (``adapter_parameters``), so no parameter name is matched.
         """
         for p in self.parameters():
             p.requires_grad_(True)
@@ -220,12 +221,12 @@ class VLM4ST(nn.Module):
     def get_trainable_parameters(self) -> dict[str, Any]:
         """Parameter counts: ``total``, ``trainable``, per module, the VLM split into backbone and adapter, and which
         encoders are frozen and why (``frozen_encoders``)."""
-        counts: dict[str, Any] = _count(self.parameters())
-        counts["modules"] = {name: _count(child.parameters()) for name, child in self.named_children()}
+        counts: dict[str, Any] = count_parameters(self.parameters())
+        counts["modules"] = {name: count_parameters(child.parameters()) for name, child in self.named_children()}
         adapter = dict(self.vlm.adapter.adapter_parameters(self.vlm))
         adapter_ids = {id(p) for p in adapter.values()}
-        counts["adapter"] = {**_count(adapter.values()), **parameter_report(self.vlm)}  # type, per family
-        counts["vlm_backbone"] = _count(p for p in self.vlm.parameters() if id(p) not in adapter_ids)
+        counts["adapter"] = {**count_parameters(adapter.values()), **parameter_report(self.vlm)}  # type, per family
+        counts["vlm_backbone"] = count_parameters(p for p in self.vlm.parameters() if id(p) not in adapter_ids)
         counts["frozen_encoders"] = self.vlm.frozen_encoders  # per encoder: frozen, pretrained, why
         return counts
 
