@@ -1,7 +1,7 @@
 """Input embedding of the grid series and the ``no_dix`` ablation module (input projection only).
 
-Every cell value becomes a ``d_model`` vector carrying three kinds of position (defect D-2 of the reference,
-whose attention saw no positions at all):
+Every cell value becomes a ``d_model`` vector carrying three kinds of position (attention without them cannot
+tell cells, steps or times of day apart):
 - spatial: a factorised row/column sinusoid of the cell, computed for the grid at hand (any H x W);
 - temporal: a sinusoid of the step index relative to the most recent observation (any T_in; the last step is 0);
 - calendar: learned weekday and slot-of-day embeddings when timestamps are given (``steps_per_day`` from config).
@@ -16,9 +16,8 @@ import torch
 from torch import nn
 
 from vlm4st.config import ConfigError
+from vlm4st.models.calendar import DAYS_PER_WEEK, CalendarEmbedding
 from vlm4st.models.layers import relative_steps, sincos_1d, sincos_2d
-
-DAYS_PER_WEEK = 7
 
 
 @dataclass
@@ -65,12 +64,9 @@ class InputEmbedding(nn.Module):
         self.value = nn.Linear(in_channels * temporal_patch, d_model)
         self.spatial_pos = nn.Linear(d_model, d_model, bias=False)
         self.temporal_pos = nn.Linear(d_model, d_model, bias=False)
-        self.weekday = nn.Embedding(DAYS_PER_WEEK, d_model)
-        self.slot = nn.Embedding(steps_per_day, d_model)
+        self.calendar = CalendarEmbedding(d_model, steps_per_day)
         self.norm = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
-        for emb in (self.weekday, self.slot):
-            nn.init.normal_(emb.weight, std=0.02)
 
     def _check_timestamps(self, timestamps: torch.Tensor, B: int, T: int) -> None:
         if timestamps.shape != (B, T, 2):
@@ -111,7 +107,7 @@ class InputEmbedding(nn.Module):
         h = h + pos_s.view(1, 1, H, W, d) + pos_t.view(1, T, 1, 1, d)  # (B, T, H, W, d)
         if timestamps is not None:
             last = timestamps[:, p - 1 :: p]  # (B, T, 2): the calendar of each token's last step
-            cal = self.weekday(last[..., 0].long()) + self.slot(last[..., 1].long())  # (B, T, d)
+            cal = self.calendar(last)  # (B, T, d)
             h = h + cal.view(B, T, 1, 1, d)  # (B, T, H, W, d)
         return self.drop(self.norm(h))  # (B, T, H, W, d)
 
