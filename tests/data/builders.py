@@ -102,6 +102,8 @@ def dataset_cfg(sources: dict[str, dict], **kwargs: Any) -> dict[str, Any]:
         "target": None,
         "few_shot_sampling": "head",
         "zero_shot_scaler": "inputs",
+        "zero_shot_calibration_steps": 12,
+        "allow_gaps": False,
         "min_grid": 1,
         "sources": sources,
     }

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from vlm4st.baselines import evaluate_baselines
 from vlm4st.data import build_datamodule
-from vlm4st.training.metrics import ForecastMetrics
+from vlm4st.evaluation.baselines import evaluate_baselines
+from vlm4st.evaluation.metrics import ForecastMetrics
 
 from .builders import dataset_cfg, source_cfg, synthetic_sources
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from vlm4st import CONF_DIR
 from vlm4st.config import compose
 from vlm4st.data import DataFileError, build_datamodule
 
@@ -66,3 +68,20 @@ def test_unist_config_reads_a_json_and_caches_it(tmp_path) -> None:
 def test_unist_config_demands_a_path(tmp_path) -> None:
     with pytest.raises(MissingMandatoryValue, match=r"sources\.unist\.path"):
         build(["dataset=unist", "dataset.sources.unist.timestamp_format=pairs"], tmp_path)
+
+
+@pytest.mark.parametrize("name", ["synthetic", "taxinyc", "bikenyc", "multi", "unist"])
+def test_every_dataset_file_sets_the_integrity_keys(name) -> None:
+    cfg = OmegaConf.load(CONF_DIR / "dataset" / f"{name}.yaml")
+    assert cfg.allow_gaps is False
+    assert cfg.zero_shot_calibration_steps >= cfg.t_in
+    for node in cfg.sources.values():
+        if node._target_ == "vlm4st.data.SeriesReader":
+            assert node.timestamps_key == "timestamps" and node.generate_timestamps is None
+
+
+def test_zero_shot_nyc_target_scores_after_its_calibration_day(shared_data, tmp_path) -> None:
+    dm = build(["dataset=multi", "shot_ratio=zero", "dataset.target=bikenyc"], tmp_path)
+    ds = dm.by_name["bikenyc"]
+    assert ds.available["test"] == 1148 and len(ds.windows["test"]) == 1148 - 2 * (48 - 6)
+    assert len(ds.scaler_frames) == 2 * 48 and set(ds.windows) == {"test"}

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from vlm4st.config import ConfigError
-from vlm4st.data import DataValueError, build_datamodule
+from vlm4st.data import DataMismatchError, DataValueError, build_datamodule
 from vlm4st.data.sampling import epoch_plan, few_shot_positions
 
-from .builders import dataset_cfg, series, source_cfg, synthetic_sources
+from .builders import dataset_cfg, series, source_cfg, stamps_for, synthetic_sources
 
 KEYS = {"x", "y", "timestamps", "target_timestamps", "task_id", "channel", "index", "dataset"}
 
@@ -115,7 +115,7 @@ def test_few_shot_random_is_seeded_and_exact() -> None:
 
 def test_few_shot_head_interleaves_channels_in_time_order(tmp_path) -> None:
     path = tmp_path / "two.npz"
-    np.savez(path, data=series(T=60, C=2))
+    np.savez(path, data=series(T=60, C=2), timestamps=stamps_for(60))
     cfg = dataset_cfg(
         {"two": source_cfg("SeriesReader", path=str(path)), "c0": synthetic_sources(1)["c0"]}, target="two"
     )
@@ -135,9 +135,9 @@ def test_zero_shot_never_touches_target_train_or_val(monkeypatch) -> None:
     reads = []
     original = synthetic.SyntheticCityReader.read
 
-    def spy(self, window_len, splits):
+    def spy(self, window_len, splits, allow_gaps):
         reads.append((self.name, tuple(splits)))
-        return original(self, window_len, splits)
+        return original(self, window_len, splits, allow_gaps)
 
     monkeypatch.setattr(synthetic.SyntheticCityReader, "read", spy)
     dm = module(ratio=0.0, target="c2")
@@ -152,9 +152,8 @@ def test_zero_shot_never_touches_target_train_or_val(monkeypatch) -> None:
     assert all(b["dataset"] != "c2" for b in dm.train_batches(0, 8))
     assert {("c2", "train"), ("c2", "val")}.isdisjoint(dm.accessed)
     ds = dm.by_name["c2"]
-    assert ds.scaler_fit == "input frames of the test windows"
-    inputs = ds.windows["test"].frame_indices(3)
-    assert float(ds.frames[torch.from_numpy(inputs)].max()) == pytest.approx(1.0)
+    assert ds.scaler_fit.startswith("calibration prefix")
+    assert float(ds.frames[torch.from_numpy(ds.scaler_frames)].max()) == pytest.approx(1.0)
     with pytest.raises(KeyError):
         next(dm.eval_batches("c2", "val", 8))
 
@@ -223,13 +222,13 @@ def test_eval_batches_are_in_order_and_shard_contiguously() -> None:
 
 def test_verify_state_dict_accepts_itself_and_rejects_other_datasets() -> None:
     dm = module()
-    dm.verify_state_dict(dm.state_dict())
+    dm.verify_state_dict(dm.state_dict(), source="ckpt.pt")
     state = dm.state_dict()
-    with pytest.raises(ConfigError, match="task-id order"):
-        dm.verify_state_dict(state | {"datasets": state["datasets"][::-1]})
+    with pytest.raises(DataMismatchError, match=r"ckpt\.pt: datasets \(names in task-id order\) differs"):
+        dm.verify_state_dict(state | {"datasets": state["datasets"][::-1]}, source="ckpt.pt")
     other = module(scaler={"fit_on": "all"}).state_dict()
-    with pytest.raises(ConfigError, match="scaler"):
-        dm.verify_state_dict(other)
+    with pytest.raises(DataMismatchError, match=r"datasets\.c0\.layout\.scaler_on differs: stored 'all'"):
+        dm.verify_state_dict(other, source="ckpt.pt")
 
 
 @pytest.mark.parametrize(

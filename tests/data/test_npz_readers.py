@@ -11,6 +11,7 @@ from vlm4st.data.windows import split_counts
 from .builders import N_SPLIT, T_WIN, series, stamps_for, stored_windows, write_window_npz
 
 SPLITS = ("train", "val", "test")
+TS20 = stamps_for(20)
 
 
 def gather(data, split, length):
@@ -45,7 +46,7 @@ def test_series_windows_follow_the_series(tmp_path, suffix, C) -> None:
     path = tmp_path / f"city{suffix}"
     if suffix == ".npy":
         np.save(path, s[:, 0] if C == 1 else s)  # (T, H, W) or (T, C, H, W)
-        reader = SeriesReader(str(path), start_weekday=2, start_slot=40)
+        reader = SeriesReader(str(path), generate_timestamps={"start_weekday": 2, "start_slot": 40})
     else:
         np.savez(path, data=s, timestamps=stamps_for(T))
         reader = SeriesReader(str(path))
@@ -109,8 +110,9 @@ def test_missing_file_names_path_and_key(tmp_path) -> None:
     ("arrays", "error", "match"),
     [
         ({"other": np.zeros((20, 3, 4))}, DataFormatError, "missing key 'data'"),
-        ({"data": np.zeros((20, 3))}, DataFormatError, r"expected a \(T, H, W\) or \(T, C, H, W\)"),
-        ({"data": np.zeros((4, 3, 4))}, DataValueError, "shorter than one window"),
+        ({"data": np.zeros((20, 3)), "timestamps": TS20}, DataFormatError, r"expected a \(T, H, W\) or \(T, C, H, W\)"),
+        ({"data": np.zeros((4, 3, 4)), "timestamps": TS20[:4]}, DataValueError, "shorter than one window"),
+        ({"data": np.zeros((20, 3, 4))}, DataFormatError, r"no key 'timestamps' .*set timestamps_key"),
         ({"data": np.zeros((20, 3, 4)), "timestamps": np.zeros((19, 2))}, DataFormatError, "timestamps have shape"),
         ({"data": np.zeros((20, 3, 4)), "steps_per_day": np.int32(24)}, DataValueError, "steps_per_day=24"),
         ({"data": np.zeros((20, 3, 4)), "timestamps": np.full((20, 2), 0.5)}, DataValueError, "integers"),

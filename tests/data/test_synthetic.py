@@ -10,8 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from vlm4st import CONF_DIR
-from vlm4st.baselines import evaluate_baselines
 from vlm4st.data import DataValueError, build_datamodule, generate_city
+from vlm4st.evaluation.baselines import evaluate_baselines
 
 from .builders import dataset_cfg
 

@@ -11,6 +11,7 @@ import pytest
 from vlm4st.data import DataFileError, DataFormatError, DataValueError, UniSTJsonReader
 from vlm4st.data import unist_json as unist_module
 from vlm4st.data.jsonscan import JsonIndex
+from vlm4st.data.timestamps import decode_datetime, decode_halfhour_index
 
 from .builders import N_SPLIT, T_WIN, stored_windows, write_unist_json
 
@@ -49,25 +50,35 @@ def test_load_period_returns_the_period_arrays(tmp_path) -> None:
     np.testing.assert_array_equal(period[:, 1], parts["train"]["x"] * 0.5)
 
 
-def test_datetime_slots_follow_the_step_length(tmp_path) -> None:
+def _chars(strings: list[str]) -> np.ndarray:
+    return np.frombuffer("".join(strings).encode(), dtype=np.uint8).reshape(len(strings), 19)
+
+
+def test_datetime_slots_follow_the_step_length() -> None:
+    chars = _chars(["2013-06-01 00:00:00", "2013-06-01 13:59:00", "2013-06-03 23:30:00"])  # Sat, Sat, Mon
+    assert decode_datetime(chars, 48, "f", "t").tolist() == [[5, 0], [5, 27], [0, 47]]
+    assert decode_datetime(chars, 24, "f", "t").tolist() == [[5, 0], [5, 13], [0, 23]]
+
+
+def test_datetime_windows_are_checked_at_the_step_length(tmp_path) -> None:
     path = tmp_path / "Hourly_short.json"
-    x = np.ones((1, 3, 2, 2)).tolist()
-    stamps = [["2013-06-01 00:00:00", "2013-06-01 13:59:00", "2013-06-03 23:30:00"]]  # Sat, Sat, Mon
-    doc = {f"X_{s}": x for s in SPLITS} | {"timestamps": {s: stamps for s in SPLITS}}
+    stamps = [["2013-06-01 22:00:00", "2013-06-01 23:00:00", "2013-06-02 00:00:00"]]  # Sat 22h .. Sun 0h
+    doc = {f"X_{s}": np.ones((1, 3, 2, 2)).tolist() for s in SPLITS} | {"timestamps": {s: stamps for s in SPLITS}}
     path.write_text(json.dumps(doc))
-    data30 = UniSTJsonReader(str(path), "datetime", steps_per_day=48).read(3, ["test"])
-    data60 = UniSTJsonReader(str(path), "datetime", steps_per_day=24).read(3, ["test"])
-    assert data30.stamps.tolist() == [[5, 0], [5, 27], [0, 47]]
-    assert data60.stamps.tolist() == [[5, 0], [5, 13], [0, 23]]
+    data = UniSTJsonReader(str(path), "datetime", steps_per_day=24).read(3, ["test"])
+    assert data.stamps.tolist() == [[5, 22], [5, 23], [6, 0]]
+    with pytest.raises(DataValueError, match=r"timestamps\.test: window 0, step 1 .*expected \[5, 45\], found \[5, 46"):
+        UniSTJsonReader(str(path), "datetime", steps_per_day=48).read(3, ["test"])  # hourly stamps at 30 min
 
 
 def test_halfhour_index_zero_is_a_wednesday(tmp_path) -> None:
+    assert decode_halfhour_index(np.array([0, 49, 336 + 47]), 48, "f", "t").tolist() == [[2, 0], [3, 1], [2, 47]]
     path = tmp_path / "Crowd_short.json"
     doc = {f"X_{s}": np.ones((1, 3, 2, 2)).tolist() for s in SPLITS}
-    doc["timestamps"] = {s: [[0, 49, 336 + 47]] for s in SPLITS}
+    doc["timestamps"] = {s: [[335, 336, 337]] for s in SPLITS}  # Tuesday 23:30 .. Wednesday 00:30
     path.write_text(json.dumps(doc))
     data = UniSTJsonReader(str(path), "halfhour_index").read(3, ["val"])
-    assert data.stamps.tolist() == [[2, 0], [3, 1], [2, 47]]
+    assert data.stamps.tolist() == [[1, 47], [2, 0], [2, 1]]
 
 
 def test_cache_second_load_does_not_parse_and_changed_file_invalidates(tmp_path, monkeypatch) -> None:

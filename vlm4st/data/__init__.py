@@ -22,6 +22,7 @@ _EXPORTS = {
     "DataFileError": "errors",
     "DataFormatError": "errors",
     "DataValueError": "errors",
+    "DataMismatchError": "errors",
     "UniSTJsonReader": "unist_json",
     "WindowNpzReader": "npz",
     "SeriesReader": "npz",
@@ -38,6 +39,7 @@ __all__ = [
     "DataError",
     "DataFileError",
     "DataFormatError",
+    "DataMismatchError",
     "DataModule",
     "DataValueError",
     "GridData",
@@ -67,7 +69,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from vlm4st.data.build import build_datamodule
-    from vlm4st.data.errors import DataError, DataFileError, DataFormatError, DataValueError
+    from vlm4st.data.errors import DataError, DataFileError, DataFormatError, DataMismatchError, DataValueError
     from vlm4st.data.module import DataModule
     from vlm4st.data.npz import SeriesReader, WindowNpzReader
     from vlm4st.data.prepared import PreparedDataset

@@ -4,7 +4,9 @@ config groups into a ``DataModule``.
 Readers are built from ``dataset.sources.<name>`` with ``vlm4st.config.instantiate``; the order of
 ``sources`` is the task-id order. Each reader gets its source name, the config key of its file (for error
 messages), the dataset-level ``steps_per_day`` unless the source sets its own, and the run's cache folder
-where the source leaves ``cache_dir`` null.
+where the source leaves ``cache_dir`` null. Every reader is read with the dataset-level ``allow_gaps`` and
+states its content fingerprint (sha256 of the file, or of the generating parameters), which the data module's
+``state_dict`` stores with the window settings.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vlm4st.config import ConfigError, instantiate
+from vlm4st.data.calibration import CONFIG_KEY as CALIBRATION_KEY
 from vlm4st.data.errors import DataError
+from vlm4st.data.fingerprint import array_sha256
 from vlm4st.data.module import DataModule
 from vlm4st.data.prepared import prepare, validate
 from vlm4st.data.records import SPLITS
@@ -31,6 +35,18 @@ def _choice(cfg: Mapping, key: str, options: tuple[str, ...], default: str) -> s
     value = cfg.get(key, default)
     if value not in options:
         raise ConfigError(f"dataset.{key}={value!r}; expected one of {list(options)}")
+    return value
+
+
+def _required(cfg: Mapping, key: str, kind: type) -> Any:
+    """A dataset key that has no default in code: present in the config and of the expected type."""
+    if key not in cfg:
+        raise ConfigError(f"dataset.{key} is missing; each conf/dataset file sets it (conf/dataset/synthetic.yaml)")
+    value = cfg[key]
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"dataset.{key}={value!r}; expected an integer")
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"dataset.{key}={value!r}; expected true or false")
     return value
 
 
@@ -73,6 +89,13 @@ def build_datamodule(
     zero_scaler = _choice(dataset_cfg, "zero_shot_scaler", ("inputs", "train"), "inputs")
     min_grid = _grid_pair(dataset_cfg.get("min_grid", 1), "dataset.min_grid")
     steps_per_day = int(dataset_cfg.get("steps_per_day", 48))
+    allow_gaps = _required(dataset_cfg, "allow_gaps", bool)
+    calibration_steps = _required(dataset_cfg, "zero_shot_calibration_steps", int)
+    if calibration_steps < t_in:
+        raise ConfigError(
+            f"{CALIBRATION_KEY}={calibration_steps}; expected >= dataset.t_in={t_in} (the prefix must hold an input "
+            "window)"
+        )
 
     datasets, accessed = [], set()
     for task_id, name in enumerate(sources):
@@ -82,7 +105,7 @@ def build_datamodule(
         if zero_target:  # never read the target's train/val windows unless the UniST-style scaler is asked for
             splits = ("train", "test") if zero_scaler == "train" else ("test",)
         reader = _reader(node, name, steps_per_day, cache_dir)
-        data = reader.read(t_in + t_out, splits)
+        data = reader.read(t_in + t_out, splits, allow_gaps=allow_gaps)
         accessed.update((name, s) for s in data.windows)
         model_hw = target_size(dataset_cfg.get("resize_to"), data.grid, data.source)
         validate(data, min_grid, model_hw)
@@ -91,7 +114,7 @@ def build_datamodule(
             positions = few_shot_positions(data.windows["train"], ratio, sampling, seed)
         scaler_on = fit_on
         if zero_target:  # the target's own training data is off limits unless explicitly opted in
-            scaler_on = "inputs" if zero_scaler == "inputs" else "train"
+            scaler_on = "calibration" if zero_scaler == "inputs" else "train"
         ds = prepare(
             data,
             task_id,
@@ -102,9 +125,27 @@ def build_datamodule(
             positions,
             scaler_on,
             per_channel,
+            calibration_steps,
         )
         if zero_target:
             ds.windows = {"test": ds.windows["test"]}  # the scaler-only train split is not served
+        ds.fingerprint = dict(reader.fingerprint())
+        few_target = mode == "few" and name == target
+        ds.layout = {
+            "t_in": t_in,
+            "t_out": t_out,
+            **data.layout,
+            "allow_gaps": allow_gaps,
+            "shot_ratio": ratio if name == target else 1.0,
+            "few_shot_sampling": sampling if few_target else None,
+            "few_shot_seed": seed if few_target and sampling == "random" else None,
+            "scaler_on": scaler_on,
+            "per_channel": per_channel,
+            "calibration_steps": calibration_steps if scaler_on == "calibration" else None,
+            "windows": {s: len(w) for s, w in ds.windows.items()},
+            "available": dict(ds.available),
+            "starts_sha256": {s: array_sha256(w.starts, w.channel, w.ids) for s, w in ds.windows.items()},
+        }
         datasets.append(ds)
         log.info("dataset %s (task %d): %s", name, task_id, {s: len(w) for s, w in ds.windows.items()})
     resize_to = dataset_cfg.get("resize_to")
@@ -114,6 +155,8 @@ def build_datamodule(
         "per_channel": per_channel,
         "few_shot_sampling": sampling,
         "zero_shot_scaler": zero_scaler,
+        "zero_shot_calibration_steps": calibration_steps,
+        "allow_gaps": allow_gaps,
         "ratio": ratio,
         "resize_to": OmegaConf.to_object(resize_to) if isinstance(resize_to, ListConfig) else resize_to,
     }
@@ -129,6 +172,6 @@ def _reader(node: DictConfig, name: str, steps_per_day: int, cache_dir: str | No
     try:
         return instantiate(node, path=f"dataset.sources.{name}", **kwargs)
     except InstantiationException as err:  # surface the reader's own DataError, not Hydra's wrapper
-        if isinstance(err.__cause__, DataError):
+        if isinstance(err.__cause__, (DataError, ConfigError)):
             raise err.__cause__ from None
         raise

@@ -27,3 +27,8 @@ class DataFormatError(DataError):
 class DataValueError(DataError):
     """Well-formed content with unusable values: NaN/Inf, a constant series, timestamps out of range,
     windows longer than the data, a grid smaller than the configured minimum."""
+
+
+class DataMismatchError(DataError):
+    """The data a run rebuilt differs from the data a checkpoint was made with (another file, other windows,
+    another scaler); ``source`` is the checkpoint, the message names the differing key, stored and current."""

@@ -7,18 +7,27 @@ raw-scale targets on the native grid. Every batch holds one dataset's windows (o
 
 Shot protocols (``shot_ratio.ratio``): ``1.0`` every dataset fully; in (0, 1) the target contributes its first
 (or a seeded random) ``max(1, floor(n_train * ratio))`` training windows; ``0.0`` the target is read test-only,
-absent from training and validation, and its scaler is fitted on the T_in input frames of its test windows
-(``zero_shot_scaler: inputs``). ``accessed`` records every (dataset, split) whose windows were materialised.
+absent from training and validation. With ``zero_shot_scaler: inputs`` its scaler is fitted on a calibration
+prefix, the first ``zero_shot_calibration_steps`` frames of its test period, and only the test windows whose
+targets all lie after the prefix are scored: fitting on the inputs of every test window would fit on scored
+values, since with stride-1 windows one window's inputs are an earlier window's targets. ``zero_shot_scaler:
+train`` (opt-in) fits on the target's training split and scores every test window. ``accessed`` records every
+(dataset, split) whose windows were materialised.
+
+``state_dict`` stores what a rebuilt run must reproduce: per dataset its name, task id, content fingerprint
+(sha256 of the data file, or of the generating parameters), scaler, grids and window layout (t_in, t_out,
+split ratios, stride, shot ratio, selection, calibration, window counts and a hash of the window starts).
+``verify_state_dict`` raises ``DataMismatchError`` naming the first key that differs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 
-from vlm4st.config import ConfigError
+from vlm4st.data.errors import DataMismatchError
 from vlm4st.data.prepared import PreparedDataset
 from vlm4st.data.sampling import epoch_plan, eval_chunks
 
@@ -119,7 +128,8 @@ class DataModule:
 
     # -- checkpoints and reporting ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Plain data for checkpoints: dataset list (task ids), scalers, grids, protocol."""
+        """Plain data for checkpoints: protocol, and per dataset (task-id order) everything that shapes its
+        batches: content fingerprint, scaler, grids, window layout."""
         return {
             "mode": self.mode,
             "target": self.target,
@@ -129,30 +139,46 @@ class DataModule:
                 {
                     "name": d.name,
                     "task_id": d.task_id,
+                    "role": d.role,
+                    "fingerprint": dict(d.fingerprint),
                     "scaler": d.scaler.state_dict(),
+                    "scaler_fit": d.scaler_fit,
                     "native_hw": list(d.native_hw),
                     "model_hw": list(d.model_hw),
                     "channels": d.n_channels,
                     "steps_per_day": d.steps_per_day,
+                    "layout": _plain(d.layout),
                 }
                 for d in self.datasets
             ],
         }
 
-    def verify_state_dict(self, state: dict[str, Any]) -> None:
-        """Raise ``ConfigError`` unless ``state`` (from a checkpoint) describes these datasets: same names in the
-        same task-id order, the same windows and grids, the same scalers (so normalised outputs mean the same)."""
-        mine, theirs = self.state_dict(), state
-        for key in ("t_in", "t_out"):
-            if mine[key] != theirs.get(key):
-                raise ConfigError(f"checkpoint has dataset.{key}={theirs.get(key)}, this run {mine[key]}")
-        names = [d["name"] for d in theirs.get("datasets", [])]
-        if names != self.names:
-            raise ConfigError(f"checkpoint datasets (task-id order) {names} differ from dataset.sources {self.names}")
-        for a, b in zip(mine["datasets"], theirs["datasets"]):
-            for key in ("task_id", "model_hw", "channels", "scaler"):
-                if a[key] != b[key]:
-                    raise ConfigError(f"dataset '{a['name']}': checkpoint {key}={b[key]}, this run {a[key]}")
+    def content_hashes(self) -> dict[str, str]:
+        """``{dataset name: sha256}`` of every data file of the run (generated data: of its parameters), in
+        task-id order; a cache key built from them changes when any file's bytes change."""
+        return {d.name: d.fingerprint["sha256"] for d in self.datasets}
+
+    def verify_state_dict(self, stored: Mapping[str, Any], source: str, scope: str = "all") -> None:
+        """Raise ``DataMismatchError`` unless ``stored`` (a checkpoint's ``state_dict``) describes this data.
+
+        ``source`` names where ``stored`` comes from (the checkpoint path) in the error. ``scope``: ``all`` (a
+        ``task=test`` rebuild: every key must match) or ``sources`` (a reused source-stage checkpoint: the task-id
+        order, t_in/t_out and every dataset except this run's target must match; the target and the shot
+        protocol may differ). The message names the first differing key with its stored and current values.
+        """
+        if scope not in ("all", "sources"):
+            raise ValueError(f"scope={scope!r}; expected 'all' or 'sources'")
+        current = self.state_dict()
+        keys = ["t_in", "t_out"] + (["mode", "target"] if scope == "all" else [])
+        for key in keys:
+            _compare(stored.get(key), current[key], key, source)
+        names = [d.get("name") for d in stored.get("datasets", [])]
+        _compare(names, self.names, "datasets (names in task-id order)", source)
+        for old, new in zip(stored["datasets"], current["datasets"]):
+            if scope == "sources" and new["name"] == self.target:
+                continue
+            for key in sorted(set(old) | set(new)):
+                _compare(old.get(key), new.get(key), f"datasets.{new['name']}.{key}", source)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -186,8 +212,9 @@ class DataModule:
         rows = []
         for d in self.datasets:
             n = {s: (str(len(d.windows[s])) if s in d.windows else "-") for s in ("train", "val", "test")}
-            if "train" in d.windows and len(d.windows["train"]) != d.available["train"]:
-                n["train"] += f"/{d.available['train']}"
+            for split in ("train", "test"):  # few-shot share / zero-shot calibration: served of available
+                if split in d.windows and len(d.windows[split]) != d.available[split]:
+                    n[split] += f"/{d.available[split]}"
             scale = "; ".join(f"{lo:g}..{hi:g}" for lo, hi in zip(d.scaler.minimum, d.scaler.maximum))
             rows.append(
                 [
@@ -211,3 +238,25 @@ class DataModule:
         proto = f"mode={self.mode} target={self.target} t_in={self.t_in} t_out={self.t_out}"
         evals = f"train={self.train_names()} val={self.eval_names('val')} test={self.eval_names('test')}"
         return "\n".join([proto, evals, *lines])
+
+
+def _plain(value: Any) -> Any:
+    """Nested dicts/lists of numpy scalars -> plain Python values (checkpoints load with ``weights_only``)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return value.item()
+    return value
+
+
+def _compare(stored: Any, current: Any, key: str, source: str) -> None:
+    """Raise naming ``key`` (a dotted path) when ``stored`` differs from ``current``; dicts are compared per key
+    so the message names the innermost differing entry."""
+    if isinstance(stored, Mapping) and isinstance(current, Mapping):
+        for k in sorted(set(stored) | set(current), key=str):
+            _compare(stored.get(k), current.get(k), f"{key}.{k}", source)
+        return
+    if stored != current:
+        raise DataMismatchError(source, f"{key} differs: stored {stored!r}, current {current!r}")

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import numpy as np
 from numpy.lib.npyio import NpzFile
 
 from vlm4st.data.errors import DataFileError, DataFormatError, DataValueError
+from vlm4st.data.fingerprint import file_fingerprint
 from vlm4st.data.records import GridData, check_splits, resolve_path
 from vlm4st.data.timestamps import as_integers, generate
 from vlm4st.data.windows import from_series, from_stored
+from vlm4st.errors import ConfigError
 
 
 def _open(path: Path, source: str):
@@ -51,7 +53,13 @@ class WindowNpzReader:
     def source(self) -> str:
         return str(self.path)
 
-    def read(self, window_len: int, splits: Collection[str]) -> GridData:
+    def fingerprint(self) -> dict[str, str]:
+        """The sha256 of the file's bytes (what a checkpoint compares)."""
+        return file_fingerprint(self.path)
+
+    def read(self, window_len: int, splits: Collection[str], allow_gaps: bool = False) -> GridData:
+        """The requested splits; every stored window must advance one step per frame (``allow_gaps`` has nothing
+        to relax: stored rows are separate samples, and no window may span a gap)."""
         splits = check_splits(splits, self.source)
         z = _open(self.path, self.source)
         if not isinstance(z, NpzFile):
@@ -74,9 +82,11 @@ class WindowNpzReader:
 class SeriesReader:
     """A raw series (T, H, W) or (T, C, H, W) from ``.npy`` or ``.npz`` (array under ``key``), cut into windows.
 
-    Timestamps come from ``timestamps_key`` (T, 2) when the ``.npz`` holds it, else they are generated from
-    ``start_weekday``/``start_slot``. Split: chronological on the window index, ratios ``train_ratio``/
-    ``val_ratio``/rest (6:2:2 by default, as UniFlow and the shared NYC files).
+    Timestamps are the (T, 2) ``[weekday, slot]`` array under ``timestamps_key``; a file without it is refused
+    unless ``generate_timestamps`` = ``{start_weekday, start_slot}`` asks for consecutive stamps from that start
+    (the only way for ``.npy`` files, which hold one array). A file that holds stamps never gets generated ones.
+    Split: chronological on the window index, ratios ``train_ratio``/``val_ratio``/rest (6:2:2 by default, as
+    UniFlow and the shared NYC files).
     """
 
     def __init__(
@@ -84,8 +94,7 @@ class SeriesReader:
         path: str,
         key: str = "data",
         timestamps_key: str = "timestamps",
-        start_weekday: int = 0,
-        start_slot: int = 0,
+        generate_timestamps: Mapping[str, int] | None = None,
         steps_per_day: int = 48,
         train_ratio: float = 0.6,
         val_ratio: float = 0.2,
@@ -96,11 +105,9 @@ class SeriesReader:
         self.name, self.config_key = name, config_key
         self.path = resolve_path(path, data_dir, config_key, name)
         self.key, self.timestamps_key = key, timestamps_key
-        self.start_weekday, self.start_slot = int(start_weekday), int(start_slot)
         self.steps_per_day = int(steps_per_day)
         self.train_ratio, self.val_ratio = float(train_ratio), float(val_ratio)
-        if not (0 <= self.start_weekday < 7 and 0 <= self.start_slot < self.steps_per_day):
-            raise DataValueError(self.source, f"start_weekday/start_slot out of range for {self.config_key}")
+        self.generated_start = self._generated_start(generate_timestamps)
 
     @property
     def source(self) -> str:
@@ -109,8 +116,27 @@ class SeriesReader:
     def _node(self, leaf: str) -> str:
         return (self.config_key.rsplit(".", 1)[0] + "." if "." in self.config_key else "") + leaf
 
-    def read(self, window_len: int, splits: Collection[str]) -> GridData:
-        series, stamps = self._load()
+    def _generated_start(self, spec: Mapping[str, int] | None) -> tuple[int, int] | None:
+        """``(start_weekday, start_slot)`` of generated stamps, or None when the file must hold its stamps."""
+        if spec is None:
+            return None
+        key = self._node("generate_timestamps")
+        if not isinstance(spec, Mapping) or set(spec) != {"start_weekday", "start_slot"}:
+            raise ConfigError(f"{key}={spec!r}; expected null or {{start_weekday: 0..6, start_slot: 0..}}")
+        weekday, slot = int(spec["start_weekday"]), int(spec["start_slot"])
+        if not 0 <= weekday < 7:
+            raise ConfigError(f"{key}.start_weekday={weekday}; expected 0..6 (Monday = 0)")
+        if not 0 <= slot < self.steps_per_day:
+            raise ConfigError(f"{key}.start_slot={slot}; expected 0..{self.steps_per_day - 1} (steps_per_day)")
+        return weekday, slot
+
+    def fingerprint(self) -> dict[str, str]:
+        """The sha256 of the file's bytes (what a checkpoint compares)."""
+        return file_fingerprint(self.path)
+
+    def read(self, window_len: int, splits: Collection[str], allow_gaps: bool = False) -> GridData:
+        """Windows of the requested splits; with ``allow_gaps`` only inside the series' gap-free runs."""
+        series, stamps, stamps_key = self._load()
         if series.ndim == 3:
             series = series[:, None]  # (T, 1, H, W)
         if series.ndim != 4:
@@ -125,15 +151,20 @@ class SeriesReader:
             self.train_ratio,
             self.val_ratio,
             self.steps_per_day,
+            allow_gaps,
+            stamps_key,
         )
 
-    def _load(self) -> tuple[np.ndarray, np.ndarray]:
+    def _load(self) -> tuple[np.ndarray, np.ndarray, str]:
+        """The series, its (T, 2) stamps and the name of the stamps for error messages."""
         z = _open(self.path, self.source)
+        files: list[str] = []
         if isinstance(z, NpzFile):
             with z:
+                files = sorted(z.files)
                 if self.key not in z.files:
                     raise DataFormatError(
-                        self.source, f"missing key '{self.key}' (set {self._node('key')}); found {sorted(z.files)}"
+                        self.source, f"missing key '{self.key}' (set {self._node('key')}); found {files}"
                     )
                 _check_scalar(z, "steps_per_day", self.steps_per_day, self.source, self._node("steps_per_day"))
                 series = z[self.key]
@@ -142,8 +173,21 @@ class SeriesReader:
             series, stamps = np.asarray(z), None
         if not np.issubdtype(series.dtype, np.number):
             raise DataFormatError(self.source, f"'{self.key}' holds {series.dtype} values; expected numbers")
-        if stamps is None:
-            stamps = generate(len(series), self.start_weekday, self.start_slot, self.steps_per_day)
-        else:
-            stamps = as_integers(stamps, self.source, self.timestamps_key)
-        return series, stamps
+        gen_key = self._node("generate_timestamps")
+        if stamps is not None:
+            if self.generated_start is not None:
+                raise DataFormatError(
+                    self.source,
+                    f"the file holds timestamps under '{self.timestamps_key}' but {gen_key} asks for generated "
+                    f"ones; set {gen_key}=null to use the file's stamps",
+                )
+            return series, as_integers(stamps, self.source, self.timestamps_key), self.timestamps_key
+        if self.generated_start is None:
+            where = f"no key '{self.timestamps_key}' (found {files})" if files else "no timestamps (a .npy file)"
+            raise DataFormatError(
+                self.source,
+                f"{where}; set {self._node('timestamps_key')} to the key of the (T, 2) [weekday, slot] stamps, "
+                f"or {gen_key}={{start_weekday: .., start_slot: ..}} to generate consecutive stamps",
+            )
+        weekday, slot = self.generated_start
+        return series, generate(len(series), weekday, slot, self.steps_per_day), "generated timestamps"

@@ -1,18 +1,21 @@
 """A dataset ready for the model: normalised frames on the model grid, windows per split, batch gathering.
 
 ``prepare`` turns a reader's ``GridData`` into a ``PreparedDataset``: validate, pick few-shot windows, resize
-(optional), fit the scaler on the frames the protocol allows, normalise. Batches are one fancy-index into the
-frame store: ``frames[starts[:, None] + arange(L)]`` -> (B, L, H, W).
+(optional), fit the scaler on the frames the protocol allows, normalise. A zero-shot target's scaler is fitted
+on the calibration prefix of its test period, and the test windows whose targets overlap the prefix are not
+served (``vlm4st.data.calibration``). Batches are one fancy-index into the frame store:
+``frames[starts[:, None] + arange(L)]`` -> (B, L, H, W).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from vlm4st.data.calibration import calibration_split
 from vlm4st.data.errors import DataValueError
 from vlm4st.data.records import GridData, Windows
 from vlm4st.data.resize import resize_frames, resize_maps
@@ -36,12 +39,15 @@ class PreparedDataset:
     available: dict[str, int]  # windows per split as read (before selection)
     scaler: MinMaxScaler
     scaler_fit: str  # which frames the scaler was fitted on
+    scaler_frames: np.ndarray  # (K,) int64 indices into ``frames`` the scaler was fitted on
     n_channels: int
     steps_per_day: int
     native_hw: tuple[int, int]
     model_hw: tuple[int, int]
     t_in: int
     t_out: int
+    fingerprint: dict[str, str] = field(default_factory=dict)  # content hash of the data file / generating config
+    layout: dict[str, Any] = field(default_factory=dict)  # how the windows were cut and selected (see build)
 
     def batch(self, split: str, positions: np.ndarray, with_real: bool = False) -> dict[str, Any]:
         """The windows at ``positions`` of ``split`` as a batch dict (see ``DataModule``)."""
@@ -124,9 +130,11 @@ def prepare(
     train_positions: np.ndarray | None,
     scaler_on: str,
     per_channel: bool,
+    calibration_steps: int,
 ) -> PreparedDataset:
-    """Select, resize, fit the scaler and normalise. ``scaler_on``: ``train`` | ``all`` | ``inputs`` (the T_in
-    history frames of the test windows, for zero-shot targets)."""
+    """Select, resize, fit the scaler and normalise. ``scaler_on``: ``train`` | ``all`` | ``calibration`` (the
+    first ``calibration_steps`` frames of the test period, for zero-shot targets; the test windows whose
+    targets overlap them are dropped)."""
     windows = dict(data.windows)
     available = {s: len(w) for s, w in windows.items()}
     if train_positions is not None:
@@ -135,10 +143,23 @@ def prepare(
     frames = resize_frames(raw, model_hw)  # (F, h, w)
     if scaler_on == "train":
         fit_idx, what = windows["train"].frame_indices(t_in + t_out), "training frames"
-    elif scaler_on == "inputs":
-        fit_idx, what = windows["test"].frame_indices(t_in), "input frames of the test windows"
-    else:
+    elif scaler_on == "calibration":
+        fit_idx, scored = calibration_split(
+            windows["test"],
+            data.stamps,
+            t_in,
+            data.window_capacity,
+            calibration_steps,
+            data.steps_per_day,
+            data.layout.get("kind") == "series",  # a layout a reader did not declare gets the stored-window check
+            data.source,
+        )
+        windows["test"] = windows["test"].subset(scored)
+        what = f"calibration prefix (first {calibration_steps} frames of the test period, never scored)"
+    elif scaler_on == "all":
         fit_idx, what = np.arange(len(frames)), "frames of all splits"
+    else:
+        raise ValueError(f"scaler_on={scaler_on!r}; expected train | all | calibration")
     scaler = MinMaxScaler.fit(
         frames[fit_idx], data.frame_channel[fit_idx], data.n_channels, per_channel, data.source, what
     )
@@ -161,6 +182,7 @@ def prepare(
         available=available,
         scaler=scaler,
         scaler_fit=what,
+        scaler_frames=np.asarray(fit_idx, dtype=np.int64),
         n_channels=data.n_channels,
         steps_per_day=data.steps_per_day,
         native_hw=data.grid,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,8 @@ class GridData:
 
     Only the splits a caller asked for are present in ``windows`` (zero-shot targets are read test-only).
     ``window_capacity`` is the longest window the frames allow from every start (the stored window length of
-    windowed files; the requested length for raw series).
+    windowed files; the requested length for raw series). ``layout`` records how the windows were cut (kind
+    ``series`` or ``stored``, stride, split ratios, gap policy), for checkpoints to compare.
     """
 
     name: str
@@ -59,6 +61,7 @@ class GridData:
     steps_per_day: int
     window_capacity: int
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    layout: dict[str, Any] = field(default_factory=dict)
 
     @property
     def grid(self) -> tuple[int, int]:

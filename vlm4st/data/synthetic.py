@@ -17,10 +17,12 @@ from collections.abc import Collection
 import numpy as np
 
 from vlm4st.data.errors import DataValueError
+from vlm4st.data.fingerprint import config_fingerprint
 from vlm4st.data.records import GridData
 from vlm4st.data.timestamps import generate
 from vlm4st.data.windows import from_series
 
+GENERATOR_VERSION = 1  # raise when generate_city changes its output for the same parameters
 _WEEKDAY_FACTOR = np.array([0.95, 1.0, 1.0, 1.02, 1.1, 1.0, 0.85])  # Mon..Sun
 
 
@@ -133,7 +135,14 @@ class SyntheticCityReader:
     def source(self) -> str:
         return f"synthetic:{self.name}"
 
-    def read(self, window_len: int, splits: Collection[str]) -> GridData:
+    def fingerprint(self) -> dict[str, str]:
+        """The sha256 of the generating parameters (generator version, city, split ratios)."""
+        params = {"generator": GENERATOR_VERSION, **self.kwargs, "train_ratio": self.train_ratio,
+                  "val_ratio": self.val_ratio}
+        return config_fingerprint(params)
+
+    def read(self, window_len: int, splits: Collection[str], allow_gaps: bool = False) -> GridData:
+        """Windows of the requested splits (generated stamps never have gaps, so ``allow_gaps`` changes nothing)."""
         counts, stamps = generate_city(**self.kwargs)
         return from_series(
             self.name,
@@ -145,4 +154,6 @@ class SyntheticCityReader:
             self.train_ratio,
             self.val_ratio,
             self.kwargs["steps_per_day"],
+            allow_gaps,
+            "generated timestamps",
         )

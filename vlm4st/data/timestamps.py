@@ -7,6 +7,12 @@ The encoding of a file is chosen by the config key ``timestamp_format``, never g
   divided by the step length (30 min: ``2*hour + (minute >= 30)``);
 - ``halfhour_index``: an integer half-hour count i; weekday = ((i mod 336) div 48 + 2) mod 7 (index 0 is a
   Wednesday), slot = i mod 48.
+
+Stamps are checked, not only ranged: consecutive frames of a series, and the steps of every stored window, must
+advance by exactly one step (slot + 1, wrapping at ``steps_per_day`` to 0 with the weekday + 1 mod 7). A series
+may skip steps only when the dataset allows gaps; a ``[weekday, slot]`` pair carries no date, so a jump is read
+forward modulo one week: a repeated stamp is refused, but a backward step reads as a forward gap of almost a
+week and a gap of whole weeks is invisible.
 """
 
 from __future__ import annotations
@@ -96,6 +102,62 @@ def check_range(stamps: np.ndarray, steps_per_day: int, source: str, what: str) 
         raise DataValueError(
             source,
             f"{what}: slot out of range 0..{steps_per_day - 1} (found {slot.min()}..{slot.max()}); check steps_per_day",
+        )
+
+
+def week_step(stamps: np.ndarray, steps_per_day: int) -> np.ndarray:
+    """(..., 2) stamps -> (...) int64 step within the week (Monday 00:00 = 0)."""
+    return stamps[..., 0].astype(np.int64) * steps_per_day + stamps[..., 1].astype(np.int64)
+
+
+def _advance(stamps: np.ndarray, steps_per_day: int) -> np.ndarray:
+    """(..., L, 2) -> (..., L-1) int64: steps from each stamp to the next, modulo one week (1 = consecutive)."""
+    t = week_step(stamps, steps_per_day)  # (..., L)
+    return np.diff(t, axis=-1) % (7 * steps_per_day)
+
+
+def _pair(stamp: np.ndarray) -> str:
+    return f"[{int(stamp[0])}, {int(stamp[1])}]"
+
+
+def check_steps(stamps: np.ndarray, steps_per_day: int, allow_gaps: bool, source: str, what: str) -> np.ndarray:
+    """Check that the stamps (T, 2) of a series advance one step per frame; returns the gaps (T-1,) bool.
+
+    ``gaps[i]`` is True where frame i+1 does not follow frame i. Without ``allow_gaps`` any such frame raises;
+    with it a forward jump is a gap and a repeated stamp still raises. Ranges are checked first.
+    """
+    check_range(stamps, steps_per_day, source, what)
+    if stamps.ndim != 2:
+        raise DataFormatError(source, f"{what}: expected (T, 2) [weekday, slot] timestamps, got {stamps.shape}")
+    step = _advance(stamps, steps_per_day)  # (T-1,)
+    bad = step == 0 if allow_gaps else step != 1
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        expected, found = _pair(following(stamps[i], 1, steps_per_day)[0]), _pair(stamps[i + 1])
+        if allow_gaps:
+            problem = (f"{what}: frame {i + 1} repeats the stamp of frame {i} (expected {expected} or a later "
+                       f"stamp, found {found}); a series may skip steps forward but never repeat one")
+        else:
+            problem = (f"{what}: frame {i + 1} does not follow frame {i} (expected {expected}, found {found}); "
+                       "stamps must advance one step per frame (set dataset.allow_gaps=true for a series with "
+                       "missing steps)")
+        raise DataValueError(source, problem)
+    return step != 1
+
+
+def check_window_steps(stamps: np.ndarray, steps_per_day: int, source: str, what: str) -> None:
+    """Raise unless every stored window (N, L, 2) advances one step per frame (a window never spans a gap)."""
+    check_range(stamps, steps_per_day, source, what)
+    if stamps.ndim != 3:
+        raise DataFormatError(source, f"{what}: expected (N, L, 2) window timestamps, got {stamps.shape}")
+    bad = _advance(stamps, steps_per_day) != 1  # (N, L-1)
+    if bad.any():
+        n, j = (int(v) for v in np.argwhere(bad)[0])
+        expected, found = _pair(following(stamps[n, j], 1, steps_per_day)[0]), _pair(stamps[n, j + 1])
+        raise DataValueError(
+            source,
+            f"{what}: window {n}, step {j + 1} does not follow step {j} (expected {expected}, found {found}); "
+            "a stored window must advance one step per frame",
         )
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from vlm4st.data import cache
 from vlm4st.data.errors import DataFormatError
+from vlm4st.data.fingerprint import file_fingerprint
 from vlm4st.data.jsonscan import JsonIndex
 from vlm4st.data.records import GridData, check_splits, resolve_path
 from vlm4st.data.timestamps import check_format, decode_datetime, decode_halfhour_index, decode_pairs
@@ -67,8 +68,15 @@ class UniSTJsonReader:
     def source(self) -> str:
         return str(self.path)
 
-    def read(self, window_len: int, splits: Collection[str]) -> GridData:
-        """The requested splits as a frame store; only those splits' arrays are parsed or loaded."""
+    def fingerprint(self) -> dict[str, str]:
+        """The sha256 of the file's bytes (what a checkpoint compares)."""
+        return file_fingerprint(self.path)
+
+    def read(self, window_len: int, splits: Collection[str], allow_gaps: bool = False) -> GridData:
+        """The requested splits as a frame store; only those splits' arrays are parsed or loaded.
+
+        Every stored window must advance one step per frame; ``allow_gaps`` has nothing to relax (stored rows are
+        separate samples, and no window may span a gap)."""
         splits = check_splits(splits, self.source)
         parts: dict[str, dict[str, np.ndarray]] = {}
         entries: dict[str, Path] = {}
@@ -95,7 +103,9 @@ class UniSTJsonReader:
             log.info("parsed %s splits %s%s", self.path.name, missing, " (cached)" if entries else "")
         stored = {s: (p["x"], p["ts"], np.zeros(len(p["x"]), dtype=np.int64)) for s, p in parts.items()}
         extras = {f"period_{s}": p["period"] for s, p in parts.items() if "period" in p}
-        return from_stored(self.name, self.source, stored, window_len, self.steps_per_day, extras)
+        return from_stored(
+            self.name, self.source, stored, window_len, self.steps_per_day, extras, stamps_key="timestamps.{split}"
+        )
 
     def _parse(self, splits: list[str]) -> dict[str, dict[str, np.ndarray]]:
         if self.path.stat().st_size == 0:
