@@ -40,7 +40,20 @@ def test_the_documented_wide_pattern_is_the_code_constant() -> None:
     text = (CONF_DIR / "lora_type" / "standard.yaml").read_text()
     assert f"'{WIDE_TARGETS}'" in text
     for kind in TYPES:
-        assert OmegaConf.load(CONF_DIR / "lora_type" / f"{kind}.yaml").targets == DEFAULT_TARGETS
+        assert compose([f"lora_type={kind}"]).lora_type.targets == DEFAULT_TARGETS
+
+
+def test_routed_types_share_one_base_and_differ_only_where_their_files_say() -> None:
+    """moe, mtl and task_adaptive compose from ``_base/routed.yaml``: the same shared keys, their own class and
+    gate width, and a task embedding width only for the types that build one."""
+    base = OmegaConf.load(CONF_DIR / "lora_type" / "_base" / "routed.yaml")
+    composed = {kind: compose([f"lora_type={kind}"]).lora_type for kind in ROUTED}
+    for kind, node in composed.items():
+        assert node._target_.endswith(CLASSES[kind].__name__)
+        assert ("task_dim" in node) == (kind != "mtl")
+        shared = {k: v for k, v in OmegaConf.to_container(base).items() if k not in ("_target_", "gate_hidden")}
+        assert {k: OmegaConf.to_container(node)[k] for k in shared} == shared
+    assert {kind: node.gate_hidden for kind, node in composed.items()} == GATE_HIDDEN
 
 
 @pytest.mark.parametrize("kind", ["standard", "moe"])

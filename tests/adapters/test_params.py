@@ -1,4 +1,4 @@
-"""Parameter counts: the reference's per-linear numbers, closed form versus built, per family, freezing (D-4)."""
+"""Parameter counts: the paper-size per-linear numbers, closed form versus built, per family, freezing."""
 
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ from .tiny import (
     perturb_adapter,
 )
 
-#: Reference hyperparameters (r 16, alpha 32, E 4, T 14, gate 64 / 64 / 32, route input) on a 768 -> 768 linear.
-REFERENCE = {"standard": 24_576, "moe": 147_780, "mtl": 111_846, "task_adaptive": 98_468}
+#: Paper-size hyperparameters (r 16, alpha 32, E 4, T 14, gate 64 / 64 / 32, route input) on a 768 -> 768 linear.
+PAPER_SIZE = {"standard": 24_576, "moe": 147_780, "mtl": 111_846, "task_adaptive": 98_468}
 GATE = {"moe": 64, "mtl": 64, "task_adaptive": 32}
 
 
 @pytest.mark.parametrize("kind", TYPES)
-def test_reference_counts_per_768_linear(kind: str) -> None:
+def test_paper_size_counts_per_768_linear(kind: str) -> None:
     kw = {} if kind == "standard" else {"num_tasks": 14, "num_experts": 4, "gate_hidden": GATE[kind], "route": "input"}
     adapter = CLASSES[kind](rank=16, alpha=32, targets="proj", **kw)
     holder = Holder(adapter)
@@ -38,7 +38,7 @@ def test_reference_counts_per_768_linear(kind: str) -> None:
     adapter.attach(holder)
     built = sum(p.numel() for _, p in adapter.adapter_parameters(holder))
     closed = lora_linear_param_count(kind, 768, 768, rank=16, num_tasks=14, gate_hidden=GATE.get(kind, 64))
-    assert built == closed == REFERENCE[kind]
+    assert built == closed == PAPER_SIZE[kind]
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,8 @@ def test_trainable_counts_equal_the_closed_form_on_a_tiny_vlm(kind: str, route: 
 )
 def test_frozen_backbone_gets_no_gradient_and_every_adapter_parameter_does(kind: str, route: str) -> None:
     vlm = make_vlm(make_adapter(kind, route=route))
-    # A backbone module whose name contains "lora" stays frozen: adapter parameters are found structurally (D-4).
+    # A backbone module whose name contains "lora" stays frozen: adapter parameters are found structurally, not by
+    # a name substring.
     vlm.text_encoder.lora_decoy = nn.Linear(2, 2)
     vlm.freeze_backbone()
     perturb_adapter(vlm)

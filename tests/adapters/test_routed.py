@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlm4st.adapters import AdapterError, MoELora, MTLLora, TaskAdaptiveLora
+from vlm4st.adapters import AdapterError, MoELora, MTLLora, TaskAdaptiveLora, TaskEmbeddingLora
 from vlm4st.adapters.routing import RoutingContext
 from vlm4st.config import ConfigError
 
@@ -44,8 +44,9 @@ def _naive_update(
 
 @pytest.mark.parametrize(("kind", "route"), ROUTED_BOTH)
 def test_batched_layer_matches_the_per_sample_per_expert_formula(kind: str, route: str) -> None:
+    embedding = {} if kind == "mtl" else {"task_dim": 4}  # mtl has no task embedding
     adapter = CLASSES[kind](
-        num_tasks=3, rank=2, alpha=4, num_experts=3, task_dim=4, gate_hidden=7, targets="proj", route=route
+        num_tasks=3, rank=2, alpha=4, num_experts=3, gate_hidden=7, targets="proj", route=route, **embedding
     )
     holder = Holder(adapter)
     adapter.attach(holder)
@@ -75,6 +76,16 @@ def test_mtl_tables_and_gate_follow_the_route(route: str) -> None:
     assert layer.lora_task_experts["default"].shape == (rows, 3)
     assert ("default" in layer.lora_gate) == (route == "input")
     assert vlm.adapter.task_embedding is None and "task_dim" not in vlm.adapter.describe()
+
+
+def test_mtl_takes_no_task_dim_and_the_embedding_types_do() -> None:
+    """mtl builds no task embedding under either route, so a ``task_dim`` is refused, not silently ignored."""
+    with pytest.raises(TypeError, match="task_dim"):
+        MTLLora(num_tasks=2, task_dim=8)
+    assert not issubclass(MTLLora, TaskEmbeddingLora)
+    assert MoELora(num_tasks=2, task_dim=8, route="task").task_embedding.weight.shape == (3, 8)  # + unknown row
+    by_input = MoELora(num_tasks=2, task_dim=8, route="input")  # the gates read no embedding: none is built
+    assert by_input.task_embedding is None and by_input.describe()["task_dim"] == 8
 
 
 def test_mtl_by_task_reads_only_the_row_of_the_sample_task() -> None:
@@ -207,6 +218,7 @@ def test_routed_adapters_cannot_merge(cls: type) -> None:
         ({"num_experts": 0}, "lora_type.num_experts"),
         ({"task_dropout": 1.0}, "lora_type.task_dropout"),
         ({"gate_hidden": 2.5}, "lora_type.gate_hidden"),
+        ({"task_dim": 0}, "lora_type.task_dim"),
     ],
 )
 def test_bad_routing_hyperparameters_raise_naming_the_key(kwargs: dict, key: str) -> None:

@@ -36,7 +36,7 @@ def test_split_qkv_equals_fused_projection_and_keeps_no_dead_weights() -> None:
 
     base, vlm = make_vlm(None), make_vlm(StandardLora(rank=4, alpha=8))
     keys = vlm.state_dict().keys()
-    assert not any(k.endswith("attn.qkv.weight") or k.endswith("attn.qkv.bias") for k in keys)  # defect D-5
+    assert not any(k.endswith("attn.qkv.weight") or k.endswith("attn.qkv.bias") for k in keys)  # no fused duplicate
     assert sum(1 for k in keys if ".attn.qkv.q.base_layer.weight" in k) == 2
     backbone = sum(p.numel() for n, p in vlm.named_parameters() if not vlm.adapter.is_adapter_parameter(n))
     assert backbone == sum(p.numel() for p in base.parameters())

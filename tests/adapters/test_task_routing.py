@@ -26,9 +26,10 @@ class Fitted:
 
     def __init__(self, kind: str, route: str, steps: int, task_dropout: float = 0.0) -> None:
         torch.manual_seed(0)
+        embedding = {} if kind == "mtl" else {"task_dim": 8}  # mtl has no task embedding
         self.adapter: LoraAdapter = CLASSES[kind](
-            num_tasks=2, route=route, rank=4, alpha=8, num_experts=4, task_dim=8, gate_hidden=16,
-            task_dropout=task_dropout,
+            num_tasks=2, route=route, rank=4, alpha=8, num_experts=4, gate_hidden=16, task_dropout=task_dropout,
+            **embedding,
         )  # fmt: skip
         text = TEXT | {"num_layers": 2, "fusion_layer": 1}
         self.vlm = VLMModule(None, text, freeze="true", adapter=self.adapter)  # LoRA on a frozen backbone

@@ -10,8 +10,9 @@ import torch
 from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
 
-from vlm4st.backbones.albef import CheckpointError, load_albef_checkpoint
+from vlm4st.backbones.albef import load_albef_checkpoint
 from vlm4st.config import ConfigError
+from vlm4st.errors import CheckpointError
 from vlm4st.models.vlm_module import VLMModule
 
 from .albef_layout import (

@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import save_file
 from transformers import BertConfig, BertModel
 
-from vlm4st.backbones.albef import CheckpointError
 from vlm4st.backbones.hf_text import load_hf_bert_text
 from vlm4st.backbones.text_encoder import AlbefTextEncoder
 from vlm4st.config import ConfigError
+from vlm4st.errors import CheckpointError
 from vlm4st.models.vlm_module import VLMModule
 
 CFG = {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 64,
@@ -89,6 +89,7 @@ def test_minilm_wheel_weights() -> None:
     with torch.no_grad():
         torch.testing.assert_close(enc(input_ids=ids, mode="text"), ref(input_ids=ids).last_hidden_state,
                                    atol=1e-5, rtol=0)
-    vlm = VLMModule({"preset": "vit_small_patch16", "depth": 1}, {"preset": "minilm_l6"}, freeze="auto",
-                    text_weights="minilm")
+    vision = {"img_size": 32, "patch_size": 16, "embed_dim": 384, "depth": 1, "num_heads": 6}
+    minilm = {"hidden_size": 384, "num_layers": 6, "num_heads": 12, "intermediate_size": 1536, "fusion_layer": 3}
+    vlm = VLMModule(vision, minilm, freeze="auto", text_weights="minilm")
     assert vlm.hidden_size == 384

@@ -125,7 +125,7 @@ def test_without_cross_attention_keeps_the_depth(attn: str) -> None:
         text = enc(encoder_embeds=x, attention_mask=m, mode="text")
         fused = enc(encoder_embeds=text, attention_mask=m, mode="fusion")  # no image tokens
         whole = enc(encoder_embeds=x, attention_mask=m, mode="multi_modal")
-    # A plain N-layer BERT: the reference with no fusion layer at all, run over every layer.
+    # A plain N-layer BERT: ``reference_bert`` with no fusion layer at all, run over every layer.
     ref = reference_bert(dict(enc.state_dict()), num_heads=HEADS, num_layers=N, fusion_layer=N, eps=1e-12,
                          mode="multi_modal", embeds=x, embed_inputs=True, mask=m)
     valid = m.bool()
@@ -156,10 +156,15 @@ def test_grad_checkpointing_gives_same_gradients() -> None:
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
-def test_presets_and_bad_keys() -> None:
-    enc = build_text_encoder_from_config({"preset": "minilm_l6", "num_layers": 4, "fusion_layer": 2})
-    assert enc.hidden_size == 384 and len(enc.encoder.layer) == 4
-    with pytest.raises(ConfigError, match="unknown key"):
-        build_text_encoder_from_config({"preset": "bert_base", "hiden_size": 3})
+def test_config_keys_build_the_encoder_and_bad_keys_name_themselves() -> None:
+    sizes = {"hidden_size": 48, "num_layers": 4, "num_heads": 4, "intermediate_size": 96, "fusion_layer": 2}
+    enc = build_text_encoder_from_config(sizes)
+    assert enc.hidden_size == 48 and len(enc.encoder.layer) == 4
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['hiden_size'\]"):
+        build_text_encoder_from_config(sizes | {"hiden_size": 3})
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['preset'\]"):  # sizes come from the config only
+        build_text_encoder_from_config(sizes | {"preset": "bert_base"})
+    with pytest.raises(ConfigError, match=r"missing key\(s\) \['intermediate_size'\]"):
+        build_text_encoder_from_config({k: v for k, v in sizes.items() if k != "intermediate_size"})
     with pytest.raises(ConfigError, match="fusion_layer"):
         AlbefTextEncoder(hidden_size=D, num_layers=2, num_heads=HEADS, intermediate_size=FFN, fusion_layer=3)

@@ -1,4 +1,4 @@
-"""The timm ViT factory: ALBEF key names, ALBEF defaults, presets, fused attention."""
+"""The timm ViT factory: ALBEF key names, ALBEF defaults, config validation, fused attention."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from vlm4st.backbones.vit import VIT_PRESETS, build_vit, build_vit_from_config, num_vit_tokens
+from vlm4st.backbones.vit import build_vit, build_vit_from_config, num_vit_tokens
 from vlm4st.config import ConfigError
 
 BLOCK_PARTS = ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
@@ -42,13 +42,15 @@ def test_forward_features_shape_and_fused_equals_manual_attention() -> None:
     torch.testing.assert_close(fused, manual, atol=1e-5, rtol=0)
 
 
-def test_presets_are_data_and_overridable() -> None:
-    assert VIT_PRESETS["vit_base_patch16"]["embed_dim"] == 768
-    vit = build_vit_from_config({"preset": "vit_tiny_patch16", "depth": 1, "img_size": 64})
-    assert vit.embed_dim == 192 and len(vit.blocks) == 1 and vit.pos_embed.shape[1] == 17
-    with pytest.raises(ConfigError, match="unknown key"):
-        build_vit_from_config({"preset": "vit_tiny_patch16", "width": 3})
-    with pytest.raises(ConfigError, match="preset"):
-        build_vit_from_config({"preset": "vit_huge"})
+SIZES = {"patch_size": 16, "embed_dim": 48, "depth": 1, "num_heads": 3}
+
+
+def test_config_keys_build_the_vit_and_bad_keys_name_themselves() -> None:
+    vit = build_vit_from_config(SIZES | {"img_size": 64})
+    assert vit.embed_dim == 48 and len(vit.blocks) == 1 and vit.pos_embed.shape[1] == 17
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['preset'\]"):  # sizes come from the config only
+        build_vit_from_config(SIZES | {"preset": "vit_tiny_patch16"})
+    with pytest.raises(ConfigError, match=r"missing key\(s\) \['depth'\]"):
+        build_vit_from_config({k: v for k, v in SIZES.items() if k != "depth"})
     with pytest.raises(ConfigError, match="img_size"):
-        build_vit_from_config({"preset": "vit_tiny_patch16", "img_size": 100})
+        build_vit_from_config(SIZES | {"img_size": 100})

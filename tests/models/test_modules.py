@@ -97,7 +97,8 @@ def test_dix_keeps_no_state_between_calls() -> None:
 
 
 def test_dix_sees_position_time_order_and_calendar() -> None:
-    """Permuting cells or steps must change the per-cell outputs (the reference was permutation-equivariant)."""
+    """Permuting cells or steps must change the per-cell outputs (without position codes the module would be
+    permutation-equivariant and could not tell cells or steps apart)."""
     module = dix().eval()
     x = torch.rand(1, 4, 6, 6)
     out = module(x).x_temporal

@@ -22,7 +22,7 @@ def summaries(B: int) -> dict[str, torch.Tensor]:
 
 
 def per_sample(pf: PromptForge, s: dict[str, torch.Tensor], b: int) -> tuple[torch.Tensor, list, list]:
-    """One sample, one memory at a time, with an explicit sort and loops over groups (the reference's shape)."""
+    """One sample, one memory at a time, with an explicit sort and loops over groups (the plain per-sample form)."""
     prompts, coarse_out, fine_out = [], [], []
     for i, name in enumerate(pf.modalities):
         q = s[name][b] @ pf.query_weight[i] + pf.query_bias[i]

@@ -5,11 +5,12 @@
 - ``lora.StandardLora``: PEFT LoRA (``lora_type=standard``), mergeable for inference.
 - ``routed.MoELora`` / ``MTLLora`` / ``TaskAdaptiveLora``: routed LoRA layers registered with PEFT, routed by
   the layer input or by the sample's task id (``routing.RoutingContext``).
-- ``checkpoint``: adapter-only checkpoints; ``counting``: closed-form and per-family parameter counts.
+- ``counting``: closed-form and per-family parameter counts.
+Adapter tensors are parameters of the VLM module, so the model's checkpoints (``vlm4st.training.checkpoint``)
+hold them.
 """
 
 from vlm4st.adapters.base import Adapter
-from vlm4st.adapters.checkpoint import adapter_state_dict, load_adapter_state_dict
 from vlm4st.adapters.counting import (
     expected_parameter_count,
     lora_linear_param_count,
@@ -19,7 +20,7 @@ from vlm4st.adapters.counting import (
 from vlm4st.adapters.errors import AdapterError
 from vlm4st.adapters.lora import LoraAdapter, StandardLora
 from vlm4st.adapters.none import NoAdapter
-from vlm4st.adapters.routed import MoELora, MTLLora, RoutedLora, TaskAdaptiveLora
+from vlm4st.adapters.routed import MoELora, MTLLora, RoutedLora, TaskAdaptiveLora, TaskEmbeddingLora
 from vlm4st.adapters.routing import RoutingContext
 from vlm4st.adapters.split_qkv import SplitQKV
 from vlm4st.adapters.targets import DEFAULT_TARGETS, WIDE_TARGETS
@@ -38,9 +39,8 @@ __all__ = [
     "SplitQKV",
     "StandardLora",
     "TaskAdaptiveLora",
-    "adapter_state_dict",
+    "TaskEmbeddingLora",
     "expected_parameter_count",
-    "load_adapter_state_dict",
     "lora_linear_param_count",
     "parameter_report",
     "shared_param_count",

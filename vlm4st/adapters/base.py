@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from vlm4st.adapters.errors import AdapterError
+
 
 class Adapter(nn.Module):
     """Base class: no adapter layers; subclasses inject them in ``attach``."""
@@ -42,3 +44,11 @@ class Adapter(nn.Module):
     def describe(self) -> dict[str, object]:
         """A small JSON-able summary (type and hyperparameters) stored in checkpoints and logs."""
         return {"type": "none"}
+
+
+def adapter_of(vlm: nn.Module) -> Adapter:
+    """The ``adapter`` child of a VLM module (an ``Adapter``)."""
+    adapter = getattr(vlm, "adapter", None)
+    if not isinstance(adapter, Adapter):
+        raise AdapterError(f"{type(vlm).__name__} has no 'adapter' child of type vlm4st.adapters.Adapter")
+    return adapter

@@ -11,8 +11,8 @@ task_adaptive with ``route: task``.
                  by id, so no gate), S = T with ``route: input`` (a soft gate over the slots).
 plus, once per model for moe and task_adaptive with ``route: task``, the shared task embedding (T + 1) * task_dim
 (mtl builds none).
-Reference check (768 -> 768, r 16, E 4, T 14, h 64/64/32, route input): standard 24,576, moe 147,780,
-mtl 111,846, task_adaptive 98,468.
+Worked example at paper size (768 -> 768, r 16, E 4, T 14, h 64/64/32, route input): standard 24,576,
+moe 147,780, mtl 111,846, task_adaptive 98,468.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from vlm4st.adapters.checkpoint import adapter_of
+from vlm4st.adapters.base import adapter_of
 from vlm4st.adapters.targets import FAMILIES, family_of
 from vlm4st.config import ConfigError
 

@@ -4,4 +4,4 @@ from __future__ import annotations
 
 
 class AdapterError(RuntimeError):
-    """An adapter is used wrongly: unset routing, a mismatched checkpoint, a merge of a routed adapter, ..."""
+    """An adapter is used wrongly: unset routing, task ids out of range, a merge of a routed adapter, ..."""

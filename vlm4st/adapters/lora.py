@@ -6,8 +6,9 @@
 3. injects with ``peft.inject_adapter_in_model`` into the VLM module only, never the whole model (PEFT freezes
    everything but adapters in the module it is given);
 4. records which VLM parameters are adapter parameters **structurally** (tensors of PEFT tuner layers outside
-   ``base_layer``, plus the adapter module's own), never by a name substring (fixes defect D-4), then freezes
-   every other VLM parameter and makes every adapter parameter trainable.
+   ``base_layer``, plus the adapter module's own), never by a name substring (a backbone parameter whose name
+   happens to contain "lora" must stay frozen), then freezes every other VLM parameter and makes every adapter
+   parameter trainable.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 
 #: PEFT's adapter name; live keys carry it (``lora_A.default.weight``), saved adapter keys do not.
 ADAPTER_NAME = "default"
-#: ``reference``: A-type ~ N(0, 0.01^2), B-type = 0 (VLM4ST). ``peft``: PEFT's kaiming-uniform A, B = 0.
+#: ``reference``: A-type ~ N(0, 0.01^2), B-type = 0 (the published VLM4ST init). ``peft``: PEFT's kaiming-uniform
+#: A, B = 0.
 INITS = ("reference", "peft")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vlm4st.adapters.base import Adapter
+from vlm4st.config import ConfigError
 
 
 class NoAdapter(Adapter):
@@ -17,7 +18,7 @@ class NoAdapter(Adapter):
     def __init__(self, freeze_backbone: bool = False) -> None:
         super().__init__()
         if not isinstance(freeze_backbone, bool):
-            raise TypeError(f"lora_type.freeze_backbone: expected true or false, got {freeze_backbone!r}")
+            raise ConfigError(f"lora_type.freeze_backbone: expected true or false, got {freeze_backbone!r}")
         self.freeze_backbone_on_attach = freeze_backbone
 
     def describe(self) -> dict[str, object]:

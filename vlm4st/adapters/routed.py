@@ -1,12 +1,13 @@
 """Routed LoRA adapters: ``lora_type=moe``, ``mtl`` and ``task_adaptive`` (math in ``routed_layers``).
 
 Two routing modes (config key ``route``):
-- ``input`` (the reference): each layer's gate reads the token mean of its own input; no task ids are used.
+- ``input``: each layer's gate reads the token mean of its own input; no task ids are used.
 - ``task`` (default for multi-dataset runs), by the sample's dataset id t:
-  - moe, task_adaptive: each gate reads the token mean **and** e_t, a learned embedding of t. The embedding
-    ``task_embedding`` (num_tasks + 1, task_dim) lives once on this adapter module (a child of the VLM module,
-    so it is saved and counted once) and is shared by every layer.
-  - mtl: no gate and no embedding; every layer selects its own rows Lambda[t] and Omega[t] (one-hot task slot).
+  - moe, task_adaptive (``TaskEmbeddingLora``): each gate reads the token mean **and** e_t, a learned embedding
+    of t. The embedding ``task_embedding`` (num_tasks + 1, task_dim) lives once on this adapter module (a child
+    of the VLM module, so it is saved and counted once) and is shared by every layer.
+  - mtl: no gate and no embedding; every layer selects its own rows Lambda[t] and Omega[t] (one-hot task slot),
+    so mtl takes no ``task_dim``.
 
 Task ids reach the layers through ``route(task_id)``, which the VLM module calls before the encoders run; it
 fills a ``RoutingContext`` (see ``routing``) that stays valid through gradient-checkpoint recomputation.
@@ -19,7 +20,7 @@ before (or without) its own id.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from peft import LoraConfig
@@ -42,12 +43,13 @@ from vlm4st.config import ConfigError
 
 
 class RoutedLora(LoraAdapter):
-    """Common part of the routed types: validated routing hyperparameters, task embedding, ``route``."""
+    """Common part of the routed types: validated routing hyperparameters and ``route``.
+
+    Builds no task embedding: with ``route: task`` the layers select per-task rows by id (mtl);
+    ``TaskEmbeddingLora`` adds the embedding that moe and task_adaptive gates read.
+    """
 
     layer_cls: ClassVar[type[RoutedLoraLinear]]
-    #: With ``route: task``: True when the layers' gates read the shared task embedding, False when the layers
-    #: select per-task rows by id and no embedding is built.
-    embeds_tasks: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -59,14 +61,12 @@ class RoutedLora(LoraAdapter):
         init: str = "reference",
         num_experts: int = 4,
         route: str = "task",
-        task_dim: int = 32,
         gate_hidden: int = 64,
         task_dropout: float = 0.0,
     ) -> None:
         super().__init__(rank=rank, alpha=alpha, dropout=dropout, targets=targets, init=init)
         self.num_tasks = check_positive_int(num_tasks, "lora_type.num_tasks")
         self.num_experts = check_positive_int(num_experts, "lora_type.num_experts")
-        self.task_dim = check_positive_int(task_dim, "lora_type.task_dim")
         self.gate_hidden = check_positive_int(gate_hidden, "lora_type.gate_hidden")
         self.task_dropout = check_probability(task_dropout, "lora_type.task_dropout")
         if route not in ROUTES:
@@ -74,8 +74,6 @@ class RoutedLora(LoraAdapter):
         self.route_mode = route
         self.routing = RoutingContext()  # plain object shared with every layer; not saved, not a parameter
         self.task_embedding: nn.Embedding | None = None
-        if route == "task" and self.embeds_tasks:
-            self.task_embedding = nn.Embedding(self.num_tasks + 1, self.task_dim)  # last row: unknown task
 
     @property
     def unknown_task_id(self) -> int:
@@ -89,7 +87,7 @@ class RoutedLora(LoraAdapter):
             num_tasks=self.num_tasks,
             gate_hidden=self.gate_hidden,
             route=self.route_mode,
-            task_dim=self.task_dim,
+            task_dim=0 if self.task_embedding is None else self.task_embedding.embedding_dim,
             init=self.init,
         )
 
@@ -143,21 +141,34 @@ class RoutedLora(LoraAdapter):
         raise AdapterError(f"lora_type={self.lora_type}: routed LoRA is never merged")
 
     def describe(self) -> dict[str, object]:
-        description: dict[str, object] = {
+        return {
             **super().describe(),
             "num_experts": self.num_experts,
             "route": self.route_mode,
             "num_tasks": self.num_tasks,
-            "task_dim": self.task_dim,
             "gate_hidden": self.gate_hidden,
             "task_dropout": self.task_dropout,
         }
-        if not self.embeds_tasks:  # no task embedding in either route: its width describes nothing
-            del description["task_dim"]
-        return description
 
 
-class MoELora(RoutedLora):
+class TaskEmbeddingLora(RoutedLora):
+    """Routed types whose gates, with ``route: task``, also read a learned task embedding (moe, task_adaptive).
+
+    ``task_dim`` is the embedding width; the (num_tasks + 1, task_dim) table is built only with ``route: task``
+    (with ``route: input`` the value is validated and described but builds nothing).
+    """
+
+    def __init__(self, num_tasks: int, task_dim: int = 32, **routed: Any) -> None:
+        super().__init__(num_tasks, **routed)
+        self.task_dim = check_positive_int(task_dim, "lora_type.task_dim")
+        if self.route_mode == "task":
+            self.task_embedding = nn.Embedding(self.num_tasks + 1, self.task_dim)  # last row: unknown task
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "task_dim": self.task_dim}
+
+
+class MoELora(TaskEmbeddingLora):
     """``lora_type=moe``: E LoRA experts (A_e, B_e) mixed per sample by a gate (width ``gate_hidden``, 64)."""
 
     lora_type = "moe"
@@ -168,17 +179,16 @@ class MTLLora(RoutedLora):
     """``lora_type=mtl``: shared A; a task slot chooses a rank scaling and a B-expert mix per layer.
 
     ``route: task`` selects the slot of the sample's task id (one-hot, no gate; the unknown task has its own
-    slot); ``route: input`` mixes ``num_tasks`` slots softly by a gate of width ``gate_hidden``. mtl builds no
-    task embedding, so ``task_dim`` is accepted for a constructor shared with moe/task_adaptive but unused.
+    slot); ``route: input`` mixes ``num_tasks`` slots softly by a gate of width ``gate_hidden``. No task
+    embedding under either route, hence no ``task_dim``.
     """
 
     lora_type = "mtl"
     layer_cls = MTLLoraLinear
-    embeds_tasks = False
 
 
-class TaskAdaptiveLora(RoutedLora):
-    """``lora_type=task_adaptive``: per-sample A = A_0 + sum_e pi_e A_e, shared B (reference gate width 32)."""
+class TaskAdaptiveLora(TaskEmbeddingLora):
+    """``lora_type=task_adaptive``: per-sample A = A_0 + sum_e pi_e A_e, shared B (gate width 32 in the config)."""
 
     lora_type = "task_adaptive"
     layer_cls = TaskAdaptiveLoraLinear

@@ -6,9 +6,9 @@ PEFT only passes LoRA keyword arguments, so ``bind_layer_cls`` makes a subclass 
 (``RoutedSpec``) and the shared ``RoutingContext`` as class attributes.
 
 Per layer, with x (B, L, d_in), s = alpha / r, E experts, T = num_tasks and a gate MLP G: g -> hidden -> out:
-- gate input g = mean_L(x) (``route: input``, the reference), or [mean_L(x), e_t] with e_t the sample's
-  task embedding, shared by all layers (``route: task``, moe and task_adaptive). The token mean includes padding
-  tokens, as in the reference; for cross-attention K/V, x is the image tokens.
+- gate input g = mean_L(x) (``route: input``), or [mean_L(x), e_t] with e_t the sample's task embedding, shared
+  by all layers (``route: task``, moe and task_adaptive). The token mean includes padding tokens (the gate sees
+  the sequence as the layer does); for cross-attention K/V, x is the image tokens.
 - moe:           pi = softmax(G(g)) (B, E);  delta = sum_e pi_e B_e A_e x
 - task_adaptive: pi = softmax(G(g)) (B, E);  delta = B (A_0 + sum_e pi_e A_e) x
 - mtl:           task slots tau, lam = tau Lambda (B, r), pi = softmax(tau Omega) (B, E),
@@ -45,7 +45,7 @@ class RoutedSpec:
     num_tasks: int
     gate_hidden: int
     route: str  # "input" or "task"
-    task_dim: int
+    task_dim: int  # width of the task embedding the gates read with route "task"; 0: none (mtl)
     init: str  # "reference" or "peft"
 
     def gate_in(self, d_in: int) -> int:
@@ -54,7 +54,7 @@ class RoutedSpec:
 
 
 def _init_a(tensor: torch.Tensor, init: str) -> None:
-    """A-type init: N(0, 0.01^2) (reference) or PEFT's kaiming-uniform, per (r, d_in) matrix."""
+    """A-type init: N(0, 0.01^2) (``init: reference``) or PEFT's kaiming-uniform, per (r, d_in) matrix."""
     if init == "reference":
         nn.init.normal_(tensor, mean=0.0, std=0.01)
     else:

@@ -1,10 +1,10 @@
 """Per-projection LoRA on timm's fused qkv: replace ``attn.qkv`` by a module with ``q``, ``k``, ``v`` children.
 
-PEFT on a fused ``Linear(D, 3D)`` gives one LoRA whose A is shared by q, k and v; the reference adapts the three
-projections separately. ``SplitQKV`` holds the three row slices of the fused weight as Linear children and
+PEFT on a fused ``Linear(D, 3D)`` gives one LoRA whose A is shared by q, k and v; adapting q, k and v separately
+needs three Linear modules. ``SplitQKV`` holds the three row slices of the fused weight as Linear children and
 returns their concatenation, so timm's ``Attention`` (and its fused SDPA path) runs unchanged. The split replaces
-the fused weight: no dead duplicate is kept (fixes defect D-5). Split only after pretrained weights are loaded,
-because checkpoints hold the fused ``qkv``.
+the fused weight: no frozen copy of the fused ``qkv`` stays behind as a dead duplicate in the state dict and the
+parameter count. Split only after pretrained weights are loaded, because checkpoints hold the fused ``qkv``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from vlm4st.config import ConfigError
 _VIT = r"visual_encoder\.blocks\.\d+"
 _BERT = r"text_encoder\.encoder\.layer\.\d+"
 
-#: The reference set: ViT q/k/v (split, see ``split_qkv``), BERT self-attention and cross-attention q/k/v.
+#: The default set: ViT q/k/v (split, see ``split_qkv``), BERT self-attention and cross-attention q/k/v.
 DEFAULT_TARGETS = rf"({_VIT}\.attn\.qkv\.(q|k|v)|{_BERT}\.(attention|crossattention)\.self\.(query|key|value))"
 
 #: Widened set: also the attention output projections and both FFN linears of every ViT and BERT block.

@@ -31,6 +31,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from vlm4st.backbones.text_encoder import AlbefTextEncoder, PositionEmbeddings
+from vlm4st.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,6 @@ _DROP_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("pooler", re.compile(r"^pooler\.")),
     ("position_ids", re.compile(r"(^|\.)position_ids$")),
 )
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read or does not match the model; the message names the file and the keys."""
 
 
 @dataclass

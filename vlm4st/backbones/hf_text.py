@@ -3,7 +3,7 @@
 A text-only BERT has no cross-attention, so the fusion layers' ``crossattention.*`` keep their random
 initialisation; every other key must match (``embeddings`` are fitted as for ALBEF, see ``fit_text_state_dict``).
 The file's ``config.json`` must describe the configured encoder (width, depth, heads, FFN, activation, LN eps).
-MiniLM is 384 wide: pair it with a 384-wide ViT (``vit_small_patch16``, random) and ``fusion_layer`` 3.
+MiniLM is 384 wide: pair it with a 384-wide ViT (random weights) and ``fusion_layer`` 3 (``model=small_minilm``).
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from safetensors.torch import load_file
 from vlm4st.backbones.albef import (
     _DROP_TEXT,
     CROSS_ATTENTION,
-    CheckpointError,
     LoadReport,
     _family,
     fit_text_state_dict,
 )
 from vlm4st.backbones.text_encoder import AlbefTextEncoder
 from vlm4st.config import ConfigError
+from vlm4st.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 

@@ -39,16 +39,9 @@ from vlm4st.config import ConfigError
 
 Mode = Literal["text", "fusion", "multi_modal"]
 
-#: Width/depth presets (data). ``bert_base`` is ALBEF's BERT; ``minilm_l6`` is all-MiniLM-L6-v2's shape.
-TEXT_PRESETS: dict[str, dict[str, Any]] = {
-    "bert_base": {
-        "hidden_size": 768, "num_layers": 12, "num_heads": 12, "intermediate_size": 3072, "fusion_layer": 6,
-    },
-    "minilm_l6": {
-        "hidden_size": 384, "num_layers": 6, "num_heads": 12, "intermediate_size": 1536, "fusion_layer": 3,
-    },
-}
-
+#: Sizes every ``model.vlm.text`` config gives (set by each preset in ``conf/model``).
+TEXT_SIZE_KEYS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "fusion_layer")
+#: Keys that may be left out of the config, with the value BERT uses.
 TEXT_DEFAULTS: dict[str, Any] = {
     "embed_positions": True,
     "vocab_size": None,
@@ -60,7 +53,7 @@ TEXT_DEFAULTS: dict[str, Any] = {
     "hidden_act": "gelu",
     "attn_implementation": "sdpa",
 }
-TEXT_KEYS = (*TEXT_PRESETS["bert_base"], *TEXT_DEFAULTS)
+TEXT_KEYS = (*TEXT_SIZE_KEYS, *TEXT_DEFAULTS)
 
 
 class PositionEmbeddings(nn.Module):
@@ -271,24 +264,17 @@ class AlbefTextEncoder(nn.Module):
         return h
 
 
-def text_encoder_kwargs(preset: str | None = None, **overrides: Any) -> dict[str, Any]:
-    """Resolve a preset plus overrides into ``AlbefTextEncoder`` keyword arguments (validated)."""
-    unknown = sorted(set(overrides) - set(TEXT_KEYS))
+def text_encoder_kwargs(**given: Any) -> dict[str, Any]:
+    """Validate the ``model.vlm.text`` keys into ``AlbefTextEncoder`` keyword arguments."""
+    unknown = sorted(set(given) - set(TEXT_KEYS))
     if unknown:
-        raise ConfigError(f"model.vlm.text: unknown key(s) {unknown}; expected 'preset' or one of {list(TEXT_KEYS)}")
-    kwargs = dict(TEXT_DEFAULTS)
-    if preset is not None:
-        if preset not in TEXT_PRESETS:
-            raise ConfigError(f"model.vlm.text.preset: '{preset}' is not one of {sorted(TEXT_PRESETS)}")
-        kwargs.update(TEXT_PRESETS[preset])
-    kwargs.update(overrides)
-    missing = [k for k in TEXT_PRESETS["bert_base"] if k not in kwargs]
+        raise ConfigError(f"model.vlm.text: unknown key(s) {unknown}; expected keys among {list(TEXT_KEYS)}")
+    missing = [k for k in TEXT_SIZE_KEYS if k not in given]
     if missing:
-        raise ConfigError(f"model.vlm.text: missing key(s) {missing} (give them or a 'preset')")
-    return kwargs
+        raise ConfigError(f"model.vlm.text: missing key(s) {missing}")
+    return {**TEXT_DEFAULTS, **given}
 
 
 def build_text_encoder_from_config(cfg: Mapping[str, Any], cross_attention: bool = True) -> AlbefTextEncoder:
-    """``AlbefTextEncoder`` from a config mapping (``preset`` optional, other keys as in ``TEXT_KEYS``)."""
-    cfg = dict(cfg)
-    return AlbefTextEncoder(**text_encoder_kwargs(cfg.pop("preset", None), **cfg), cross_attention=cross_attention)
+    """``AlbefTextEncoder`` from a config mapping (the keys of ``TEXT_KEYS``)."""
+    return AlbefTextEncoder(**text_encoder_kwargs(**dict(cfg)), cross_attention=cross_attention)

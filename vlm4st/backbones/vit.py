@@ -3,8 +3,8 @@
 ALBEF's ViT is a plain timm-style ViT (cls token, learned absolute positions, LayerNorm eps 1e-6, qkv bias, exact
 GELU, no head). timm's ``VisionTransformer`` built with ``num_classes=0`` has exactly ALBEF's keys
 (``cls_token``, ``pos_embed``, ``patch_embed.proj.*``, ``blocks.<i>.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,
-mlp.fc2}.*``, ``norm.*``), so an ALBEF checkpoint loads with ``strict=True``. Sizes are data: a preset is a dict of
-widths and depths, and any key can be overridden.
+mlp.fc2}.*``, ``norm.*``), so an ALBEF checkpoint loads with ``strict=True``. Sizes come from the config
+(``model.vlm.vision``, set by each preset in ``conf/model``).
 """
 
 from __future__ import annotations
@@ -16,30 +16,20 @@ from timm.models.vision_transformer import VisionTransformer
 
 from vlm4st.config import ConfigError
 
-#: Width/depth presets (data, not subclasses). ``vit_base_patch16`` is ALBEF's ViT-B/16.
-VIT_PRESETS: dict[str, dict[str, Any]] = {
-    "vit_base_patch16": {"patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12, "mlp_ratio": 4.0},
-    "vit_small_patch16": {"patch_size": 16, "embed_dim": 384, "depth": 12, "num_heads": 6, "mlp_ratio": 4.0},
-    "vit_tiny_patch16": {"patch_size": 16, "embed_dim": 192, "depth": 12, "num_heads": 3, "mlp_ratio": 4.0},
-}
-
 VIT_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "drop_path_rate")
+#: Keys with a value here may be left out of the config; every other key of ``VIT_KEYS`` must be given.
+VIT_DEFAULTS: dict[str, Any] = {"img_size": 224, "mlp_ratio": 4.0, "drop_path_rate": 0.0}
 
 
-def vit_kwargs(preset: str | None = None, **overrides: Any) -> dict[str, Any]:
-    """Resolve a preset plus overrides into the keyword arguments of ``build_vit`` (validated)."""
-    unknown = sorted(set(overrides) - set(VIT_KEYS))
+def vit_kwargs(**given: Any) -> dict[str, Any]:
+    """Validate the ``model.vlm.vision`` keys into the keyword arguments of ``VisionTransformer``."""
+    unknown = sorted(set(given) - set(VIT_KEYS))
     if unknown:
-        raise ConfigError(f"model.vlm.vision: unknown key(s) {unknown}; expected 'preset' or one of {list(VIT_KEYS)}")
-    kwargs: dict[str, Any] = {"img_size": 224, "mlp_ratio": 4.0, "drop_path_rate": 0.0}
-    if preset is not None:
-        if preset not in VIT_PRESETS:
-            raise ConfigError(f"model.vlm.vision.preset: '{preset}' is not one of {sorted(VIT_PRESETS)}")
-        kwargs.update(VIT_PRESETS[preset])
-    kwargs.update(overrides)
+        raise ConfigError(f"model.vlm.vision: unknown key(s) {unknown}; expected keys among {list(VIT_KEYS)}")
+    kwargs = {**VIT_DEFAULTS, **given}
     missing = [k for k in VIT_KEYS if k not in kwargs]
     if missing:
-        raise ConfigError(f"model.vlm.vision: missing key(s) {missing} (give them or a 'preset')")
+        raise ConfigError(f"model.vlm.vision: missing key(s) {missing}")
     if kwargs["img_size"] % kwargs["patch_size"] != 0:
         raise ConfigError(
             f"model.vlm.vision.img_size: {kwargs['img_size']} is not a multiple of patch_size "
@@ -52,13 +42,13 @@ def vit_kwargs(preset: str | None = None, **overrides: Any) -> dict[str, Any]:
     return kwargs
 
 
-def build_vit(preset: str | None = None, **overrides: Any) -> VisionTransformer:
+def build_vit(**keys: Any) -> VisionTransformer:
     """Build an ALBEF-compatible ViT; ``forward_features(image (B,3,S,S))`` returns (B, 1+P, D) after the final LN.
 
-    Keys: ``preset`` (a name in ``VIT_PRESETS``) and/or ``img_size``, ``patch_size``, ``embed_dim``, ``depth``,
-    ``num_heads``, ``mlp_ratio``, ``drop_path_rate``. Attention uses fused SDPA.
+    Keys: ``img_size``, ``patch_size``, ``embed_dim``, ``depth``, ``num_heads``, ``mlp_ratio``, ``drop_path_rate``
+    (see ``VIT_KEYS``). Attention uses fused SDPA.
     """
-    kw = vit_kwargs(preset, **overrides)
+    kw = vit_kwargs(**keys)
     vit = VisionTransformer(
         img_size=kw["img_size"],
         patch_size=kw["patch_size"],
@@ -79,9 +69,8 @@ def build_vit(preset: str | None = None, **overrides: Any) -> VisionTransformer:
 
 
 def build_vit_from_config(cfg: Mapping[str, Any]) -> VisionTransformer:
-    """``build_vit`` from a config mapping (``preset`` optional, other keys as in ``VIT_KEYS``)."""
-    cfg = dict(cfg)
-    return build_vit(cfg.pop("preset", None), **cfg)
+    """``build_vit`` from a config mapping (the keys of ``VIT_KEYS``)."""
+    return build_vit(**dict(cfg))
 
 
 def num_vit_tokens(vit: VisionTransformer) -> int:

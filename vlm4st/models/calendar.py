@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vlm4st.config import ConfigError
+
 DAYS_PER_WEEK = 7
 
 
@@ -14,7 +16,7 @@ class CalendarEmbedding(nn.Module):
     def __init__(self, dim: int, steps_per_day: int) -> None:
         super().__init__()
         if steps_per_day < 1:
-            raise ValueError(f"steps_per_day: expected a positive integer, got {steps_per_day}")
+            raise ConfigError(f"dataset.steps_per_day: expected a positive integer, got {steps_per_day}")
         self.steps_per_day = steps_per_day
         self.weekday = nn.Embedding(DAYS_PER_WEEK, dim)
         self.slot = nn.Embedding(steps_per_day, dim)

@@ -122,7 +122,7 @@ class CrossExchange(nn.Module):
         super().__init__()
         hidden = round(d_model * mlp_ratio)
         if hidden < 1:
-            raise ValueError(f"model.dix.cross_mlp_ratio: expected > 0, got {mlp_ratio}")
+            raise ConfigError(f"model.dix.cross_mlp_ratio: expected > 0, got {mlp_ratio}")
         self.pool = pool
         self.cls_ts = _cls_token(d_model) if summary else None
         self.cls_st = _cls_token(d_model) if summary else None
@@ -167,7 +167,7 @@ class CrossExchange(nn.Module):
 
 def _check_pool(value: int | None, key: str) -> None:
     if value is not None and (not isinstance(value, int) or value < 1):
-        raise ValueError(f"model.dix.{key}: expected a positive integer or null (no pooling), got {value!r}")
+        raise ConfigError(f"model.dix.{key}: expected a positive integer or null (no pooling), got {value!r}")
 
 
 class DiXAttention(nn.Module):
@@ -198,9 +198,9 @@ class DiXAttention(nn.Module):
     ) -> None:
         super().__init__()
         if num_layers < 1:
-            raise ValueError(f"model.dix.num_layers: expected >= 1, got {num_layers}")
+            raise ConfigError(f"model.dix.num_layers: expected >= 1, got {num_layers}")
         if d_model % num_heads != 0:
-            raise ValueError(f"model.dix.num_heads: d_model {d_model} is not divisible by {num_heads}")
+            raise ConfigError(f"model.dix.num_heads: d_model {d_model} is not divisible by {num_heads}")
         _check_pool(spatial_pool, "spatial_pool")
         _check_pool(cross_pool, "cross_pool")
         if not isinstance(summaries, bool):

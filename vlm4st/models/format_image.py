@@ -3,8 +3,9 @@
 Per cell, three learned channels are read out of each frame and mixed over time by a per-cell, per-channel
 softmax attention (any T). The map is resized to S x S, then each channel is standardised per sample (GroupNorm
 with one group per channel: zero mean and unit variance like an ImageNet-normalised image, learnable affine, no
-batch statistics, so datasets in a batch never mix, D-16). S is not a parameter of this module: the model
-passes the VLM's own image size at call time, so the size has a single source (D-7).
+batch statistics, so the samples of different datasets in one batch never shift each other's scale). S is not a
+parameter of this module: the model passes the VLM's own image size at call time, so the size has a single
+source (``model.vlm.vision.img_size``) and cannot disagree with the ViT.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vlm4st.config import ConfigError
 
 IMAGE_CHANNELS = 3  # the ViT's patch embedding takes RGB-like input
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
@@ -23,8 +26,9 @@ class ImageProjector(nn.Module):
     def __init__(self, d_model: int, interpolation: str = "bilinear") -> None:
         super().__init__()
         if interpolation not in INTERPOLATIONS:
-            raise ValueError(
-                f"model.format.image.interpolation: '{interpolation}'; expected one of {list(INTERPOLATIONS)}"
+            raise ConfigError(
+                f"model.format_transformer.image.interpolation: '{interpolation}'; expected one of "
+                f"{list(INTERPOLATIONS)}"
             )
         self.interpolation = interpolation
         self.score = nn.Linear(d_model, IMAGE_CHANNELS)

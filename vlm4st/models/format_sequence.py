@@ -2,7 +2,8 @@
 
 Each frame is average-pooled to at most ``pool_size`` x ``pool_size`` tokens; tokens get a 2-D sinusoidal code of
 their pooled-grid position and a sinusoidal code of their step relative to the most recent observation (both
-computed on the fly and projected), so any T_in and any grid work (D-11). A Perceiver-style resampler then
+computed on the fly and projected), so any T_in and any grid work with the same weights (no table sized for one
+input length or grid). A Perceiver-style resampler then
 distils them into ``num_latents`` learned latents: per layer the latents cross-attend to [tokens, latents]
 (Flamingo's resampler) and pass an MLP, pre-norm. A projection to the VLM width and a LayerNorm finish it.
 """
@@ -12,7 +13,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vlm4st.config import ConfigError
 from vlm4st.models.layers import Block, pool_grid, relative_steps, sincos_1d, sincos_2d
+
+KEY = "model.format_transformer.sequence"
 
 
 class SequenceResampler(nn.Module):
@@ -31,11 +35,9 @@ class SequenceResampler(nn.Module):
     ) -> None:
         super().__init__()
         if num_latents < 1 or num_layers < 1:
-            raise ValueError(
-                f"model.format.sequence: num_latents ({num_latents}) and num_layers ({num_layers}) must be >= 1"
-            )
+            raise ConfigError(f"{KEY}: num_latents ({num_latents}) and num_layers ({num_layers}) must be >= 1")
         if pool_size is not None and pool_size < 1:
-            raise ValueError(f"model.format.sequence.pool_size: expected a positive integer or null, got {pool_size}")
+            raise ConfigError(f"{KEY}.pool_size: expected a positive integer or null, got {pool_size}")
         self.d_model = d_model
         self.out_dim = out_dim
         self.num_latents = num_latents

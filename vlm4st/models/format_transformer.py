@@ -3,10 +3,11 @@
 - image path (``ImageProjector``): (B, 3, S, S), S = the VLM's image size, passed in by the model;
 - sequence path (``SequenceResampler``): (B, L, D) = [CLS?, PROMPT?, latents]; every token is real (no padding),
   so no attention mask is passed on (a mask of ones would only slow the fused attention kernels down).
-Either path may be absent (``no_seq``: image only; ``no_visual``: sequence only); an absent path is not built and
-not computed (D-9). The PROMPT token (a projection of PromptForge's output) exists only when PromptForge does
-(``prompt_dim`` set). Without a sequence path the token is returned on its own, and the model hands it to the
-prediction head as an extra context token, so ``no_seq`` keeps the prompt (the reference dropped it, D-9).
+Either path may be absent (``no_seq``: image only; ``no_visual``: sequence only); an absent path is neither built
+nor computed, so an ablation costs nothing for the path it removes. The PROMPT token (a projection of
+PromptForge's output) exists only when PromptForge does (``prompt_dim`` set). Without a sequence path the token is
+returned on its own, and the model hands it to the prediction head as an extra context token, so ``no_seq``
+removes the sequence path but keeps the prompt (the prompt would otherwise be lost with the sequence).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vlm4st.config import ConfigError
 from vlm4st.models.format_image import ImageProjector
 from vlm4st.models.format_sequence import SequenceResampler
 
@@ -43,10 +45,13 @@ class DualPathFormatTransformer(nn.Module):
     ) -> None:
         super().__init__()
         if image is None and sequence is None:
-            raise ValueError("model.format: both image and sequence are null; at least one path must exist")
+            raise ConfigError(
+                "model.format_transformer: both image and sequence are null; at least one path must exist"
+            )
         if sequence is not None and sequence.out_dim != out_dim:
-            raise ValueError(
-                f"model.format.sequence.out_dim ({sequence.out_dim}) must equal model.format.out_dim ({out_dim})"
+            raise ConfigError(
+                f"model.format_transformer.sequence.out_dim ({sequence.out_dim}) must equal "
+                f"model.format_transformer.out_dim ({out_dim})"
             )
         self.image = image
         self.sequence = sequence
@@ -69,7 +74,8 @@ class DualPathFormatTransformer(nn.Module):
         """x (B, T, H, W, d); image_size S (required with an image path); prompt (B, P) iff ``prompt_dim`` set."""
         if (prompt is None) != (self.prompt_proj is None):
             raise ValueError(
-                "DualPathFormatTransformer: a prompt must be given exactly when model.format.prompt_dim is set "
+                "DualPathFormatTransformer: a prompt must be given exactly when model.format_transformer.prompt_dim "
+                "is set "
                 f"(prompt_dim={self.prompt_dim}, prompt given: {prompt is not None})"
             )
         B = x.shape[0]

@@ -1,14 +1,14 @@
 """AdaptiveGatedFusion: per-cell softmax gates over the DiX branches (module 3 of 6).
 
-The gate is content-based, so the number of branches comes from the inputs (the reference sized its gate by a
-config key and hard-coded four branches in forward). For every (b, t, cell), with n branches Z_i (each DiX branch
+The gate is content-based, so the number of branches comes from the inputs (no config key sizes it and forward fixes
+no branch count, so it fits any set of DiX branches). For every (b, t, cell), with n branches Z_i (each DiX branch
 ends in a LayerNorm, so they arrive on one scale):
     q = W_q mean_i(Z_i),  k_i = W_k Z_i  (width ``gate_dim``),  g = softmax_i(q . k_i / sqrt(gate_dim))
     X_fused = LN(M + Dropout(GELU(W_o M))),  M = sum_i g_i Z_i.
 q . k_i is computed as Z_i . (W_k^T q), so no key tensor per branch is materialised, and the branches are never
 stacked: the gate is memory-bound on CPU, and every pass over the (B, T, H, W, d) branches counts. Cost: one
-d x gate_dim projection and one d x d output layer per cell (the reference's gate used a 4d -> 2d -> 4 MLP and
-four d x d branch projections per cell).
+d x gate_dim projection and one d x d output layer per cell (an MLP gate over the concatenated branches,
+n*d -> 2d -> n, plus a d x d projection per branch, would cost several times more).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlm4st.config import ConfigError
+
 
 class AdaptiveGatedFusion(nn.Module):
     """Branches [(B, T, H, W, d)] * n -> X_fused (B, T, H, W, d), gate weights (B, T, H, W, n)."""
@@ -27,7 +29,7 @@ class AdaptiveGatedFusion(nn.Module):
     def __init__(self, d_model: int, gate_dim: int = 32, dropout: float = 0.1) -> None:
         super().__init__()
         if gate_dim < 1:
-            raise ValueError(f"model.fusion.gate_dim: expected a positive integer, got {gate_dim}")
+            raise ConfigError(f"model.fusion.gate_dim: expected a positive integer, got {gate_dim}")
         self.gate_dim = gate_dim
         self.query = nn.Linear(d_model, gate_dim)
         self.key = nn.Linear(d_model, gate_dim, bias=False)

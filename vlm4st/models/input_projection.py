@@ -52,12 +52,12 @@ class InputEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(temporal_patch, int) or temporal_patch < 1:
-            raise ValueError(f"model.dix.temporal_patch: expected a positive integer, got {temporal_patch!r}")
+            raise ConfigError(f"model.dix.temporal_patch: expected a positive integer, got {temporal_patch!r}")
         self.temporal_patch = temporal_patch
         if d_model % 4 != 0:
-            raise ValueError(f"model.dims.d_model: {d_model} must be divisible by 4 (2-D sinusoidal positions)")
+            raise ConfigError(f"model.dims.d_model: {d_model} must be divisible by 4 (2-D sinusoidal positions)")
         if steps_per_day < 1:
-            raise ValueError(f"model.dix.steps_per_day: expected a positive integer, got {steps_per_day}")
+            raise ConfigError(f"model.dix.steps_per_day: expected a positive integer, got {steps_per_day}")
         self.d_model = d_model
         self.in_channels = in_channels
         self.steps_per_day = steps_per_day

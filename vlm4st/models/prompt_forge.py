@@ -4,9 +4,10 @@ One memory per modality (``temporal``, ``spatial``, ``cross``; ``input`` under `
 prototypes and K x M fine prototypes. For a summary vector s (B, d):
 1. q = normalize(LN(W_q s)).
 2. Coarse weights c = softmax(cos(q, P_c) / temperature), (B, K).
-3. Soft top-p selection (differentiable; replaces the reference's Python loop with ``.item()`` and its hard,
-   non-differentiable cut, defect D-8): for each group k, m_k = sigmoid((threshold - mass_k) / mask_temperature)
-   where mass_k is the total weight of the groups ranked above k. The top group is always kept (mass 0); groups
+3. Soft top-p selection, differentiable and free of host syncs (a hard top-p cut, found by a Python loop over
+   ``.item()`` values, would pass no gradient to the dropped groups and stall the device on every sample): for
+   each group k, m_k = sigmoid((threshold - mass_k) / mask_temperature) where mass_k is the total weight of the
+   groups ranked above k. The top group is always kept (mass 0); groups
    past the ``threshold`` mass fade out. c <- c * m / sum(c * m) (renormalised). ``threshold: null`` keeps all.
 4. Fine weights f = softmax(cos(q, P_f[k]) / temperature) over M, for every group at once, (B, K, M).
 5. w = c[:, :, None] * f sums to 1 per sample; prompt = sum_{k,m} w_{km} * W_p P_f[k, m], (B, p) with
@@ -23,6 +24,8 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vlm4st.config import ConfigError
 
 PatternInfo = dict[str, dict[str, torch.Tensor]]
 
@@ -50,21 +53,21 @@ class PromptForge(nn.Module):
         super().__init__()
         modalities = tuple(modalities)
         if not modalities or len(set(modalities)) != len(modalities):
-            raise ValueError(f"model.prompt_forge.modalities: expected distinct names, got {list(modalities)}")
+            raise ConfigError(f"model.prompt_forge.modalities: expected distinct names, got {list(modalities)}")
         if temperature <= 0 or mask_temperature <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"model.prompt_forge.temperature / mask_temperature: expected > 0, got {temperature} / "
                 f"{mask_temperature}"
             )
         if threshold is not None and not 0.0 < threshold <= 1.0:
-            raise ValueError(f"model.prompt_forge.threshold: expected a value in (0, 1] or null, got {threshold}")
+            raise ConfigError(f"model.prompt_forge.threshold: expected a value in (0, 1] or null, got {threshold}")
         if prompt_dim % len(modalities) != 0:
-            raise ValueError(
+            raise ConfigError(
                 f"model.prompt_forge.prompt_dim: {prompt_dim} (total width) must be divisible by the number of "
                 f"modalities {len(modalities)}"
             )
         if num_fine > d_model or num_coarse > d_model:
-            raise ValueError("model.prompt_forge: num_coarse and num_fine must not exceed d_model (orthogonal init)")
+            raise ConfigError("model.prompt_forge: num_coarse and num_fine must not exceed d_model (orthogonal init)")
         n, K, M, d = len(modalities), num_coarse, num_fine, d_model
         p = prompt_dim // n
         self.modalities = modalities

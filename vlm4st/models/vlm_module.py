@@ -49,10 +49,10 @@ class VLMModule(nn.Module):
     """ALBEF vision-language encoder used as a spatiotemporal feature processor.
 
     Args:
-        vision: ViT keys (``preset`` and/or ``img_size``, ``patch_size``, ``embed_dim``, ``depth``, ``num_heads``,
-            ``mlp_ratio``, ``drop_path_rate``) or None for no vision encoder.
-        text: ``AlbefTextEncoder`` keys (``preset`` and/or ``hidden_size``, ``num_layers``, ``num_heads``,
-            ``intermediate_size``, ``fusion_layer``, ``embed_positions``, ...) or None for no BERT.
+        vision: ViT keys (``img_size``, ``patch_size``, ``embed_dim``, ``depth``, ``num_heads``, ``mlp_ratio``,
+            ``drop_path_rate``; see ``backbones.vit.VIT_KEYS``) or None for no vision encoder.
+        text: ``AlbefTextEncoder`` keys (``hidden_size``, ``num_layers``, ``num_heads``, ``intermediate_size``,
+            ``fusion_layer``, ``embed_positions``, ...; see ``backbones.text_encoder.TEXT_KEYS``) or None for no BERT.
         freeze: ``model.vlm.freeze`` (``auto`` | ``true`` | ``false``; YAML's unquoted booleans are accepted),
             which encoders' backbone weights are frozen after the adapter is attached (adapter parameters always
             train):
