@@ -17,8 +17,9 @@
    (zero-initialised: training starts from the unmodulated cell state).
 4. Per forecast step and cell: the cell state scaled and shifted by a direct code of the step (a projected sinusoid
    of the step plus the calendar embedding of its timestamp) on top of the VLM FiLM, so each horizon has its own
-   readout from the start; then ``step_layers`` residual MLP layers and a linear map to the C output channels. With ``step_layers: 0`` the map is linear in the cell state,
-   so it is computed as one per-sample, per-step readout matrix and no (B, T_out, H, W, hidden) tensor is built.
+   readout from the start; then ``step_layers`` residual MLP layers and a linear map to the C output channels.
+   With ``step_layers: 0`` the map is linear in the cell state, so it is computed as one per-sample, per-step
+   readout matrix and no (B, T_out, H, W, hidden) tensor is built.
 No parameter depends on H x W or T_out; only the input projections depend on T_in (``model.t_in``).
 """
 
@@ -115,9 +116,13 @@ class PredictionHead(nn.Module):
         nn.init.zeros_(self.film.bias)
         # 4. per step and cell: a direct step code (sinusoid of the step + its calendar) shifts and scales the cell
         # state, so every horizon has its own readout from the first step on; the VLM FiLM above adds to it.
+        # The step code starts small and its scale at zero: the head starts as the plain readout, with no large
+        # random offset per horizon step, and the per-step scales grow from the first gradient on.
         self.step_pos = nn.Linear(h, h, bias=False)
+        nn.init.normal_(self.step_pos.weight, std=0.02)
         self.step_calendar = CalendarEmbedding(h, steps_per_day)
         self.step_scale = nn.Linear(h, h)
+        nn.init.zeros_(self.step_scale.weight)
         nn.init.zeros_(self.step_scale.bias)
         self.step_mlp = ResidualMLP(h, step_layers, mlp_ratio, dropout) if step_layers > 0 else None
         self.out = nn.Linear(h, out_channels)
