@@ -39,6 +39,8 @@ from typing import Any
 import torch
 from torch.utils import flop_counter
 
+from vlm4st.models.loss import ForecastLoss
+
 log = logging.getLogger("bench")
 
 #: The published reference (paper preset, 32x32, 6 -> 6, standard LoRA, fp32, CPU with a ~370 GFLOP/s peak).
@@ -132,7 +134,7 @@ def autocast_context(args: argparse.Namespace) -> ExitStack:
     return stack
 
 
-LOSS = {"mse_weight": 1.0, "mae_weight": 0.5}
+LOSS = ForecastLoss(mse_weight=1.0, mae_weight=0.5)
 
 
 def forward(model, batch) -> torch.Tensor:
@@ -143,7 +145,7 @@ def forward(model, batch) -> torch.Tensor:
 def train_step(model, opt, batch, args) -> None:
     with attention_context(args):
         with autocast_context(args):
-            loss, _ = model.get_loss(forward(model, batch), batch[-1], LOSS)
+            loss, _ = LOSS(forward(model, batch), batch[-1])
         opt.zero_grad(set_to_none=True)
         loss.backward()
     opt.step()
@@ -158,7 +160,7 @@ def count_flops(model, args) -> dict[str, float]:
     model.train()
     with FlopCounter() as step, attention_context(args):
         with autocast_context(args):
-            loss, _ = model.get_loss(forward(model, batch), batch[-1], LOSS)
+            loss, _ = LOSS(forward(model, batch), batch[-1])
         loss.backward()
     model.zero_grad(set_to_none=True)
     return {"forward_gflop": fwd.get_total_flops() / 1e9, "train_gflop": step.get_total_flops() / 1e9}

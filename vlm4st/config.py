@@ -14,14 +14,14 @@ import hydra.utils
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vlm4st import REPO_ROOT
+from vlm4st.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 ALLOWED_TARGET_PREFIXES: tuple[str, ...] = ("vlm4st.", "torch.")
 
-
-class ConfigError(ValueError):
-    """A config value is missing, malformed or not allowed; the message names the key and what was expected."""
+__all__ = ["ALLOWED_TARGET_PREFIXES", "ConfigError", "check_targets", "compose", "instantiate", "iter_targets",
+           "register_resolvers"]
 
 
 def register_resolvers() -> None:

@@ -12,6 +12,7 @@ Everything a run needs is in its config (`conf/`); everything it produces lands 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 
@@ -20,8 +21,15 @@ from omegaconf import DictConfig
 
 from vlm4st import CONF_DIR
 from vlm4st.config import ConfigError, register_resolvers
+from vlm4st.data.errors import DataError
+from vlm4st.errors import CheckpointError
 
 log = logging.getLogger("vlm4st")
+
+#: Bad input (a config value, a data file, a checkpoint): one line on stderr and this exit status, no traceback
+#: (``HYDRA_FULL_ERROR=1`` shows it). Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ConfigError, DataError, CheckpointError)
+USER_ERROR_EXIT = 2
 
 register_resolvers()
 # Our submitit launcher files keep the plugin's option names and are validated against its schema.
@@ -48,6 +56,11 @@ def main(cfg: DictConfig) -> float | None:
     except RunInterrupted as stop:
         log.warning("%s", stop)
         sys.exit(stop.exit_code)
+    except USER_ERRORS as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        sys.stderr.write(f"error: {err}\n")
+        sys.exit(USER_ERROR_EXIT)
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ def test_stid_runs_in_the_model_interface() -> None:
     x, ts, task, target_ts = batch(3, 10, 20)
     pred = model(x, ts, task, target_timestamps=target_ts)
     assert pred.shape == (3, T_OUT, 10, 20, 1)
-    loss, _ = model.get_loss(pred, torch.zeros(3, T_OUT, 10, 20), cfg.trainer.loss)
+    loss, _ = instantiate(cfg.trainer.loss, path="trainer.loss")(pred, torch.zeros(3, T_OUT, 10, 20))
     loss.backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if "cell_embedding" not in n)
     counts = model.get_trainable_parameters()

@@ -8,6 +8,7 @@ import torch
 
 from tests.models.conftest import T_IN, T_OUT, batch, build_model, future
 from vlm4st.models import INTERMEDIATE_KEYS, VLM4ST
+from vlm4st.models.loss import ForecastLoss
 
 GRIDS = [(10, 20), (32, 32)]
 
@@ -86,18 +87,6 @@ def test_freeze_vlm_backbone_keeps_adapters_and_modules_trainable() -> None:
     assert counts["trainable"] == non_vlm + counts["adapter"]["total"]
 
 
-def test_get_loss_weights_mse_and_mae() -> None:
-    pred = torch.tensor([0.0, 1.0, 2.0, 3.0]).view(1, 1, 2, 2, 1)
-    target = torch.tensor([1.0, 1.0, 0.0, 3.0]).view(1, 1, 2, 2)
-    loss, parts = VLM4ST.get_loss(pred, target, {"mse_weight": 1.0, "mae_weight": 0.5})
-    assert parts["mse_loss"] == pytest.approx(5 / 4) and parts["mae_loss"] == pytest.approx(3 / 4)
-    assert loss.item() == pytest.approx(5 / 4 + 0.5 * 3 / 4) == parts["total_loss"]
-    with pytest.raises(ValueError, match="mae_weight"):
-        VLM4ST.get_loss(pred, target, {"mse_weight": 1.0})
-    with pytest.raises(ValueError, match="shape"):
-        VLM4ST.get_loss(pred, target[..., :1], {"mse_weight": 1.0, "mae_weight": 0.5})
-
-
 def test_grad_checkpointing_gives_the_same_gradients() -> None:
     model = build_model("tiny", extra=["model.dims.dropout=0.0"])
     x, ts, task, target_ts = batch(2, 8, 8)
@@ -125,7 +114,7 @@ def test_tiny_model_overfits_a_few_windows() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     losses = []
     for _ in range(80):
-        loss, _ = model.get_loss(model(x, ts, target_timestamps=target_ts), y, {"mse_weight": 1.0, "mae_weight": 0.5})
+        loss, _ = ForecastLoss(1.0, 0.5)(model(x, ts, target_timestamps=target_ts), y)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -21,7 +21,7 @@ import torch
 
 from vlm4st.data.module import DataModule
 from vlm4st.data.prepared import PreparedDataset
-from vlm4st.training.metrics import ForecastMetrics
+from vlm4st.evaluation.metrics import ForecastMetrics
 
 log = logging.getLogger(__name__)
 

@@ -1,29 +1,49 @@
-"""The training and evaluation loss of every forecaster: ``mse_weight * MSE + mae_weight * MAE``."""
+"""The training and evaluation loss of every forecaster: ``mse_weight * MSE + mae_weight * MAE``.
+
+``ForecastLoss`` is the config node ``trainer.loss``. The training step calls it on a batch; evaluation, which
+streams squared and absolute error sums over a whole split, calls ``from_sums``: both go through ``combine``, so
+the weighting is written once.
+"""
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from vlm4st.config import ConfigError
+from vlm4st.errors import ConfigError
 
 
-def forecast_loss(
-    pred: torch.Tensor, target: torch.Tensor, loss_config: Mapping[str, Any]
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """pred (B, T_out, H, W, C); target the same or (B, T_out, H, W) when C = 1. Element means."""
-    for key in ("mse_weight", "mae_weight"):
-        if key not in loss_config:
-            raise ConfigError(f"trainer.loss.{key}: missing; expected a non-negative number")
-    if target.shape != pred.shape:
-        if pred.shape[-1] == 1 and target.shape == pred.shape[:-1]:
-            target = target.unsqueeze(-1)  # (B, T_out, H, W, 1)
-        else:
-            raise ValueError(f"loss: target shape {tuple(target.shape)} does not match {tuple(pred.shape)}")
-    mse = F.mse_loss(pred, target)
-    mae = F.l1_loss(pred, target)
-    loss = float(loss_config["mse_weight"]) * mse + float(loss_config["mae_weight"]) * mae
-    return loss, {"total_loss": loss.item(), "mse_loss": mse.item(), "mae_loss": mae.item()}
+class ForecastLoss:
+    """``mse_weight * MSE + mae_weight * MAE`` over every element (normalised space)."""
+
+    def __init__(self, mse_weight: float, mae_weight: float) -> None:
+        for key, value in (("mse_weight", mse_weight), ("mae_weight", mae_weight)):
+            if not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"trainer.loss.{key}: expected a non-negative number, got {value!r}")
+        if mse_weight == 0 and mae_weight == 0:
+            raise ConfigError("trainer.loss: mse_weight and mae_weight are both 0; expected at least one > 0")
+        self.mse_weight, self.mae_weight = float(mse_weight), float(mae_weight)
+
+    def combine(self, mse: torch.Tensor | float, mae: torch.Tensor | float) -> torch.Tensor | float:
+        """The weighted sum of the two error means."""
+        return self.mse_weight * mse + self.mae_weight * mae
+
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """pred (B, T_out, H, W, C); target the same or (B, T_out, H, W) when C = 1 -> (loss, detached parts).
+
+        The parts (``total_loss``, ``mse_loss``, ``mae_loss``) stay tensors: reading them is the caller's choice.
+        """
+        if target.shape != pred.shape:
+            if pred.shape[-1] == 1 and target.shape == pred.shape[:-1]:
+                target = target.unsqueeze(-1)  # (B, T_out, H, W, 1)
+            else:
+                raise ValueError(f"loss: target shape {tuple(target.shape)} does not match {tuple(pred.shape)}")
+        mse = F.mse_loss(pred, target)
+        mae = F.l1_loss(pred, target)
+        loss = self.combine(mse, mae)
+        return loss, {"total_loss": loss.detach(), "mse_loss": mse.detach(), "mae_loss": mae.detach()}
+
+    def from_sums(self, squared: float, absolute: float, count: float) -> float:
+        """The loss over ``count`` points whose squared and absolute errors sum to ``squared`` and ``absolute``."""
+        n = max(float(count), 1.0)
+        return float(self.combine(squared / n, absolute / n))

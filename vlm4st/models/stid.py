@@ -10,7 +10,6 @@ Cell embeddings are per dataset (task id); an unknown task (zero-shot) has none 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -19,7 +18,6 @@ from torch import nn
 from vlm4st.config import ConfigError
 from vlm4st.models.calendar import DAYS_PER_WEEK
 from vlm4st.models.cell_embedding import CellEmbedding
-from vlm4st.models.loss import forecast_loss
 from vlm4st.models.vlm4st import count_parameters
 
 
@@ -107,12 +105,6 @@ class STID(nn.Module):
             return pred
         return pred, {"hidden": h}
 
-    @staticmethod
-    def get_loss(
-        pred: torch.Tensor, target: torch.Tensor, loss_config: Mapping[str, Any]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The forecasting loss (``vlm4st.models.loss.forecast_loss``)."""
-        return forecast_loss(pred, target, loss_config)
 
     def describe_adapter(self) -> dict[str, object]:
         """STID has no adapter."""

@@ -26,7 +26,6 @@ from vlm4st.adapters.counting import parameter_report
 from vlm4st.config import ConfigError
 from vlm4st.models.format_transformer import DualPathFormatTransformer
 from vlm4st.models.gated_fusion import AdaptiveGatedFusion
-from vlm4st.models.loss import forecast_loss
 from vlm4st.models.prediction_head import PredictionHead
 from vlm4st.models.prompt_forge import PromptForge
 
@@ -191,12 +190,6 @@ class VLM4ST(nn.Module):
             "vlm_output": vlm_out,
         }
 
-    @staticmethod
-    def get_loss(
-        pred: torch.Tensor, target: torch.Tensor, loss_config: Mapping[str, Any]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The forecasting loss (``vlm4st.models.loss.forecast_loss``)."""
-        return forecast_loss(pred, target, loss_config)
 
     def describe_adapter(self) -> dict[str, object]:
         """The adapter's type and hyperparameters, stored in checkpoints."""

@@ -19,20 +19,20 @@ from typing import Any
 import torch
 
 import vlm4st
+from vlm4st.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, truncated, corrupted or does not fit the model; names the file."""
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     """Write ``payload`` to ``path`` atomically: a temp file in the same folder, fsync, then rename.
 
-    A crash mid-write leaves the previous file at ``path`` intact.
+    A crash mid-write leaves the previous file at ``path`` intact; the folder is fsynced after the rename, so the
+    new file survives a crash right after it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,11 +44,21 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
+        _fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
         raise
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable: fsync the folder entry (a crash after ``os.replace`` could otherwise lose it)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

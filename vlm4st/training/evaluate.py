@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from vlm4st.data.module import DataModule
+from vlm4st.evaluation.metrics import ForecastMetrics
 from vlm4st.logging import figures
+from vlm4st.models.loss import ForecastLoss
 from vlm4st.training.distributed import DistInfo, all_reduce_sum
-from vlm4st.training.metrics import ForecastMetrics
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,12 @@ def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
-def task_ids_for(batch: Mapping[str, Any], unseen: Iterable[str]) -> torch.Tensor | None:
-    """The batch's task ids, or None (the adapter's "unknown task") for a dataset the model never trained on."""
-    return None if batch["dataset"] in set(unseen) else batch["task_id"]
+def task_ids_for(batch: Mapping[str, Any], unseen: Iterable[str], num_tasks: int) -> torch.Tensor:
+    """The batch's task ids; for a dataset the model never trained on, the unknown-task id ``num_tasks`` (the
+    routed adapters and the cell embedding keep a row for it)."""
+    if batch["dataset"] in set(unseen):
+        return torch.full_like(batch["task_id"], num_tasks)  # (B,)
+    return batch["task_id"]  # (B,)
 
 
 @torch.no_grad()
@@ -47,45 +51,50 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     dist: DistInfo,
-    loss_cfg: Mapping[str, Any],
+    loss: ForecastLoss,
     autocast: Any,
     unseen: Iterable[str] = (),
     collect: bool = False,
 ) -> EvalResult:
     """Run ``model`` over ``split`` of each dataset in ``names``; every rank takes a contiguous share.
 
-    ``loss`` is ``mse_weight * MSE + mae_weight * MAE`` over every normalised point of every dataset (pooled, not a
-    mean of batch or dataset means). ``collect`` keeps real-scale forecasts (single process only).
+    ``loss`` is the training loss over every normalised point of every dataset (pooled, not a mean of batch or
+    dataset means). Datasets in ``unseen`` get the unknown-task id. ``collect`` keeps real-scale forecasts
+    (single process only).
     """
     was_training = model.training
     model.eval()
     unseen = set(unseen)
     metrics = ForecastMetrics(data.t_out, names)
-    pooled = torch.zeros(3, dtype=torch.float64)  # sum e^2, sum |e|, points (normalised space)
+    errors = torch.zeros(2, dtype=torch.float64, device=device)  # sum e^2, sum |e| (normalised space)
+    points = 0
     kept: dict[str, dict[str, list[np.ndarray]]] = {}
     for name in names:
         for batch in data.eval_batches(name, split, batch_size, rank=dist.rank, world_size=dist.world_size):
             b = _to_device(batch, device)
             with autocast:
-                pred = model(b["x"], b["timestamps"], task_ids_for(b, unseen), target_timestamps=b["target_timestamps"])
+                pred = model(b["x"], b["timestamps"], task_ids_for(b, unseen, len(data.names)),
+                             target_timestamps=b["target_timestamps"])
             pred = pred.float()[..., 0]  # (B, T_out, H, W)
-            err = (pred - b["y"]).double()
-            pooled += torch.stack([err.square().sum(), err.abs().sum(), torch.tensor(err.numel())]).cpu()
-            metrics.update(pred.cpu(), batch, data.to_real)
+            err = (pred - b["y"]).double()  # (B, T_out, H, W)
+            errors += torch.stack([err.square().sum(), err.abs().sum()])
+            points += err.numel()
+            pred = pred.cpu()
+            metrics.update(pred, batch, data.to_real)
             if collect:
                 store = kept.setdefault(name, {"forecast": [], "target": [], "channel": [], "index": []})
-                store["forecast"].append(data.to_real(pred.cpu(), batch).float().numpy())
+                store["forecast"].append(data.to_real(pred, batch).float().numpy())
                 store["target"].append(batch["y_real"].float().numpy())
                 store["channel"].append(batch["channel"].numpy())
                 store["index"].append(batch["index"].numpy())
+    pooled = torch.cat([errors, torch.tensor([float(points)], dtype=torch.float64, device=device)])  # (3,)
     if dist.enabled:
         metrics.unpack(all_reduce_sum(metrics.pack().to(device)).cpu())
-        pooled = all_reduce_sum(pooled.to(device)).cpu()
+        pooled = all_reduce_sum(pooled)
     model.train(was_training)
-    sq, ab, n = pooled.tolist()
-    loss = float(loss_cfg["mse_weight"]) * sq / max(n, 1.0) + float(loss_cfg["mae_weight"]) * ab / max(n, 1.0)
+    sq, ab, n = pooled.cpu().tolist()
     predictions = {k: {f: np.concatenate(v) for f, v in d.items()} for k, d in kept.items()} if collect else None
-    return EvalResult(metrics=metrics.result(), loss=loss, predictions=predictions)
+    return EvalResult(metrics=metrics.result(), loss=loss.from_sums(sq, ab, n), predictions=predictions)
 
 
 def scalar_tags(prefix: str, result: EvalResult) -> dict[str, float]:
@@ -117,7 +126,8 @@ def figure_images(
         batch = next(iter(data.eval_batches(name, split, batch_size)))
         b = _to_device(batch, device)
         with autocast:
-            pred, inter = model(b["x"], b["timestamps"], task_ids_for(b, unseen), return_intermediate=True,
+            pred, inter = model(b["x"], b["timestamps"], task_ids_for(b, unseen, len(data.names)),
+                                return_intermediate=True,
                                 target_timestamps=b["target_timestamps"])
         pred = pred.float()[..., 0].cpu()  # (B, T_out, H, W)
         if inter.get("gate_weights") is not None:

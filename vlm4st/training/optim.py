@@ -1,38 +1,45 @@
-"""AdamW with decoupled weight decay on weight matrices only, and a linear-warmup + cosine schedule per step."""
+"""The optimiser's parameter groups (decay on weight matrices only) and the per-step warmup + cosine schedule.
+
+Both are built from config partials (``trainer.optimizer``, ``trainer.schedule``) by the trainer."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from vlm4st.errors import ConfigError
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+
+def param_groups(model: nn.Module) -> list[dict[str, Any]]:
     """Trainable parameters split into decayed (matrices, kernels) and non-decayed (biases, norms, vectors).
 
-    Embeddings, prototypes and learned tokens with two or more dimensions are decayed like weights; biases and
-    normalisation scales (one dimension) are not, which the reference (decay on everything) got wrong.
+    Embeddings, prototypes and learned tokens with two or more dimensions are decayed like weights, at the
+    optimiser's ``weight_decay``; biases and normalisation scales (one dimension) get none: decaying them pulls
+    the normalisation gains towards zero for no regularising benefit.
     """
     decay, no_decay = [], []
     for _, param in model.named_parameters():
         if not param.requires_grad:
             continue
         (decay if param.ndim >= 2 else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
+    groups: list[dict[str, Any]] = [{"params": decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     return groups
 
 
-def build_optimizer(model: nn.Module, cfg: Mapping[str, Any], lr: float | None = None) -> torch.optim.AdamW:
-    """AdamW over the model's trainable parameters (``trainer.optimizer`` config)."""
-    groups = param_groups(model, float(cfg["weight_decay"]))
+def build_optimizer(
+    model: nn.Module, factory: Callable[..., torch.optim.Optimizer], lr: float
+) -> torch.optim.Optimizer:
+    """The ``trainer.optimizer`` partial applied to the model's parameter groups at learning rate ``lr``."""
+    groups = param_groups(model)
     if not any(group["params"] for group in groups):
-        raise ValueError("trainer.optimizer: the model has no trainable parameters (is everything frozen?)")
-    return torch.optim.AdamW(groups, lr=float(lr if lr is not None else cfg["lr"]), betas=tuple(cfg["betas"]))
+        raise ConfigError("trainer.optimizer: the model has no trainable parameters (is everything frozen?)")
+    return factory(groups, lr=float(lr))
 
 
 class WarmupCosine(torch.optim.lr_scheduler.LRScheduler):
@@ -47,14 +54,19 @@ class WarmupCosine(torch.optim.lr_scheduler.LRScheduler):
         self,
         optimizer: torch.optim.Optimizer,
         total_steps: int,
-        warmup_steps: int,
+        steps_per_epoch: int,
+        warmup_epochs: float,
         min_lr_ratio: float,
         budget_s: float | None = None,
     ) -> None:
         if total_steps < 1:
             raise ValueError(f"schedule: total_steps must be >= 1, got {total_steps}")
+        if warmup_epochs < 0 or not 0 <= min_lr_ratio <= 1:
+            raise ConfigError(f"trainer.schedule: expected warmup_epochs >= 0 and 0 <= min_lr_ratio <= 1, got "
+                              f"{warmup_epochs} and {min_lr_ratio}")
         self.total_steps = int(total_steps)
-        self.warmup_steps = min(max(int(warmup_steps), 0), self.total_steps - 1)
+        warmup_steps = round(float(warmup_epochs) * int(steps_per_epoch))
+        self.warmup_steps = min(max(warmup_steps, 0), self.total_steps - 1)
         self.min_lr_ratio = float(min_lr_ratio)
         self.budget_s = float(budget_s) if budget_s else None
         self.elapsed_s = 0.0
@@ -78,13 +90,3 @@ class WarmupCosine(torch.optim.lr_scheduler.LRScheduler):
         scale = self.factor(self.last_epoch)
         return [base * scale for base in self.base_lrs]
 
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer,
-    total_steps: int,
-    warmup_steps: int,
-    min_lr_ratio: float,
-    budget_s: float | None = None,
-) -> WarmupCosine:
-    """Per-step scheduler for ``build_optimizer``'s optimiser."""
-    return WarmupCosine(optimizer, total_steps, warmup_steps, min_lr_ratio, budget_s)

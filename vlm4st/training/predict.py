@@ -23,7 +23,8 @@ from vlm4st.data.resize import resize_maps
 from vlm4st.data.scaler import MinMaxScaler
 from vlm4st.data.timestamps import following
 from vlm4st.logging.figures import frame_rows_image
-from vlm4st.training.state import load_model_state
+from vlm4st.training.runtime import Runtime
+from vlm4st.training.weights import load_model_state
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +61,16 @@ def _read_input(path: Path, t_in: int) -> tuple[np.ndarray, np.ndarray | None, n
     return frames.astype(np.float32), stamps, channel
 
 
-def run_predict(cfg: DictConfig, payload: dict[str, Any], model: nn.Module) -> Path:
-    """Load the checkpoint into ``model``, forecast ``cfg.predict_input``, write the outputs; returns the npz path."""
+def run_predict(cfg: DictConfig, payload: dict[str, Any], model: nn.Module, rt: Runtime) -> Path:
+    """Load the checkpoint into ``model`` (on ``rt.device``), forecast ``cfg.predict_input``, write the outputs to
+    the run dir; returns the npz path."""
     if not cfg.predict_input:
         raise ConfigError("task=predict needs predict_input=<.npy or .npz of raw frames>")
     load_model_state(model, payload["model"], str(cfg.checkpoint))
     model.eval()
     data = payload["data"]
     datasets = {d["name"]: d for d in data["datasets"]}
-    name = cfg.get("predict_dataset") or data["datasets"][0]["name"]
+    name = cfg.predict_dataset or data["datasets"][0]["name"]
     if name not in datasets:
         raise ConfigError(f"predict_dataset={name!r}; the checkpoint knows {sorted(datasets)}")
     info = datasets[name]
@@ -85,12 +87,14 @@ def run_predict(cfg: DictConfig, payload: dict[str, Any], model: nn.Module) -> P
         future = following(stamps[:, -1], int(data["t_out"]), int(info["steps_per_day"]))  # (N, T_out, 2)
         target_ts = torch.from_numpy(future)
     task = torch.full((n,), int(info["task_id"]), dtype=torch.int64)
-    with torch.no_grad():
-        pred = model(x, ts, task, target_timestamps=target_ts)[..., 0]  # (N, T_out, h, w)
+    dev = rt.device
+    with torch.no_grad(), rt.autocast():
+        pred = model(x.to(dev), None if ts is None else ts.to(dev), task.to(dev),
+                     target_timestamps=None if target_ts is None else target_ts.to(dev))[..., 0]  # (N, T_out, h, w)
+    pred = pred.float().cpu()
     pred = resize_maps(pred.float(), native_hw)  # (N, T_out, H, W)
     forecast = scaler.inverse(pred, channel_t if scaler.per_channel else None, dtype=torch.float64).numpy()
-    out_dir = Path(str(cfg.paths.output_dir))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = rt.run_dir
     npz_path = out_dir / "forecast.npz"
     np.savez_compressed(npz_path, forecast=forecast.astype(np.float32), history=frames, dataset=np.array(name))
     png = frame_rows_image({"history": frames[0], "forecast": forecast[0]},

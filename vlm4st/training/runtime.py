@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vlm4st.config import ConfigError, instantiate
 from vlm4st.logging.base import ExperimentLogger, NullLogger
-from vlm4st.training.distributed import DistInfo, broadcast_object, init_distributed
+from vlm4st.training.distributed import DistInfo, broadcast_object, init_distributed, shutdown_distributed
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +127,13 @@ def build_logger(cfg: DictConfig, choices: Mapping[str, str], dist: DistInfo) ->
 def setup_runtime(cfg: DictConfig) -> Runtime:
     """Decide device, precision, threads, determinism and seeds; join DDP if launched for it; open the logger."""
     trainer = cfg.trainer
-    if trainer.get("num_threads"):
+    if trainer.num_threads is not None:
         torch.set_num_threads(int(trainer.num_threads))
-    dist_cfg = trainer.get("distributed") or {}
-    dist = init_distributed(str(dist_cfg.get("backend", "auto")))
+    dist = init_distributed(str(trainer.distributed.backend))
     device = resolve_device(str(trainer.device))
     if device.type == "cuda" and dist.enabled:
         device = torch.device("cuda", dist.local_rank)
-    if trainer.get("deterministic", True):
+    if trainer.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     seed_everything(int(cfg.seed))
@@ -157,3 +156,15 @@ def setup_runtime(cfg: DictConfig) -> Runtime:
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as a plain dict (for checkpoints, logs and ``config_resolved.yaml``)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def run_context(cfg: DictConfig) -> Iterator[Runtime]:
+    """The one entry of every task: device, seed, threads, precision, distributed init, logger and run dir on the
+    way in; the logger closed and the process group left on the way out, whatever happened inside."""
+    rt = setup_runtime(cfg)
+    try:
+        yield rt
+    finally:
+        rt.logger.close()
+        shutdown_distributed()

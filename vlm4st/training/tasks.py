@@ -1,33 +1,40 @@
 """What `python -m vlm4st.run task=...` does: ``train`` (train, select on validation, test), ``test`` (evaluate a
 checkpoint), ``predict`` (forecast a file of frames), ``data`` (build the data and print its summary).
 
-Transfer runs (``shot_ratio`` below 1 with ``dataset.target``) train a source stage on every other dataset,
-then either evaluate the target directly (zero-shot, with the adapter's "unknown task" id) or fine-tune on the
-target's share first (few-shot). ``source_checkpoint=...`` reuses a source stage instead of retraining it.
+Every task enters ``run_context`` (device, seed, threads, precision, distributed init, logger, run dir, teardown).
+``train`` asks ``plan_stages`` for its stages (one stage, source + target for few-shot, source only for
+zero-shot; the source stage trained, cached or reused from ``source_checkpoint``), runs them with one ``Trainer``,
+tests the selected weights and hands everything to ``write_report``. ``test`` and ``predict`` rebuild the
+checkpoint's model, data-shaping keys and seed, and ``test`` verifies that the rebuilt data is the data the
+checkpoint was trained on.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from vlm4st.config import ConfigError, instantiate
 from vlm4st.data.build import build_datamodule
 from vlm4st.data.module import DataModule
+from vlm4st.errors import CheckpointError
+from vlm4st.evaluation.baselines import evaluate_baselines
+from vlm4st.models.loss import ForecastLoss
 from vlm4st.training import checkpoint as ckpt
-from vlm4st.training.distributed import barrier, shutdown_distributed
+from vlm4st.training.distributed import barrier
 from vlm4st.training.evaluate import EvalResult, evaluate
-from vlm4st.training.runtime import Runtime, resolved_config, setup_runtime
+from vlm4st.training.report import write_report
+from vlm4st.training.runtime import Runtime, resolved_config, run_context
+from vlm4st.training.signals import RunInterrupted
 from vlm4st.training.source_cache import locked_source_dir, source_key
-from vlm4st.training.state import load_model_state
-from vlm4st.training.trainer import RunInterrupted, Stage, StageResult, Trainer
+from vlm4st.training.stages import Plan, plan_stages
+from vlm4st.training.trainer import StageResult, Trainer
+from vlm4st.training.weights import load_model_state
 
 log = logging.getLogger(__name__)
 
@@ -47,27 +54,18 @@ def build_model(model_cfg: DictConfig | dict[str, Any]) -> Any:
 
 def data_summary(cfg: DictConfig) -> None:
     """``task=data``: build the data, print the summary table, exit."""
-    dm = build_data(cfg)
-    sys.stdout.write(dm.summary() + "\n")
+    with run_context(cfg):
+        dm = build_data(cfg)
+        sys.stdout.write(dm.summary() + "\n")
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-
-
-def _save_predictions(path: Path, result: EvalResult) -> None:
-    arrays = {f"{name}.{field}": value for name, d in (result.predictions or {}).items() for field, value in d.items()}
-    np.savez_compressed(path, **arrays)
-    log.info("wrote real-scale forecasts and targets of %d dataset(s) to %s", len(result.predictions or {}), path)
-
-
-def _test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, unseen: list[str]) -> EvalResult:
+def _test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: ForecastLoss, unseen: list[str]) -> EvalResult:
     collect = bool(cfg.save_predictions) and not rt.dist.enabled
     if cfg.save_predictions and rt.dist.enabled:
         log.warning("save_predictions is ignored under DDP; run task=test on one process to write them")
     return evaluate(model, dm, "test", dm.eval_names("test"), batch_size=int(cfg.trainer.eval_batch_size),
-                    device=rt.device, dist=rt.dist, loss_cfg=cfg.trainer.loss, autocast=rt.autocast(),
-                    unseen=unseen, collect=collect)
+                    device=rt.device, dist=rt.dist, loss=loss, autocast=rt.autocast(), unseen=unseen,
+                    collect=collect)
 
 
 def _stage_summary(result: StageResult) -> dict[str, Any]:
@@ -77,29 +75,58 @@ def _stage_summary(result: StageResult) -> dict[str, Any]:
 
 
 def _check_source_checkpoint(payload: dict[str, Any], dm: DataModule, path: str) -> None:
-    """A reused source stage must know the same task ids and must never have trained on the target."""
+    """A reused source stage must know the same task ids, the same data, and must never have trained on the
+    target."""
     names = [d["name"] for d in payload["data"]["datasets"]]
     if names != dm.names:
-        raise ckpt.CheckpointError(f"source_checkpoint '{path}' was trained with datasets {names}; this run has "
-                                   f"{dm.names} (task ids must match: same dataset.sources in the same order)")
-    if dm.target in payload.get("stage_train", []):
-        raise ckpt.CheckpointError(f"source_checkpoint '{path}' trained on the target '{dm.target}'; a transfer "
-                                   "run needs a source model that never saw it")
+        raise CheckpointError(f"source_checkpoint '{path}' was trained with datasets {names}; this run has "
+                              f"{dm.names} (task ids must match: same dataset.sources in the same order)")
+    if dm.target in payload["stage_train"]:
+        raise CheckpointError(f"source_checkpoint '{path}' trained on the target '{dm.target}'; a transfer "
+                              "run needs a source model that never saw it")
+    dm.verify_state_dict(payload["data"], path, scope="sources")
+
+
+def _load_best(model, path: Path) -> None:
+    load_model_state(model, ckpt.load_checkpoint(path)["model"], str(path))
+
+
+def _run_plan(plan: Plan, trainer: Trainer, cfg: DictConfig, dm: DataModule, rt: Runtime,
+              config: dict[str, Any]) -> tuple[dict[str, Any], StageResult | None]:
+    """Run the stages in order; returns their summaries and the result whose best weights the test uses."""
+    resume = str(cfg.resume).lower() not in ("false", "0", "no")
+    stages: dict[str, Any] = {}
+    result: StageResult | None = None
+    for stage in plan.stages:
+        if stage.start == "previous" and result is not None:
+            _load_best(trainer.model, result.best_path)
+        if stage.reuse is not None:
+            payload = ckpt.load_checkpoint(stage.reuse)
+            _check_source_checkpoint(payload, dm, str(stage.reuse))
+            load_model_state(trainer.model, payload["model"], str(stage.reuse))
+            stages[stage.name] = {"reused": str(stage.reuse)}
+            result = None
+        elif stage.cached:
+            key = source_key(config, dm.content_hashes())
+            with locked_source_dir(cfg.transfer.cache_dir, key, str(dm.target), lock=rt.dist.is_main) as entry:
+                barrier()
+                stage.checkpoint_dir = entry
+                reused = (entry / "last.pt").is_file()
+                result = trainer.fit(stage, resume=True)
+            stages[stage.name] = {**_stage_summary(result), "cache": str(entry), "reused": reused}
+        else:
+            result = trainer.fit(stage, resume=resume)
+            stages[stage.name] = _stage_summary(result)
+    return stages, result
 
 
 def train(cfg: DictConfig) -> float:
-    """Train (one stage, or source + target stages), test the selected weights, write ``metrics.json``."""
-    rt = setup_runtime(cfg)
-    try:
+    """Train the planned stages, test the selected weights, write the report."""
+    with run_context(cfg) as rt:
         return _train(cfg, rt)
-    finally:
-        rt.logger.close()
-        shutdown_distributed()
 
 
 def _train(cfg: DictConfig, rt: Runtime) -> float:
-    from vlm4st.baselines import evaluate_baselines
-
     started = time.perf_counter()
     dm = build_data(cfg)
     log.info("data:\n%s", dm.summary())
@@ -107,7 +134,7 @@ def _train(cfg: DictConfig, rt: Runtime) -> float:
     params = model.get_trainable_parameters()
     log.info("model: %s parameters, %s trainable (%s in adapters)", f"{params['total']:,}",
              f"{params['trainable']:,}", f"{params['adapter']['trainable']:,}")
-    if cfg.trainer.get("grad_checkpointing"):
+    if cfg.trainer.grad_checkpointing:
         model.set_grad_checkpointing(True)
     config = resolved_config(cfg)
     if rt.dist.is_main:
@@ -115,69 +142,27 @@ def _train(cfg: DictConfig, rt: Runtime) -> float:
         rt.logger.log_config(config)
     meta = {"config": config, "data": dm.state_dict(), "adapter": model.describe_adapter()}
     trainer = Trainer(model, dm, cfg.trainer, rt, meta)
-    resume = str(cfg.resume).lower() not in ("false", "0", "no")
-    ckpt_dir = rt.run_dir / "checkpoints"
-    tr = cfg.trainer
-    stages: dict[str, Any] = {}
-    unseen: list[str] = []
-    if dm.mode == "full":
-        result = trainer.fit(Stage("main", dm.train_names(), dm.eval_names("val"), int(tr.epochs),
-                                   float(tr.optimizer.lr), ckpt_dir), resume=resume)
-        stages["main"] = _stage_summary(result)
-    else:
-        sources = [n for n in dm.names if n != dm.target]
-        source = Stage("source", sources, sources, int(tr.epochs), float(tr.optimizer.lr), ckpt_dir / "source")
-        if cfg.source_checkpoint:
-            payload = ckpt.load_checkpoint(str(cfg.source_checkpoint))
-            _check_source_checkpoint(payload, dm, str(cfg.source_checkpoint))
-            load_model_state(model, payload["model"], str(cfg.source_checkpoint))
-            stages["source"] = {"reused": str(cfg.source_checkpoint)}
-            result = None
-        elif cfg.transfer.source_cache:
-            key = source_key(config)
-            with locked_source_dir(cfg.transfer.cache_dir, key, str(dm.target), lock=rt.dist.is_main) as entry:
-                barrier()
-                source.checkpoint_dir = entry
-                reused = (entry / "last.pt").is_file()
-                result = trainer.fit(source, resume=True)
-            stages["source"] = {**_stage_summary(result), "cache": str(entry), "reused": reused}
-        else:
-            result = trainer.fit(source, resume=resume)
-            stages["source"] = _stage_summary(result)
-        if dm.mode == "zero":
-            unseen = [dm.target]
-        else:
-            if result is not None:
-                load_model_state(model, ckpt.load_checkpoint(result.best_path)["model"], str(result.best_path))
-            result = trainer.fit(Stage("target", [dm.target], [dm.target], int(tr.fewshot.epochs),
-                                       float(tr.fewshot.lr), ckpt_dir / "target"), resume=resume)
-            stages["target"] = _stage_summary(result)
+    plan = plan_stages(cfg, dm, rt.run_dir / "checkpoints")
+    stages, result = _run_plan(plan, trainer, cfg, dm, rt, config)
     if result is not None:
-        load_model_state(model, ckpt.load_checkpoint(result.best_path)["model"], str(result.best_path))
-    tested = _test(model, dm, cfg, rt, unseen)
+        _load_best(model, result.best_path)
+    tested = _test(model, dm, cfg, rt, trainer.loss, plan.unseen)
     baselines = evaluate_baselines(dm, "test") if rt.dist.is_main else {}
     objective = float(result.best_val_loss) if result is not None else float("nan")
-    if rt.dist.is_main:
-        metrics = {
-            "run": {"task": "train", "seed": int(cfg.seed), "mode": dm.mode, "target": dm.target, **rt.choices},
-            "params": params,
-            "stages": stages,
-            "best_val_loss": objective,
-            "train_seconds": sum(s.get("train_seconds", 0.0) for s in stages.values()),
-            "wall_seconds": time.perf_counter() - started,
-            "test": tested.metrics,
-            "test_loss": tested.loss,
-            "baselines": baselines,
-        }
-        _write_json(rt.run_dir / "metrics.json", metrics)
-        rt.logger.log_summary(tested.metrics)
-        if tested.predictions is not None:
-            _save_predictions(rt.run_dir / "predictions.npz", tested)
-        for name, m in tested.metrics.items():
-            log.info("test %s: RMSE %.4f  MAE %.4f  (normalised %.4f / %.4f, %d windows)", name, m["rmse"], m["mae"],
-                     m["rmse_norm"], m["mae_norm"], m["n"])
-        log.info("metrics written to %s", rt.run_dir / "metrics.json")
+    metrics = {
+        "run": {"task": "train", "seed": int(cfg.seed), "mode": dm.mode, "target": dm.target, **rt.choices},
+        "params": params,
+        "stages": stages,
+        "best_val_loss": objective,
+        "train_seconds": sum(s.get("train_seconds", 0.0) for s in stages.values()),
+        "wall_seconds": time.perf_counter() - started,
+    }
+    write_report(rt, metrics, tested, baselines, _model_name(rt))
     return objective
+
+
+def _model_name(rt: Runtime) -> str:
+    return rt.choices.get("model", "model")
 
 
 def _checkpoint_config(cfg: DictConfig) -> tuple[dict[str, Any], DictConfig]:
@@ -187,30 +172,35 @@ def _checkpoint_config(cfg: DictConfig) -> tuple[dict[str, Any], DictConfig]:
     return payload, OmegaConf.create(payload["config"])
 
 
-def test(cfg: DictConfig) -> float:
-    """Evaluate ``checkpoint`` on the test split of the data it was trained with; writes ``metrics.json``."""
-    payload, trained = _checkpoint_config(cfg)
+#: What a checkpoint decides when ``task=test`` / ``task=predict`` rebuild its model and data.
+TRAINED_KEYS = ("model", "dataset", "shot_ratio", "seed")
+
+
+def _as_trained(cfg: DictConfig, trained: DictConfig) -> DictConfig:
+    """``cfg`` with the model, data-shaping keys and seed of the checkpoint's run (rebuild exactly what trained)."""
     run_cfg = cfg.copy()
-    for key in ("model", "dataset", "shot_ratio"):  # rebuild exactly what was trained
+    for key in TRAINED_KEYS:
         OmegaConf.update(run_cfg, key, trained[key], merge=False)
-    rt = setup_runtime(run_cfg)
-    try:
+    return run_cfg
+
+
+def test(cfg: DictConfig) -> float:
+    """Evaluate ``checkpoint`` on the test split of the data it was trained with (verified); write the report."""
+    payload, trained = _checkpoint_config(cfg)
+    run_cfg = _as_trained(cfg, trained)
+    with run_context(run_cfg) as rt:
         dm = build_data(run_cfg)
+        dm.verify_state_dict(payload["data"], str(cfg.checkpoint))
         model = build_model(trained.model).to(rt.device)
         load_model_state(model, payload["model"], str(cfg.checkpoint))
-        unseen = [dm.target] if dm.mode == "zero" else []
-        result = _test(model, dm, run_cfg, rt, unseen)
-        if rt.dist.is_main:
-            _write_json(rt.run_dir / "metrics.json", {"run": {"task": "test", "checkpoint": str(cfg.checkpoint)},
-                                                      "test": result.metrics, "test_loss": result.loss})
-            if result.predictions is not None:
-                _save_predictions(rt.run_dir / "predictions.npz", result)
-            for name, m in result.metrics.items():
-                log.info("test %s: RMSE %.4f  MAE %.4f", name, m["rmse"], m["mae"])
+        loss = instantiate(run_cfg.trainer.loss, path="trainer.loss")
+        unseen = plan_stages(run_cfg, dm, rt.run_dir / "checkpoints").unseen
+        result = _test(model, dm, run_cfg, rt, loss, unseen)
+        baselines = evaluate_baselines(dm, "test") if rt.dist.is_main else {}
+        metrics = {"run": {"task": "test", "checkpoint": str(cfg.checkpoint), "seed": int(run_cfg.seed),
+                           "mode": dm.mode, "target": dm.target}}
+        write_report(rt, metrics, result, baselines, _model_name(rt))
         return result.loss
-    finally:
-        rt.logger.close()
-        shutdown_distributed()
 
 
 def predict(cfg: DictConfig) -> None:
@@ -218,4 +208,6 @@ def predict(cfg: DictConfig) -> None:
     from vlm4st.training.predict import run_predict
 
     payload, trained = _checkpoint_config(cfg)
-    run_predict(cfg, payload, build_model(trained.model))
+    run_cfg = _as_trained(cfg, trained)
+    with run_context(run_cfg) as rt:
+        run_predict(run_cfg, payload, build_model(trained.model).to(rt.device), rt)

@@ -1,58 +1,54 @@
-"""The training loop: AdamW + warmup/cosine, clipped gradients, per-epoch validation, atomic checkpoints, resume.
+"""The training loop of one stage: optimiser and schedule from config partials, per-epoch validation, atomic
+checkpoints, exact resume, a time budget, and a stop at the first non-finite loss.
 
-One ``Trainer.fit(stage)`` call trains one stage (the whole run, or the source / target stage of a transfer
-run). Model selection uses the validation loss of the stage's validation datasets only. ``last.pt`` is written
-every ``checkpoint_every_steps`` and at every epoch end, ``best.pt`` whenever validation improves; a stage
-resumed from ``last.pt`` replays exactly what an uninterrupted run does (same batch order, RNG state, schedule).
+``Trainer.fit(stage)`` trains one stage (the whole run, or the source / target stage of a transfer run; see
+``stages``). Model selection uses the validation loss of the stage's validation datasets only. ``last.pt`` is
+written every ``checkpoint_every_steps`` and at every epoch end, ``best.pt`` whenever validation improves; a stage
+resumed from ``last.pt`` replays exactly what an uninterrupted run does (same batch order, RNG state, schedule),
+and refuses a ``last.pt`` written by a run with another config or other data.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import signal
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from vlm4st.config import instantiate
 from vlm4st.data.module import DataModule
+from vlm4st.errors import CheckpointError
 from vlm4st.training import checkpoint as ckpt
 from vlm4st.training.distributed import all_reduce_sum, barrier
 from vlm4st.training.evaluate import EvalResult, evaluate, figure_images, scalar_tags
-from vlm4st.training.optim import build_optimizer, build_scheduler
+from vlm4st.training.optim import build_optimizer
 from vlm4st.training.runtime import Runtime
-from vlm4st.training.state import load_model_state, model_state
+from vlm4st.training.signals import RunInterrupted, StopSignal
+from vlm4st.training.stages import Stage
+from vlm4st.training.state import TrainState
+from vlm4st.training.weights import load_model_state, model_state
 
 log = logging.getLogger(__name__)
 
+__all__ = ["NonFiniteLossError", "RunInterrupted", "StageResult", "Trainer"]
 
-class RunInterrupted(RuntimeError):
-    """Training stopped early on purpose (a signal or ``trainer.interrupt_after_steps``); ``last.pt`` is saved."""
+#: Config keys a resumed stage must share with the run that wrote its ``last.pt``: what builds the model and the
+#: data, the seed, and every trainer key that shapes the schedule or the batches.
+RESUME_KEYS = ("model", "dataset", "shot_ratio", "seed")
+RESUME_TRAINER_KEYS = ("epochs", "batch_size", "drop_last", "max_steps", "time_budget_min", "optimizer", "schedule",
+                       "loss", "grad_clip", "fewshot")
 
-    def __init__(self, message: str, exit_code: int = 3) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
-
-@dataclass
-class Stage:
-    """One training stage: which datasets train and validate, for how long, at what learning rate."""
-
-    name: str
-    train: list[str]
-    val: list[str]
-    epochs: int
-    lr: float
-    checkpoint_dir: Path
-    unseen: list[str] = field(default_factory=list)  # datasets evaluated with the "unknown task" id
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or Inf; the message names the step, epoch and dataset of the batch."""
 
 
 @dataclass
@@ -69,151 +65,213 @@ class StageResult:
     history: list[dict[str, Any]]
 
 
-class _StopSignal:
-    """Turns SIGTERM / SIGUSR1 / SIGUSR2 (kill, SLURM pre-emption, submitit's timeout signal) into a flag that the
-    loop checks at step boundaries: it writes ``last.pt`` first, then hands the signal to the handler that was
-    installed before (submitit's checkpoint-and-requeue), or stops with ``RunInterrupted``."""
+@dataclass
+class _StageRun:
+    """Everything one ``fit`` call works with."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+    stage: Stage
+    state: TrainState
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    per_epoch: int
+    total: int
+    budget_s: float | None
+    last_path: Path
+    best_path: Path
 
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> _StopSignal:
-        for sig in self.SIGNALS:
-            with contextlib.suppress(ValueError):  # not the main thread: leave signals to the caller
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.received = signum
-
-    def forward(self) -> None:
-        """After ``last.pt`` is safe: call the earlier handler of the received signal (it may requeue and exit)."""
-        previous = self._previous.get(self.received) if self.received is not None else None
-        if callable(previous):
-            previous(self.received, None)
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+def differing_keys(stored: Any, current: Any, prefix: str) -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts (a key missing on one side differs)."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        out: list[str] = []
+        for key in sorted(set(stored) | set(current), key=str):
+            out += differing_keys(stored.get(key, "<missing>"), current.get(key, "<missing>"), f"{prefix}.{key}")
+        return out
+    return [] if stored == current else [prefix]
 
 
 class Trainer:
-    """Trains a ``VLM4ST`` on a ``DataModule`` under a ``Runtime``; ``cfg`` is the ``trainer`` config node."""
+    """Trains a model on a ``DataModule`` under a ``Runtime``; ``cfg`` is the ``trainer`` config node and
+    ``run_meta`` (resolved config, data state, adapter description) goes into every checkpoint."""
 
     def __init__(
-        self,
-        model: nn.Module,
-        data: DataModule,
-        cfg: Mapping[str, Any],
-        runtime: Runtime,
-        run_meta: Mapping[str, Any],
+        self, model: nn.Module, data: DataModule, cfg: DictConfig, runtime: Runtime, run_meta: dict[str, Any]
     ) -> None:
         self.model = model.to(runtime.device)
         self.data, self.cfg, self.rt = data, cfg, runtime
-        self.run_meta = dict(run_meta)  # resolved config, data state, adapter description: stored in checkpoints
-        self.loss_cfg = dict(cfg["loss"])
+        self.run_meta = dict(run_meta)
+        self.loss = instantiate(cfg.loss, path="trainer.loss")
         self.global_step_offset = 0  # steps of earlier stages, so logger steps keep increasing
 
     # -- public ---------------------------------------------------------------------------------------------------
     def fit(self, stage: Stage, resume: bool = True) -> StageResult:
         """Train ``stage`` (resuming from its ``last.pt`` when present and ``resume``) and return its result."""
+        run = self._prepare(stage)
+        if resume and run.last_path.is_file():
+            run.state = self._restore(run)
+        if run.state.finished:
+            log.info("stage '%s' already finished (%s); skipping training", stage.name, run.last_path)
+        else:
+            self._run_epochs(run)
+        self.global_step_offset += run.state.step
+        barrier()  # rank 0 has written the checkpoints every rank reads next
+        if not run.best_path.is_file():
+            raise CheckpointError(f"stage '{stage.name}' ended without a best checkpoint at {run.best_path}")
+        st = run.state
+        return StageResult(run.best_path, run.last_path, st.best_epoch, st.best_val, st.epoch, st.step,
+                           st.train_seconds, st.history)
+
+    def validate(self, stage: Stage) -> EvalResult:
+        """Validation metrics and pooled loss over ``stage.val`` (never test data, never an unseen target)."""
+        return evaluate(self.model, self.data, "val", stage.val, batch_size=int(self.cfg.eval_batch_size),
+                        device=self.rt.device, dist=self.rt.dist, loss=self.loss, autocast=self.rt.autocast())
+
+    # -- setup ----------------------------------------------------------------------------------------------------
+    def _prepare(self, stage: Stage) -> _StageRun:
         cfg, rt = self.cfg, self.rt
-        bs = int(cfg["batch_size"])
-        per_epoch = self.data.num_train_batches(bs, drop_last=bool(cfg.get("drop_last", False)), names=stage.train,
+        per_epoch = self.data.num_train_batches(int(cfg.batch_size), drop_last=bool(cfg.drop_last), names=stage.train,
                                                 world_size=rt.dist.world_size)
         if per_epoch == 0:
             raise ValueError(f"stage '{stage.name}': no training batches for datasets {stage.train}")
         total = stage.epochs * per_epoch
-        if cfg.get("max_steps"):
-            total = min(total, int(cfg["max_steps"]))
-        warmup = round(float(cfg["schedule"]["warmup_epochs"]) * per_epoch)
-        optimizer = build_optimizer(self.model, cfg["optimizer"], lr=stage.lr)
-        budget = float(cfg["time_budget_min"]) * 60.0 if cfg.get("time_budget_min") else None
-        scheduler = build_scheduler(optimizer, total, warmup, float(cfg["schedule"]["min_lr_ratio"]), budget)
-        state = {"epoch": 0, "epoch_step": 0, "step": 0, "best_val": math.inf, "best_epoch": -1,
-                 "history": [], "train_seconds": 0.0, "finished": False}
-        last_path, best_path = stage.checkpoint_dir / "last.pt", stage.checkpoint_dir / "best.pt"
-        if resume and last_path.is_file():
-            state = self._restore(last_path, optimizer, scheduler, stage)
-        if state["finished"]:
-            log.info("stage '%s' already finished (%s); skipping training", stage.name, last_path)
-        else:
-            self._run_epochs(stage, state, optimizer, scheduler, per_epoch, total, last_path, best_path, budget)
-        self.global_step_offset += state["step"]
-        barrier()  # rank 0 has written the checkpoints every rank reads next
-        if not best_path.is_file():
-            raise RuntimeError(f"stage '{stage.name}' ended without a best checkpoint at {best_path}")
-        return StageResult(best_path, last_path, state["best_epoch"], state["best_val"],
-                           state["epoch"], state["step"], state["train_seconds"], state["history"])
+        if cfg.max_steps is not None:
+            total = min(total, int(cfg.max_steps))
+        budget = float(cfg.time_budget_min) * 60.0 if cfg.time_budget_min is not None else None
+        optimizer = build_optimizer(self.model, instantiate(cfg.optimizer, path="trainer.optimizer"), stage.lr)
+        scheduler = instantiate(cfg.schedule, path="trainer.schedule")(
+            optimizer, total_steps=total, steps_per_epoch=per_epoch, budget_s=budget
+        )
+        return _StageRun(stage, TrainState(), optimizer, scheduler, per_epoch, total, budget,
+                         stage.checkpoint_dir / "last.pt", stage.checkpoint_dir / "best.pt")
 
     # -- loop -----------------------------------------------------------------------------------------------------
-    def _run_epochs(self, stage, state, optimizer, scheduler, per_epoch, total, last_path, best_path, budget) -> None:
-        cfg, rt = self.cfg, self.rt
+    def _run_epochs(self, run: _StageRun) -> None:
+        cfg, rt, st, stage = self.cfg, self.rt, run.state, run.stage
         net = self._wrap()
-        clip = float(cfg["optimizer"].get("grad_clip") or 0.0)
-        every_ckpt = int(cfg.get("checkpoint_every_steps") or 0)
-        interrupt_at = cfg.get("interrupt_after_steps")
-        log_every = max(1, int(cfg.get("log_every_steps", 10)))
-        show = bool(cfg.get("progress", True)) and rt.dist.is_main
-        with _StopSignal() as stop:
-            while state["epoch"] < stage.epochs and state["step"] < total and not state.get("out_of_time"):
-                epoch, start = state["epoch"], state["epoch_step"]
+        every_ckpt = int(cfg.checkpoint_every_steps or 0)
+        interrupt_at = cfg.interrupt_after_steps
+        log_every = int(cfg.log_every_steps)
+        if log_every < 1:
+            raise ValueError(f"trainer.log_every_steps: expected >= 1, got {log_every}")
+        show = bool(cfg.progress) and rt.dist.is_main
+        with StopSignal() as stop:
+            while st.epoch < stage.epochs and st.step < run.total and not st.out_of_time:
                 self.model.train()
-                batches = self.data.train_batches(epoch, int(cfg["batch_size"]), names=stage.train, start=start,
-                                                  drop_last=bool(cfg.get("drop_last", False)), rank=rt.dist.rank,
-                                                  world_size=rt.dist.world_size)
-                steps_left = min(per_epoch - start, total - state["step"])
-                bar = tqdm(total=steps_left, desc=f"{stage.name} epoch {epoch + 1}/{stage.epochs}", disable=not show,
-                           unit="step", dynamic_ncols=True, mininterval=1.0, leave=False)
+                batches = self.data.train_batches(st.epoch, int(cfg.batch_size), names=stage.train,
+                                                  start=st.epoch_step, drop_last=bool(cfg.drop_last),
+                                                  rank=rt.dist.rank, world_size=rt.dist.world_size)
+                steps_left = min(run.per_epoch - st.epoch_step, run.total - st.step)
+                bar = tqdm(total=steps_left, desc=f"{stage.name} epoch {st.epoch + 1}/{stage.epochs}",
+                           disable=not show, unit="step", dynamic_ncols=True, mininterval=1.0, leave=False)
                 tick, running = time.perf_counter(), None
                 for batch in batches:
-                    scheduler.set_elapsed(state["train_seconds"] + time.perf_counter() - tick)
-                    parts = self._step(net, batch, optimizer, scheduler, clip)
-                    state["step"] += 1
-                    state["epoch_step"] += 1
-                    running = parts["total_loss"] if running is None else 0.9 * running + 0.1 * parts["total_loss"]
+                    run.scheduler.set_elapsed(st.train_seconds + time.perf_counter() - tick)
+                    parts = self._step(net, batch, run)
+                    if parts is None:  # non-finite loss: keep the last finite state, then stop
+                        st.train_seconds += time.perf_counter() - tick
+                        bar.close()
+                        self._diverged(run, batch)
+                    st.step += 1
+                    st.epoch_step += 1
+                    total_loss = parts["total_loss"]
+                    running = total_loss if running is None else 0.9 * running + 0.1 * total_loss
                     bar.update(1)
-                    bar.set_postfix(loss=f"{running:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
-                    if state["step"] % log_every == 0:
+                    bar.set_postfix(loss=f"{running:.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}", refresh=False)
+                    if st.step % log_every == 0:
                         rt.logger.log_scalars(
-                            {"train/loss": parts["total_loss"], "train/mse": parts["mse_loss"],
-                             "train/mae": parts["mae_loss"], "train/lr": scheduler.get_last_lr()[0]},
-                            self.global_step_offset + state["step"],
+                            {"train/loss": total_loss, "train/mse": parts["mse_loss"], "train/mae": parts["mae_loss"],
+                             "train/lr": run.scheduler.get_last_lr()[0]},
+                            self.global_step_offset + st.step,
                         )
                     stopping = self._agree(stop.received is not None or (interrupt_at is not None and
-                                                                        state["step"] >= int(interrupt_at)))
-                    if stopping or (every_ckpt and state["step"] % every_ckpt == 0):
-                        state["train_seconds"] += time.perf_counter() - tick
+                                                                        st.step >= int(interrupt_at)))
+                    if stopping or (every_ckpt and st.step % every_ckpt == 0):
+                        st.train_seconds += time.perf_counter() - tick
                         tick = time.perf_counter()
-                        self._save(last_path, state, optimizer, scheduler, stage)
+                        self._save(run.last_path, run)
                     if stopping:
                         bar.close()
                         why = f"signal {stop.received}" if stop.received is not None else "interrupt_after_steps"
-                        self._interrupt(stop, f"stage '{stage.name}' stopped at step {state['step']} ({why})",
-                                        last_path)
-                    if budget and self._agree(state["train_seconds"] + time.perf_counter() - tick >= budget):
-                        state["out_of_time"] = True  # validate this partial epoch, then stop
-                        log.info("stage '%s': time budget of %.1f min spent at step %d", stage.name, budget / 60,
-                                 state["step"])
+                        self._interrupt(stop, f"stage '{stage.name}' stopped at step {st.step} ({why})", run.last_path)
+                    if run.budget_s and self._agree(st.train_seconds + time.perf_counter() - tick >= run.budget_s):
+                        st.out_of_time = True  # validate this partial epoch, then stop
+                        log.info("stage '%s': time budget of %.1f min spent at step %d", stage.name,
+                                 run.budget_s / 60, st.step)
                         break
-                    if state["step"] >= total:
+                    if st.step >= run.total:
                         break
                 bar.close()
-                state["train_seconds"] += time.perf_counter() - tick
-                self._end_epoch(stage, state, optimizer, scheduler, last_path, best_path)
-            state["finished"] = True
-            self._save(last_path, state, optimizer, scheduler, stage)
+                st.train_seconds += time.perf_counter() - tick
+                self._end_epoch(run)
+            st.finished = True
+            self._save(run.last_path, run)
             if self._agree(stop.received is not None):
                 # The signal came during the last validation: the stage is complete and saved, so a resumed run
                 # skips it; the signal still ends (or requeues) the run instead of being swallowed.
                 self._interrupt(stop, f"stage '{stage.name}' finished, then stopped by signal {stop.received}",
-                                last_path)
+                                run.last_path)
+
+    def _step(self, net: nn.Module, batch: dict[str, Any], run: _StageRun) -> dict[str, float] | None:
+        """One optimiser step; the loss parts as floats, or None (and no update) when the loss is not finite.
+
+        Reading the loss is the step's one host synchronisation: it is needed to refuse a non-finite update.
+        """
+        dev = self.rt.device
+        x, y = batch["x"].to(dev, non_blocking=True), batch["y"].to(dev, non_blocking=True)
+        ts = batch["timestamps"].to(dev, non_blocking=True)  # (B, T_in, 2)
+        task = batch["task_id"].to(dev, non_blocking=True)  # (B,)
+        target_ts = batch["target_timestamps"].to(dev, non_blocking=True)  # (B, T_out, 2)
+        with self.rt.autocast():
+            pred = net(x, ts, task, target_timestamps=target_ts)  # (B, T_out, H, W, C)
+        loss, parts = self.loss(pred.float(), y)
+        values = {k: float(v) for k, v in parts.items()}
+        if not math.isfinite(values["total_loss"]):
+            return None
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = float(self.cfg.grad_clip)
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], clip)
+        run.optimizer.step()
+        run.scheduler.step()
+        return values
+
+    def _diverged(self, run: _StageRun, batch: dict[str, Any]) -> NoReturn:
+        """Write ``last.pt`` at the last finite step and stop with an error that names the failing batch."""
+        st = run.state
+        self._save(run.last_path, run)
+        barrier()
+        raise NonFiniteLossError(
+            f"stage '{run.stage.name}': the training loss is not finite at step {st.step + 1} (epoch {st.epoch + 1}, "
+            f"a batch of dataset '{batch['dataset']}'); {run.last_path} holds the weights of the last finite step. "
+            "Check that dataset's values and scaler, or lower trainer.optimizer.lr"
+        )
+
+    def _end_epoch(self, run: _StageRun) -> None:
+        rt, st, stage = self.rt, run.state, run.stage
+        epoch = st.epoch
+        result = self.validate(stage)
+        improved = result.loss < st.best_val
+        st.history.append({"epoch": epoch, "step": st.step, "train_seconds": st.train_seconds,
+                           "val_loss": result.loss,
+                           "val": {n: {k: m[k] for k in ("mae", "rmse")} for n, m in result.metrics.items()}})
+        st.epoch, st.epoch_step = epoch + 1, 0
+        step = self.global_step_offset + st.step
+        rt.logger.log_scalars({**scalar_tags("val", result), "epoch": epoch + 1}, step)
+        if rt.logger.wants_images(epoch) and rt.dist.is_main:
+            images = figure_images(self.model, self.data, "val", stage.val, rt.device, rt.autocast())
+            for tag, image in images.items():
+                rt.logger.log_image(tag, image, step)
+        log.info("%s epoch %d/%d: val loss %.5f%s | %s", stage.name, epoch + 1, stage.epochs, result.loss,
+                 " (best)" if improved else "",
+                 ", ".join(f"{n} rmse {m['rmse']:.4g} mae {m['mae']:.4g}" for n, m in result.metrics.items()))
+        if improved:
+            st.best_val, st.best_epoch = result.loss, epoch
+            self._save(run.best_path, run)
+        self._save(run.last_path, run)
 
     @staticmethod
-    def _interrupt(stop: _StopSignal, what: str, last_path: Path) -> NoReturn:
+    def _interrupt(stop: StopSignal, what: str, last_path: Path) -> NoReturn:
         """Stop the run once ``last_path`` is written: hand the signal on (submitit may requeue), then raise."""
         barrier()  # rank 0 has written last.pt
         stop.forward()
@@ -225,86 +283,64 @@ class Trainer:
             return flag
         return bool(all_reduce_sum(torch.tensor([float(flag)], device=self.rt.device)).item() > 0)
 
-    def _step(self, net, batch, optimizer, scheduler, clip) -> dict[str, float]:
-        dev = self.rt.device
-        x, y = batch["x"].to(dev, non_blocking=True), batch["y"].to(dev, non_blocking=True)
-        ts, task = batch["timestamps"].to(dev), batch["task_id"].to(dev)
-        target_ts = batch["target_timestamps"].to(dev)  # (B, T_out, 2)
-        with self.rt.autocast():
-            pred = net(x, ts, task, target_timestamps=target_ts)  # (B, T_out, H, W, C)
-        loss, parts = self.model.get_loss(pred.float(), y, self.loss_cfg)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], clip)
-        optimizer.step()
-        scheduler.step()
-        return parts
-
-    def _end_epoch(self, stage, state, optimizer, scheduler, last_path, best_path) -> None:
-        rt, epoch = self.rt, state["epoch"]
-        result = self.validate(stage)
-        improved = result.loss < state["best_val"]
-        record = {"epoch": epoch, "step": state["step"], "train_seconds": state["train_seconds"],
-                  "val_loss": result.loss,
-                  "val": {n: {k: m[k] for k in ("mae", "rmse")} for n, m in result.metrics.items()}}
-        state["history"].append(record)
-        state["epoch"], state["epoch_step"] = epoch + 1, 0
-        step = self.global_step_offset + state["step"]
-        rt.logger.log_scalars({**scalar_tags("val", result), "epoch": epoch + 1}, step)
-        if rt.logger.wants_images(epoch) and rt.dist.is_main:
-            for tag, image in figure_images(self.model, self.data, "val", stage.val, rt.device, rt.autocast(),
-                                            stage.unseen).items():
-                rt.logger.log_image(tag, image, step)
-        log.info("%s epoch %d/%d: val loss %.5f%s | %s", stage.name, epoch + 1, stage.epochs, result.loss,
-                 " (best)" if improved else "",
-                 ", ".join(f"{n} rmse {m['rmse']:.4g} mae {m['mae']:.4g}" for n, m in result.metrics.items()))
-        if improved:
-            state["best_val"], state["best_epoch"] = result.loss, epoch
-            self._save(best_path, state, optimizer, scheduler, stage)
-        self._save(last_path, state, optimizer, scheduler, stage)
-
-    def validate(self, stage: Stage) -> EvalResult:
-        """Validation metrics and pooled loss over ``stage.val`` (never test data, never an unseen target)."""
-        return evaluate(self.model, self.data, "val", stage.val, batch_size=int(self.cfg["eval_batch_size"]),
-                        device=self.rt.device, dist=self.rt.dist, loss_cfg=self.loss_cfg,
-                        autocast=self.rt.autocast(), unseen=stage.unseen)
-
-    # -- checkpoints ----------------------------------------------------------------------------------------------
     def _wrap(self) -> nn.Module:
         """The module the loop calls: DDP-wrapped when distributed, compiled when asked."""
         net: nn.Module = self.model
         if self.rt.dist.enabled:
             ids = [self.rt.device.index] if self.rt.device.type == "cuda" else None
             net = DistributedDataParallel(net, device_ids=ids, find_unused_parameters=False)
-        if self.cfg.get("compile"):
+        if self.cfg.compile:
             net = torch.compile(net)
         return net
 
-    def _save(self, path: Path, state: dict, optimizer, scheduler, stage: Stage) -> None:
+    # -- checkpoints ----------------------------------------------------------------------------------------------
+    def _save(self, path: Path, run: _StageRun) -> None:
         if not self.rt.dist.is_main:
             return
         payload = {
             **self.run_meta,
-            "stage": stage.name,
-            "stage_train": list(stage.train),
-            "model": model_state(self.model, trainable_only=bool(self.cfg.get("save_adapters_only"))),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "trainer_state": {k: v for k, v in state.items()},
+            "stage": run.stage.name,
+            "stage_train": list(run.stage.train),
+            "model": model_state(self.model, trainable_only=bool(self.cfg.save_adapters_only)),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "trainer_state": run.state.to_dict(),
             "rng": ckpt.rng_state(),
         }
         ckpt.save_checkpoint(payload, path)
 
-    def _restore(self, path: Path, optimizer, scheduler, stage: Stage) -> dict[str, Any]:
+    def _check_same_run(self, payload: dict[str, Any], path: Path, stage: Stage) -> None:
+        """Refuse a ``last.pt`` from another run: other model, data, seed or schedule-shaping trainer keys.
+
+        A source stage does not depend on the shot ratio or on the target's share (one cached source model serves
+        zero-shot and every few-shot ratio), so for it those are not compared.
+        """
+        stored, current = payload["config"], self.run_meta["config"]
+        source = stage.name == "source"
+        diff = []
+        for key in RESUME_KEYS:
+            if not (source and key == "shot_ratio"):
+                diff += differing_keys(stored.get(key), current.get(key), key)
+        for key in RESUME_TRAINER_KEYS:
+            diff += differing_keys(stored["trainer"].get(key), current["trainer"].get(key), f"trainer.{key}")
+        if diff:
+            raise CheckpointError(
+                f"checkpoint '{path}' was written by a different run: {', '.join(diff[:8])}"
+                f"{' ...' if len(diff) > 8 else ''} differ; start a new run dir or set resume=false"
+            )
+        self.data.verify_state_dict(payload["data"], str(path), scope="sources" if source else "all")
+
+    def _restore(self, run: _StageRun) -> TrainState:
+        path = run.last_path
         payload = ckpt.load_checkpoint(path)
-        if payload.get("stage") != stage.name:
-            raise ckpt.CheckpointError(f"checkpoint '{path}' belongs to stage '{payload.get('stage')}', "
-                                       f"expected '{stage.name}'")
+        if payload["stage"] != run.stage.name:
+            raise CheckpointError(f"checkpoint '{path}' belongs to stage '{payload['stage']}', "
+                                  f"expected '{run.stage.name}'")
+        self._check_same_run(payload, path, run.stage)
         load_model_state(self.model, payload["model"], str(path))
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
+        run.optimizer.load_state_dict(payload["optimizer"])
+        run.scheduler.load_state_dict(payload["scheduler"])
         ckpt.set_rng_state(payload["rng"])
-        state = dict(payload["trainer_state"])
-        log.info("resumed stage '%s' from %s at epoch %d, step %d", stage.name, path, state["epoch"], state["step"])
+        state = TrainState.from_dict(dict(payload["trainer_state"]), str(path))
+        log.info("resumed stage '%s' from %s at epoch %d, step %d", run.stage.name, path, state.epoch, state.step)
         return state

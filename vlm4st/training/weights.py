@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlm4st.training.checkpoint import CheckpointError
+from vlm4st.errors import CheckpointError
 
 
 def frozen_fingerprint(model: nn.Module) -> float:

@@ -1,0 +1,67 @@
+"""The stage plan of a training run: which stages train, on what, from which weights, and what the test treats
+as an unseen dataset.
+
+- full data (``shot_ratio=full``): one stage, ``main``, trains and validates on every dataset.
+- few-shot (a ratio below 1 with ``dataset.target``): ``source`` on every other dataset, then ``target`` on the
+  target's share, starting from the source stage's best weights.
+- zero-shot (ratio 0): ``source`` only; the test evaluates the target with the unknown-task id.
+The source stage is either trained here, trained in (or reused from) the source-model cache
+(``transfer.source_cache``), or replaced by a given ``source_checkpoint``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from vlm4st.data.module import DataModule
+
+
+@dataclass
+class Stage:
+    """One training stage: which datasets train and validate, for how long, at what learning rate.
+
+    ``start`` says where its weights come from: ``"model"`` (as built), ``"previous"`` (the best checkpoint of the
+    stage before it). ``reuse`` names a checkpoint that replaces training (the stage only loads it);
+    ``cached`` trains in the source-model cache entry, reusing it when another run already trained it.
+    """
+
+    name: str
+    train: list[str]
+    val: list[str]
+    epochs: int
+    lr: float
+    checkpoint_dir: Path
+    start: str = "model"
+    reuse: Path | None = None
+    cached: bool = False
+
+
+@dataclass
+class Plan:
+    """The stages in order and the datasets the test evaluates with the unknown-task id (never trained on)."""
+
+    stages: list[Stage]
+    unseen: list[str] = field(default_factory=list)
+
+
+def plan_stages(cfg: DictConfig, dm: DataModule, checkpoint_dir: Path) -> Plan:
+    """The run's stages from its config and data mode (``full``, ``few`` or ``zero``)."""
+    tr = cfg.trainer
+    if dm.mode == "full":
+        main = Stage("main", dm.train_names(), dm.eval_names("val"), int(tr.epochs), float(tr.optimizer.lr),
+                     checkpoint_dir)
+        return Plan([main])
+    sources = [n for n in dm.names if n != dm.target]
+    source = Stage("source", sources, sources, int(tr.epochs), float(tr.optimizer.lr), checkpoint_dir / "source")
+    if cfg.source_checkpoint:
+        source.reuse = Path(str(cfg.source_checkpoint))
+    elif cfg.transfer.source_cache:
+        source.cached = True
+    if dm.mode == "zero":
+        return Plan([source], unseen=[str(dm.target)])
+    target = Stage("target", [str(dm.target)], [str(dm.target)], int(tr.fewshot.epochs), float(tr.fewshot.lr),
+                   checkpoint_dir / "target", start="previous")
+    return Plan([source, target])
