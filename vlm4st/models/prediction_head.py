@@ -15,11 +15,9 @@
 3. T_out horizon queries = a learned base + a projected sinusoid of the step (1..T_out) + the calendar embedding
    of the forecast step's timestamp; they cross-attend to the VLM tokens and give a FiLM scale and shift per step
    (zero-initialised: training starts from the unmodulated cell state).
-4. Per forecast step and cell: the cell state scaled and shifted by a direct code of the step (a projected sinusoid
-   of the step plus the calendar embedding of its timestamp) on top of the VLM FiLM, so each horizon has its own
-   readout from the start; then ``step_layers`` residual MLP layers and a linear map to the C output channels.
-   With ``step_layers: 0`` the map is linear in the cell state, so it is computed as one per-sample, per-step
-   readout matrix and no (B, T_out, H, W, hidden) tensor is built.
+4. Per forecast step and cell: FiLM(cell state) + a calendar embedding of that step, ``step_layers`` residual MLP
+   layers, and a linear map to the C output channels. With ``step_layers: 0`` the map is linear in the cell state,
+   so it is computed as one per-sample, per-step readout matrix and no (B, T_out, H, W, hidden) tensor is built.
 No parameter depends on H x W or T_out; only the input projections depend on T_in (``model.t_in``).
 """
 
@@ -114,16 +112,8 @@ class PredictionHead(nn.Module):
         self.film = nn.Linear(context_dim, 2 * h)
         nn.init.zeros_(self.film.weight)  # the VLM context starts as no modulation
         nn.init.zeros_(self.film.bias)
-        # 4. per step and cell: a direct step code (sinusoid of the step + its calendar) shifts and scales the cell
-        # state, so every horizon has its own readout from the first step on; the VLM FiLM above adds to it.
-        # The step code starts small and its scale at zero: the head starts as the plain readout, with no large
-        # random offset per horizon step, and the per-step scales grow from the first gradient on.
-        self.step_pos = nn.Linear(h, h, bias=False)
-        nn.init.normal_(self.step_pos.weight, std=0.02)
+        # 4. per step and cell
         self.step_calendar = CalendarEmbedding(h, steps_per_day)
-        self.step_scale = nn.Linear(h, h)
-        nn.init.zeros_(self.step_scale.weight)
-        nn.init.zeros_(self.step_scale.bias)
         self.step_mlp = ResidualMLP(h, step_layers, mlp_ratio, dropout) if step_layers > 0 else None
         self.out = nn.Linear(h, out_channels)
 
@@ -212,22 +202,13 @@ class PredictionHead(nn.Module):
         state = self._cell_state(features, series, task_id, visual, target_timestamps)  # (B, H, W, h)
         state = self.cell_mlp(self._read_context(state, context))  # (B, H, W, h)
         gamma, beta = self._horizon(context, t_out, target_timestamps).chunk(2, dim=-1)  # (B, T_out, h) each
-        code = self._step_code(t_out, target_timestamps, state)  # (B or 1, T_out, h)
-        gamma, beta = gamma + self.step_scale(code), beta + code  # (B, T_out, h) each
+        if target_timestamps is not None:
+            beta = beta + self.step_calendar(target_timestamps).to(beta.dtype)  # (B, T_out, h)
         if self.step_mlp is None:
             return self._linear_readout(state, gamma, beta)
         z = state.unsqueeze(1) * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]  # (B, T_out, H, W, h)
         z = self.step_mlp(z)  # (B, T_out, H, W, h)
         return self.out(z)  # (B, T_out, H, W, C)
-
-    def _step_code(self, t_out: int, target_timestamps: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-        """Direct code of each forecast step: projected sinusoid of the step (1..T_out) plus, with timestamps, the
-        step's calendar embedding -> (B, T_out, h), or (1, T_out, h) without timestamps."""
-        steps = torch.arange(1, t_out + 1, device=like.device)
-        code = self.step_pos(sincos_1d(steps, self.hidden_dim).to(like.dtype)).unsqueeze(0)  # (1, T_out, h)
-        if target_timestamps is not None:
-            code = code + self.step_calendar(target_timestamps).to(like.dtype)  # (B, T_out, h)
-        return code
 
     def _linear_readout(self, state: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         """``out(state * (1 + gamma_j) + beta_j)`` for every step j without materialising (B, T_out, H, W, h).
