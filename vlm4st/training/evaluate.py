@@ -114,7 +114,6 @@ def figure_images(
     names: list[str],
     device: torch.device,
     autocast: Any,
-    unseen: Iterable[str] = (),
     batch_size: int = 8,
 ) -> dict[str, np.ndarray]:
     """Images for the loggers from the first ``split`` batch of each dataset: gate weights, PromptForge pattern
@@ -126,8 +125,7 @@ def figure_images(
         batch = next(iter(data.eval_batches(name, split, batch_size)))
         b = _to_device(batch, device)
         with autocast:
-            pred, inter = model(b["x"], b["timestamps"], task_ids_for(b, unseen, len(data.names)),
-                                return_intermediate=True,
+            pred, inter = model(b["x"], b["timestamps"], b["task_id"], return_intermediate=True,
                                 target_timestamps=b["target_timestamps"])
         pred = pred.float()[..., 0].cpu()  # (B, T_out, H, W)
         if inter.get("gate_weights") is not None:
