@@ -69,4 +69,4 @@ def test_adapter_is_injected_into_the_vlm_only(kind: str, tmp_path) -> None:
     counts = model.get_trainable_parameters()
     assert counts["adapter"]["trainable"] == parameter_report(model.vlm)["total"] > 0
     x = torch.rand(2, cfg.dataset.t_in, 12, 12) * 2 - 1
-    assert model(x, task_id=torch.tensor([0, 2])).shape[:2] == (2, cfg.dataset.t_out)
+    assert model(x, None, torch.tensor([0, 2])).shape[:2] == (2, cfg.dataset.t_out)

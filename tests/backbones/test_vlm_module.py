@@ -27,6 +27,7 @@ VISION = {"img_size": 32, "patch_size": 16, "embed_dim": 32, "depth": 2, "num_he
 TEXT = {"hidden_size": 32, "num_layers": 4, "num_heads": 2, "intermediate_size": 64, "fusion_layer": 2,
         "hidden_dropout": 0.0, "attention_dropout": 0.0}
 B, L = 2, 7
+TASKS = torch.zeros(B, dtype=torch.long)  # task 0 for every sample
 
 
 class ScaleAdapter(Adapter):
@@ -35,9 +36,9 @@ class ScaleAdapter(Adapter):
     def __init__(self) -> None:
         super().__init__()
         self.scale = nn.Parameter(torch.ones(()))
-        self.routed: list[torch.Tensor | None] = []
+        self.routed: list[torch.Tensor] = []
 
-    def route(self, task_id: torch.Tensor | None) -> None:
+    def route(self, task_id: torch.Tensor) -> None:
         self.routed.append(task_id)
 
 
@@ -50,7 +51,7 @@ def inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def test_both_encoders() -> None:
     vlm = VLMModule(VISION, TEXT, freeze="auto")
     image, seq, mask = inputs()
-    out = vlm(image, seq, mask)
+    out = vlm(image, seq, mask, task_id=TASKS)
     assert out["visual"].shape == (B, 5, 32)
     assert out["text"].shape == (B, L, 32)
     assert out["fused"].shape == (B, L, 32) and vlm.num_output_tokens(L) == L
@@ -66,18 +67,18 @@ def test_both_encoders() -> None:
 def test_vision_only_builds_no_bert() -> None:
     vlm = VLMModule(VISION, None, freeze="auto")
     image, _, _ = inputs()
-    out = vlm(image, None)
+    out = vlm(image, None, task_id=TASKS)
     assert vlm.text_encoder is None and out["text"] is None
     assert out["fused"].shape == (B, 5, 32) and vlm.num_output_tokens(L) == 5
     assert not any(k.startswith("text_encoder") for k in vlm.state_dict())
     with pytest.raises(ValueError, match="no text encoder"):
-        vlm(image, torch.randn(B, L, 32))
+        vlm(image, torch.randn(B, L, 32), task_id=TASKS)
 
 
 def test_text_only_builds_no_vit_and_keeps_the_depth() -> None:
     vlm = VLMModule(None, TEXT, freeze="auto")
     _, seq, mask = inputs()
-    out = vlm(None, seq, mask)
+    out = vlm(None, seq, mask, task_id=TASKS)
     assert vlm.visual_encoder is None and out["visual"] is None and vlm.image_size is None
     assert len(vlm.text_encoder.encoder.layer) == TEXT["num_layers"]  # the fusion positions, as plain layers
     assert not any("crossattention" in k or k.startswith("visual") for k in vlm.state_dict())
@@ -87,7 +88,7 @@ def test_text_only_builds_no_vit_and_keeps_the_depth() -> None:
     torch.testing.assert_close(out["fused"], again)
     assert not torch.allclose(out["fused"], out["text"])
     with pytest.raises(ValueError, match="no vision encoder"):
-        vlm(torch.randn(B, 3, 32, 32), seq)
+        vlm(torch.randn(B, 3, 32, 32), seq, task_id=TASKS)
 
 
 def test_text_only_runs_as_many_layers_as_both() -> None:
@@ -95,7 +96,7 @@ def test_text_only_runs_as_many_layers_as_both() -> None:
         calls: list[int] = []
         for layer in vlm.text_encoder.encoder.layer:
             layer.register_forward_hook(lambda *_: calls.append(1))
-        vlm(image, inputs()[1])
+        vlm(image, inputs()[1], task_id=TASKS)
         return len(calls)
 
     image = inputs()[0]
@@ -107,7 +108,7 @@ def test_gradients_reach_every_weight_with_full_finetuning() -> None:
     vlm = VLMModule(VISION, TEXT, freeze="auto", adapter=NoAdapter(freeze_backbone=False))
     image, seq, mask = inputs()
     seq.requires_grad_(True)
-    vlm(image, seq, mask)["fused"].square().mean().backward()
+    vlm(image, seq, mask, task_id=TASKS)["fused"].square().mean().backward()
     no_grad = [n for n, p in vlm.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert no_grad == []
     assert seq.grad is not None and seq.grad.abs().sum() > 0
@@ -126,7 +127,7 @@ def test_freeze_backbone_keeps_adapter_and_input_gradients() -> None:
                for r in vlm.frozen_encoders.values())
     image, seq, mask = inputs()
     seq.requires_grad_(True)
-    vlm(image, seq, mask)["fused"].sum().backward()
+    vlm(image, seq, mask, task_id=TASKS)["fused"].sum().backward()
     assert seq.grad is not None and seq.grad.abs().sum() > 0  # upstream modules still train
     task = torch.tensor([0, 3])
     vlm(image, seq, mask, task_id=task)
@@ -140,7 +141,7 @@ def test_grad_checkpointing_same_gradients() -> None:
     def grads(flag: bool) -> list[torch.Tensor]:
         vlm.zero_grad()
         vlm.set_grad_checkpointing(flag)
-        vlm(image, seq, mask)["fused"].square().mean().backward()
+        vlm(image, seq, mask, task_id=TASKS)["fused"].square().mean().backward()
         return [p.grad.clone() for p in vlm.parameters()]
 
     for a, b in zip(grads(False), grads(True), strict=True):
@@ -156,7 +157,7 @@ def test_config_errors() -> None:
         VLMModule(VISION, {**TEXT, "fusion_layer": 4}, freeze="auto")
     vlm = VLMModule(VISION, TEXT, freeze="auto")
     with pytest.raises(ValueError, match=r"image \(B, 3, 32, 32\)"):
-        vlm(torch.randn(B, 3, 64, 64), torch.randn(B, L, 32))
+        vlm(torch.randn(B, 3, 64, 64), torch.randn(B, L, 32), task_id=TASKS)
 
 
 def test_random_init_is_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -192,9 +193,9 @@ def test_bf16_autocast_runs_with_masks(attn: str) -> None:
     vlm = VLMModule(VISION, {**TEXT, "attn_implementation": attn}, freeze="auto").eval()
     image, seq, mask = inputs()
     with torch.no_grad():
-        ref = vlm(image, seq, mask)["fused"]
+        ref = vlm(image, seq, mask, task_id=TASKS)["fused"]
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            low = vlm(image, seq, mask)["fused"]
+            low = vlm(image, seq, mask, task_id=TASKS)["fused"]
     assert torch.isfinite(low).all()
     torch.testing.assert_close(low.float(), ref, atol=0.1, rtol=0.05)
 

@@ -98,27 +98,25 @@ def test_cell_embedding_per_task_and_unknown_task_fallback() -> None:
     assert ids.shape == (3, 5, 6, 4)
     assert ids[2].abs().max() == 0 and ids[0].abs().max() > 0
     torch.testing.assert_close(ids[0], emb.table[0, :5, :6])
-    assert emb(None, 5, 6) is None
+    assert torch.equal(emb(torch.tensor([emb.num_tasks]), 5, 6), torch.zeros(1, 5, 6, emb.dim))  # unknown task
     with pytest.raises(ConfigError, match="max_grid"):
         emb(torch.tensor([0]), 9, 2)
 
 
 def test_unseen_dataset_uses_positional_codes_only() -> None:
-    """Zero-shot: with task id None (or the unknown id) the forecast does not depend on any cell table."""
+    """Zero-shot: with the unknown task id the forecast does not depend on any cell table."""
     model = build_model("tiny", extra=["model.dims.dropout=0.0"]).eval()
     unknown = model.head.cell_embedding.num_tasks
     x, ts, task, target_ts = batch(2, 10, 20)
     with torch.no_grad():
         seen = model(x, ts, task, target_timestamps=target_ts)
-        unseen = model(x, ts, None, target_timestamps=target_ts)
-        unseen_id = model(x, ts, torch.full_like(task, unknown), target_timestamps=target_ts)
+        unseen = model(x, ts, torch.full_like(task, unknown), target_timestamps=target_ts)
         model.head.cell_embedding.table.normal_()
         seen_after = model(x, ts, task, target_timestamps=target_ts)
-        unseen_after = model(x, ts, None, target_timestamps=target_ts)
+        unseen_after = model(x, ts, torch.full_like(task, unknown), target_timestamps=target_ts)
     assert (seen_after - seen).abs().max() > 1e-4  # known tasks read their table
     torch.testing.assert_close(unseen_after, unseen)  # the unseen dataset never does
     assert (unseen - seen).abs().max() > 0
-    assert unseen_id.shape == unseen.shape
 
 
 def test_cell_embedding_is_optional() -> None:
@@ -140,8 +138,19 @@ def test_stid_runs_in_the_model_interface() -> None:
     counts = model.get_trainable_parameters()
     assert counts["trainable"] == counts["total"] > 0 and counts["adapter"]["trainable"] == 0
     with torch.no_grad():
-        unseen = model(x, ts, None)
+        unseen = model(x, ts, torch.full_like(task, model.cell_embedding.num_tasks))
         changed = ts.clone()
         changed[:, -1, 1] = (changed[:, -1, 1] + 20) % 48  # STID reads the last input step's time of day
         assert (model(x, changed, task) - pred).abs().max() > 1e-5
     assert unseen.shape == pred.shape
+
+
+@pytest.mark.parametrize("override", ["model.head.cell_embedding.num_tasks=1", "lora_type.num_tasks=1"])
+def test_per_task_tables_must_cover_every_dataset(override: str) -> None:
+    """The range of task ids is checked once when the model is built, not per batch in the forward pass."""
+    from vlm4st.training.tasks import build_model as build_for_data
+
+    cfg = compose(["model=tiny", "lora_type=moe", f"dataset.t_in={T_IN}", f"dataset.t_out={T_OUT}", override])
+    build_for_data(cfg.model, 1)  # one dataset: ids 0 and 1 (unknown) fit
+    with pytest.raises(ConfigError, match=r"num_tasks=1 but the data has 2 dataset\(s\)"):
+        build_for_data(cfg.model, 2)

@@ -115,11 +115,15 @@ def test_dix_sees_position_time_order_and_calendar() -> None:
 
 
 def test_dix_rejects_bad_timestamps() -> None:
+    """Shapes and dtypes are checked in the forward pass; an out-of-range value fails in the calendar lookup
+    (the data readers and task=predict range-check stamps before they reach the model)."""
     module = dix()
     ts = timestamps(1, 3)
     ts[0, 0, 1] = STEPS_PER_DAY
-    with pytest.raises(ValueError, match="steps_per_day"):
+    with pytest.raises(IndexError):
         module(torch.rand(1, 3, 4, 4), ts)
+    with pytest.raises(ValueError, match="integer"):
+        module(torch.rand(1, 3, 4, 4), timestamps(1, 3).float())
     with pytest.raises(ValueError, match=r"\(B, T_in, 2\)"):
         module(torch.rand(1, 3, 4, 4), ts[:, :2])
 
@@ -218,6 +222,10 @@ def test_format_transformer_paths_and_prompt_token() -> None:
         _format(False, False, None)
 
 
+def tasks(batch: int) -> torch.Tensor:
+    return torch.zeros(batch, dtype=torch.long)  # (B,) task 0
+
+
 def head(**kw) -> PredictionHead:
     return PredictionHead(D_MODEL, context_dim=24, t_in=4, steps_per_day=STEPS_PER_DAY, num_heads=2, cell_heads=2,
                           hidden_dim=8, dropout=0.0, **kw)
@@ -229,7 +237,8 @@ def head(**kw) -> PredictionHead:
 def test_prediction_head_any_grid_any_horizon(H: int, W: int, t_out: int, query_pool: int | None) -> None:
     module = head(out_channels=2, visual_dim=24, query_pool=query_pool)
     feats, series = torch.randn(2, 4, H, W, D_MODEL), torch.randn(2, 4, H, W)
-    pred = module(feats, series, torch.randn(2, 7, 24), t_out, timestamps(2, t_out), visual=torch.randn(2, 17, 24))
+    pred = module(feats, series, torch.randn(2, 7, 24), t_out, timestamps(2, t_out), tasks(2),
+                  visual=torch.randn(2, 17, 24))
     assert pred.shape == (2, t_out, H, W, 2)
 
 
@@ -239,14 +248,14 @@ def test_prediction_head_reads_every_input_step_the_series_and_the_context() -> 
         torch.nn.init.normal_(layer.weight, std=0.1)
     feats, series, ctx = torch.randn(1, 4, 5, 5, D_MODEL), torch.randn(1, 4, 5, 5), torch.randn(1, 3, 24)
     stamps = timestamps(1, 3)
-    base = module(feats, series, ctx, 3, stamps)
+    base = module(feats, series, ctx, 3, stamps, tasks(1))
     changed_first = feats.clone()
     changed_first[:, 0] += 1.0  # the oldest step reaches the forecast too (the DiX residual reads all steps)
-    assert not torch.allclose(module(changed_first, series, ctx, 3, stamps), base)
-    assert not torch.allclose(module(feats, series + 1.0, ctx, 3, stamps), base)
-    assert not torch.allclose(module(feats, series, ctx + torch.randn_like(ctx), 3, stamps), base)
+    assert not torch.allclose(module(changed_first, series, ctx, 3, stamps, tasks(1)), base)
+    assert not torch.allclose(module(feats, series + 1.0, ctx, 3, stamps, tasks(1)), base)
+    assert not torch.allclose(module(feats, series, ctx + torch.randn_like(ctx), 3, stamps, tasks(1)), base)
     with pytest.raises(ValueError, match="T_in=4"):
-        module(feats[:, :3], series[:, :3], ctx, 3, stamps)
+        module(feats[:, :3], series[:, :3], ctx, 3, stamps, tasks(1))
 
 
 def test_prediction_head_starts_from_the_direct_path() -> None:
@@ -254,10 +263,11 @@ def test_prediction_head_starts_from_the_direct_path() -> None:
     module = head(visual_dim=24).eval()
     feats, series, ctx = torch.randn(1, 4, 5, 5, D_MODEL), torch.randn(1, 4, 5, 5), torch.randn(1, 3, 24)
     stamps, visual = timestamps(1, 3), torch.randn(1, 17, 24)
-    base = module(feats, series, ctx, 3, stamps, visual=visual)
-    other = module(torch.randn_like(feats), series, torch.randn_like(ctx), 3, stamps, visual=torch.randn_like(visual))
+    base = module(feats, series, ctx, 3, stamps, tasks(1), visual=visual)
+    other = module(torch.randn_like(feats), series, torch.randn_like(ctx), 3, stamps, tasks(1),
+                   visual=torch.randn_like(visual))
     torch.testing.assert_close(other, base)
-    assert not torch.allclose(module(feats, series + 1.0, ctx, 3, stamps, visual=visual), base)
+    assert not torch.allclose(module(feats, series + 1.0, ctx, 3, stamps, tasks(1), visual=visual), base)
 
 
 def test_prediction_head_has_no_grid_sized_parameter() -> None:

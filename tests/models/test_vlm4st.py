@@ -66,7 +66,7 @@ def test_no_parameter_tied_to_grid_or_horizon() -> None:
         assert pa.shape == (1, T_OUT, H, W, 1) and pb.shape == (1, 9, H, W, 1)
         torch.testing.assert_close(pb[:, :T_OUT], pa)  # horizon queries do not depend on T_out
     with pytest.raises(ValueError, match=r"model\.t_in"):
-        a(torch.zeros(1, T_IN + 1, 8, 8))
+        a(torch.zeros(1, T_IN + 1, 8, 8), None, torch.zeros(1, dtype=torch.long))
 
 
 def test_freeze_vlm_backbone_keeps_adapters_and_modules_trainable() -> None:
@@ -111,10 +111,11 @@ def test_tiny_model_overfits_a_few_windows() -> None:
     x, y = series[:, :T_IN], series[:, T_IN:]
     ts = torch.stack([torch.zeros(n, T_IN, dtype=torch.long), torch.arange(T_IN).repeat(n, 1)], -1)
     target_ts = future(ts, T_OUT)
+    tasks = torch.zeros(n, dtype=torch.long)  # (n,)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     losses = []
     for _ in range(80):
-        loss, _ = ForecastLoss(1.0, 0.5)(model(x, ts, target_timestamps=target_ts), y)
+        loss, _ = ForecastLoss(1.0, 0.5)(model(x, ts, tasks, target_timestamps=target_ts), y)
         opt.zero_grad()
         loss.backward()
         opt.step()

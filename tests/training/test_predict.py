@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tests.runs import make_cfg, read_metrics
+from vlm4st.data.errors import DataValueError
 
 QUICK = ["trainer.epochs=1", "trainer.max_steps=4", "trainer.schedule.warmup_epochs=0"]
 
@@ -32,3 +34,13 @@ def test_test_and_predict_from_a_checkpoint(tmp_path, run_entry) -> None:
         assert np.isfinite(z["forecast"]).all()
     png = pred_dir / "forecast.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Stamps are checked where they enter (the model's forward pass reads no values): a slot outside the day
+    # and a window whose steps do not follow each other are refused with the file named.
+    for bad, what in ((np.stack([np.full(30, 2), np.arange(30) + 40], axis=1), "slot out of range"),
+                      (np.stack([np.full(30, 2), (np.arange(30) * 2) % 48], axis=1), "does not follow")):
+        wrong = tmp_path / "wrong.npz"
+        np.savez(wrong, frames=frames, timestamps=bad)
+        with pytest.raises(DataValueError, match=what) as err:
+            run_entry(make_cfg(tmp_path / "wrong", "task=predict", f"checkpoint={best}", f"predict_input={wrong}"))
+        assert "wrong.npz" in str(err.value)

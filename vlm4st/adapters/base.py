@@ -28,8 +28,8 @@ class Adapter(nn.Module):
     def attach(self, vlm: nn.Module) -> None:
         """Inject adapter layers into ``vlm.visual_encoder`` / ``vlm.text_encoder`` (after weights are loaded)."""
 
-    def route(self, task_id: torch.Tensor | None) -> None:
-        """Set the per-sample routing context for the coming forward pass. ``task_id``: (B,) long or None."""
+    def route(self, task_id: torch.Tensor) -> None:
+        """Set the per-sample routing context for the coming forward pass. ``task_id``: (B,) long."""
 
     def is_adapter_parameter(self, name: str) -> bool:
         """Whether the VLM parameter ``name`` (relative to the VLM module) belongs to this adapter."""

@@ -13,9 +13,9 @@ Task ids reach the layers through ``route(task_id)``, which the VLM module calls
 fills a ``RoutingContext`` (see ``routing``) that stays valid through gradient-checkpoint recomputation.
 
 Unseen tasks (zero-shot targets): id ``num_tasks`` is a reserved "unknown" task, the last row of every per-task
-table. ``route(None)`` routes every sample to it; in training mode ``task_dropout`` replaces each sample's id
-with it with that probability, so the unknown row learns a task-agnostic routing that a new dataset can use
-before (or without) its own id.
+table; the evaluation gives it to every sample of an unseen dataset. In training mode ``task_dropout`` replaces
+each sample's id with it with that probability, so the unknown row learns a task-agnostic routing that a new
+dataset can use before (or without) its own id.
 """
 
 from __future__ import annotations
@@ -99,37 +99,28 @@ class RoutedLora(LoraAdapter):
     def init_layers(self) -> None:
         """Routed layers initialise themselves from their ``RoutedSpec``."""
 
-    def route(self, task_id: torch.Tensor | None) -> None:
-        """Install the per-sample routing of the next forward. ``task_id``: (B,) long in [0, num_tasks] or None.
+    def route(self, task_id: torch.Tensor) -> None:
+        """Install the per-sample routing of the next forward. ``task_id``: (B,) long in [0, num_tasks].
 
-        The range check runs only for ids on the CPU, where it costs no device sync; on an accelerator an id
-        outside [0, num_tasks] trips the bounds check of the task-table lookup (``nn.Embedding``/``F.embedding``).
+        Only shape and dtype are checked here (metadata, no device sync). The range is checked where ids are made:
+        the data module numbers its datasets 0..n-1 and ``lora_type.num_tasks`` must cover them (checked when the
+        model is built); an id outside the tables still fails in the lookup (``F.embedding``).
         """
-        if task_id is not None:
-            if task_id.dim() != 1 or task_id.dtype not in (torch.int64, torch.int32):
-                raise AdapterError(
-                    f"{type(self).__name__}.route: task_id must be a (B,) integer tensor, got "
-                    f"{tuple(task_id.shape)} {task_id.dtype}"
-                )
-            if task_id.device.type == "cpu" and bool(((task_id < 0) | (task_id > self.unknown_task_id)).any()):
-                raise AdapterError(
-                    f"{type(self).__name__}.route: task ids {task_id.unique().tolist()} outside [0, {self.num_tasks}] "
-                    f"(lora_type.num_tasks = {self.num_tasks}; id {self.num_tasks} is the unknown task)"
-                )
+        if task_id.dim() != 1 or task_id.dtype not in (torch.int64, torch.int32):
+            raise AdapterError(
+                f"{type(self).__name__}.route: task_id must be a (B,) integer tensor, got "
+                f"{tuple(task_id.shape)} {task_id.dtype}"
+            )
         if self.route_mode == "input":  # gates read only the layer inputs
             return
-        ids = None if task_id is None else task_id.long()  # (B,)
-        if ids is not None and self.training and self.task_dropout > 0:
+        ids = task_id.long()  # (B,)
+        if self.training and self.task_dropout > 0:
             drop = torch.rand(ids.shape, device=ids.device) < self.task_dropout  # (B,)
             ids = torch.where(drop, torch.full_like(ids, self.unknown_task_id), ids)
         if self.task_embedding is None:  # the layers select their per-task rows by id
             self.routing.set(ids)
             return
-        table = self.task_embedding.weight  # (num_tasks + 1, task_dim)
-        if ids is None:  # every sample takes the unknown (last) row, broadcast by the layers
-            self.routing.set(None, table[-1:])  # (1, task_dim)
-            return
-        ids = ids.to(table.device)
+        ids = ids.to(self.task_embedding.weight.device)
         self.routing.set(ids, self.task_embedding(ids))  # (B, task_dim)
 
     def merge(self) -> None:

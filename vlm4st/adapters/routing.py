@@ -14,8 +14,7 @@ Why a plain object and not an ``nn.Module`` or a forward hook:
 - Use DDP, not ``nn.DataParallel``: DataParallel's replica threads would share and race on the one object.
 Only layers routed by task (``route: task``) read the context; input-routed layers need nothing from it.
 
-The unknown task has id ``num_tasks``, the last row of every per-task table (num_tasks + 1 rows); ``route(None)``
-stores no ids and means "the unknown task for the whole batch".
+The unknown task has id ``num_tasks``, the last row of every per-task table (num_tasks + 1 rows).
 """
 
 from __future__ import annotations
@@ -30,32 +29,30 @@ class RoutingContext:
     """The task ids of the current batch and, for embedding-gated adapters, their task embedding rows."""
 
     def __init__(self) -> None:
-        self.task_ids: torch.Tensor | None = None  # (B,) long, or None: every sample uses the unknown id
-        self.task_emb: torch.Tensor | None = None  # (B, task_dim), (1, task_dim) for "all unknown", or None
-        self.is_set = False
+        self.task_ids: torch.Tensor | None = None  # (B,) long once set
+        self.task_emb: torch.Tensor | None = None  # (B, task_dim), or None for adapters that select rows by id
 
-    def set(self, task_ids: torch.Tensor | None, task_emb: torch.Tensor | None = None) -> None:
+    def set(self, task_ids: torch.Tensor, task_emb: torch.Tensor | None = None) -> None:
         """Install the routing of the coming forward pass (overwrites the previous one).
 
         ``task_emb`` is None for adapters whose layers select per-task rows by id instead of reading an embedding.
         """
         if task_emb is not None and task_emb.dim() != 2:
             raise AdapterError(f"RoutingContext.set: task_emb must be (B, task_dim), got {tuple(task_emb.shape)}")
-        if task_ids is not None and task_emb is not None and task_ids.shape[0] != task_emb.shape[0]:
+        if task_emb is not None and task_ids.shape[0] != task_emb.shape[0]:
             raise AdapterError(
                 f"RoutingContext.set: {task_ids.shape[0]} task ids but {task_emb.shape[0]} embedding rows"
             )
         self.task_ids = task_ids
         self.task_emb = task_emb
-        self.is_set = True
 
     def _check(self, batch_size: int, layer_name: str) -> None:
-        if not self.is_set:
+        if self.task_ids is None:
             raise AdapterError(
                 f"routed LoRA layer '{layer_name}': the routing context is unset; the VLM module must call "
                 "adapter.route(task_id) before the encoders run"
             )
-        if self.task_ids is not None and self.task_ids.shape[0] != batch_size:
+        if self.task_ids.shape[0] != batch_size:
             raise AdapterError(
                 f"routed LoRA layer '{layer_name}': input batch size {batch_size} differs from the "
                 f"{self.task_ids.shape[0]} task ids given to adapter.route(); route each batch before its forward"
@@ -68,16 +65,14 @@ class RoutingContext:
             raise AdapterError(
                 f"routed LoRA layer '{layer_name}' reads a task embedding, but its adapter routed without one"
             )
-        return self.task_emb.expand(batch_size, -1)  # (B, task_dim); (1, task_dim) broadcasts for "all unknown"
+        return self.task_emb  # (B, task_dim)
 
     def rows_for(self, table: torch.Tensor, batch_size: int, layer_name: str) -> torch.Tensor:
-        """Each sample's row of a per-task table (num_tasks + 1, k): row t for task t, the last (unknown) row
-        for every sample after ``route(None)``. Equals one_hot(t) @ table, without building the one-hot.
+        """Each sample's row of a per-task table (num_tasks + 1, k): row t for task t (the last row is the
+        unknown task). Equals one_hot(t) @ table, without building the one-hot.
 
         The lookup is ``F.embedding``, which rejects an id outside the table (a negative id would otherwise
         silently index from the end, i.e. pick the unknown row).
         """
         self._check(batch_size, layer_name)
-        if self.task_ids is None:
-            return table[-1:].expand(batch_size, -1)  # (B, k)
         return F.embedding(self.task_ids.to(table.device), table)  # (B,) -> (B, k)

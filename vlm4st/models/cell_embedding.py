@@ -4,7 +4,7 @@ A learned vector per grid cell is the strongest single ingredient of simple spat
 a model learn each cell's level and rhythm without inferring them from a short input window. Grids differ per
 dataset, so each task owns a ``max_grid`` table and a dataset of size H x W reads its top-left H x W block.
 
-The "unknown task" (id ``num_tasks``, or ``task_id=None``) has no table: its row is held at zero, so a dataset the
+The unknown task (id ``num_tasks``) has no table: its row is held at zero, so a dataset the
 model never trained on (zero-shot) is decoded from the positional codes alone, never from another city's cells.
 """
 
@@ -19,7 +19,7 @@ from vlm4st.config import ConfigError
 
 
 class CellEmbedding(nn.Module):
-    """task_id (B,) long in [0, num_tasks] (num_tasks = unknown) or None -> (B, H, W, dim) or None (unknown)."""
+    """task_id (B,) long in [0, num_tasks] (num_tasks = unknown) -> (B, H, W, dim), zeros for the unknown task."""
 
     def __init__(self, num_tasks: int, max_grid: Sequence[int], dim: int) -> None:
         super().__init__()
@@ -35,14 +35,12 @@ class CellEmbedding(nn.Module):
         known[num_tasks] = 0.0  # the unknown task reads zeros
         self.register_buffer("known", known, persistent=False)
 
-    def forward(self, task_id: torch.Tensor | None, H: int, W: int) -> torch.Tensor | None:
+    def forward(self, task_id: torch.Tensor, H: int, W: int) -> torch.Tensor:
         max_h, max_w = self.max_grid
         if max_h < H or max_w < W:
             raise ConfigError(
                 f"model.head.cell_embedding.max_grid: {list(self.max_grid)} is smaller than the grid {H} x {W}; "
                 f"expected at least [{H}, {W}]"
             )
-        if task_id is None:
-            return None
         rows = self.table[task_id, :H, :W]  # (B, H, W, dim)
         return rows * self.known[task_id].to(rows.dtype)[:, None, None, None]  # (B, H, W, dim)

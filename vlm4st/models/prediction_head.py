@@ -145,9 +145,8 @@ class PredictionHead(nn.Module):
         pos = self.cell_pos(sincos_2d(H, W, self.hidden_dim, device=features.device).to(state.dtype))  # (HW, h)
         state = state + pos.view(1, H, W, -1)
         if self.cell_embedding is not None:
-            ids = self.cell_embedding(task_id, H, W)  # (B, H, W, e) or None (unknown task)
-            if ids is not None:
-                state = state + self.cell_id(ids.to(state.dtype))  # (B, H, W, h)
+            ids = self.cell_embedding(task_id, H, W)  # (B, H, W, e), zeros for the unknown task
+            state = state + self.cell_id(ids.to(state.dtype))  # (B, H, W, h)
         if visual is not None:
             state = state + self._visual_map(visual, H, W)  # (B, H, W, h)
         if target_timestamps is not None:  # when the forecast starts, so the cell MLP learns cell x time profiles
@@ -182,12 +181,13 @@ class PredictionHead(nn.Module):
         series: torch.Tensor,
         context: torch.Tensor,
         t_out: int,
-        target_timestamps: torch.Tensor | None = None,
-        task_id: torch.Tensor | None = None,
+        target_timestamps: torch.Tensor | None,
+        task_id: torch.Tensor,
         visual: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """features (B, T_in, H, W, d); series (B, T_in, H, W[, C_in]); context (B, N, D);
-        target_timestamps (B, T_out, 2) | None; task_id (B,) | None; visual (B, 1+P, D) iff ``visual_dim``."""
+        target_timestamps (B, T_out, 2) | None; task_id (B,) long (id num_tasks: the unknown task);
+        visual (B, 1+P, D) iff ``visual_dim``."""
         B = features.shape[0]
         if (visual is None) != (self.visual_proj is None):
             raise ValueError(

@@ -73,14 +73,14 @@ class STID(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        timestamps: torch.Tensor | None = None,
-        task_id: torch.Tensor | None = None,
+        timestamps: torch.Tensor | None,
+        task_id: torch.Tensor,
         return_intermediate: bool = False,
         target_timestamps: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, Any]]:
         """x (B, T_in, H, W) or (B, T_in, H, W, C_in); timestamps (B, T_in, 2) (required: STID embeds the last
-        input step's calendar); task_id (B,) in [0, num_tasks] or None (unknown task); target_timestamps unused
-        (STID conditions on the last input step only, as published)."""
+        input step's calendar); task_id (B,) long in [0, num_tasks] (num_tasks: the unknown task);
+        target_timestamps unused (STID conditions on the last input step only, as published)."""
         if x.dim() == 4:
             x = x.unsqueeze(-1)  # (B, T, H, W, 1)
         if x.dim() != 5 or x.shape[1] != self.t_in or x.shape[-1] != self.in_channels:
@@ -96,8 +96,7 @@ class STID(nn.Module):
         dow = self.day_of_week(last[:, 0])[:, None, None].expand(B, H, W, -1)  # (B, H, W, e)
         parts = [self.series(hist), tod, dow]
         if self.cell_embedding is not None:
-            cells = self.cell_embedding(task_id, H, W)  # (B, H, W, e) or None
-            parts.append(cells if cells is not None else torch.zeros_like(tod))
+            parts.append(self.cell_embedding(task_id, H, W))  # (B, H, W, e), zeros for the unknown task
         h = self.encoder(torch.cat(parts, dim=-1))  # (B, H, W, hidden)
         out = self.regression(h).view(B, H, W, self.t_out, self.out_channels)  # (B, H, W, T_out, C)
         pred = out.permute(0, 3, 1, 2, 4)  # (B, T_out, H, W, C)

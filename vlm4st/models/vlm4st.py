@@ -138,13 +138,13 @@ class VLM4ST(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        timestamps: torch.Tensor | None = None,
-        task_id: torch.Tensor | None = None,
+        timestamps: torch.Tensor | None,
+        task_id: torch.Tensor,
         return_intermediate: bool = False,
         target_timestamps: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, Any]]:
         """x (B, T_in, H, W); timestamps (B, T_in, 2) long [weekday, slot of day]; task_id (B,) long in
-        [0, num_tasks] (num_tasks or None: the unknown task); target_timestamps (B, T_out, 2) long, the stamps of
+        [0, num_tasks] (num_tasks: the unknown task); target_timestamps (B, T_out, 2) long, the stamps of
         the forecast steps (required with ``timestamps``: ``vlm4st.data.timestamps.following`` derives them).
 
         Returns the forecast (B, T_out, H, W, C); with ``return_intermediate`` also a dict (``INTERMEDIATE_KEYS``):
@@ -168,7 +168,7 @@ class VLM4ST(nn.Module):
         else:
             x_fused, gates = self.fusion(feats.branches())  # (B, T, H, W, d), (B, T, H, W, n)
         fmt = self.format_transformer(x_fused, image_size=self.vlm.image_size, prompt=prompt)
-        vlm_out = self.vlm(fmt.image, fmt.sequence, None, task_id=task_id)  # fused (B, N, D)
+        vlm_out = self.vlm(fmt.image, fmt.sequence, task_id=task_id)  # fused (B, N, D)
         context = vlm_out["fused"]
         if fmt.sequence is None and fmt.prompt_token is not None:  # no_seq: the prompt reaches the head directly
             context = torch.cat([context, fmt.prompt_token], dim=1)  # (B, N+1, D)

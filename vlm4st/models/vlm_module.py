@@ -254,9 +254,11 @@ class VLMModule(nn.Module):
         image: torch.Tensor | None,
         sequence: torch.Tensor | None,
         seq_mask: torch.Tensor | None = None,
-        task_id: torch.Tensor | None = None,
+        *,
+        task_id: torch.Tensor,
     ) -> dict[str, torch.Tensor | None]:
-        """image (B, 3, S, S) | None, sequence (B, L, D) | None, seq_mask (B, L) 1 = token, task_id (B,) | None.
+        """image (B, 3, S, S) | None, sequence (B, L, D) | None, seq_mask (B, L) 1 = token; task_id (B,) long in
+        [0, num_tasks] (num_tasks: the unknown task), read only by task-routed adapters.
 
         Returns ``fused`` (B, N, D), ``visual`` (B, 1+P, D) or None, ``text`` (B, L, D) or None.
         """

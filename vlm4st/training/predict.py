@@ -21,7 +21,7 @@ from torch import nn
 from vlm4st.config import ConfigError
 from vlm4st.data.resize import resize_maps
 from vlm4st.data.scaler import MinMaxScaler
-from vlm4st.data.timestamps import following
+from vlm4st.data.timestamps import as_integers, check_window_steps, following
 from vlm4st.logging.figures import frame_rows_image
 from vlm4st.training.runtime import Runtime
 from vlm4st.training.weights import load_model_state
@@ -29,8 +29,10 @@ from vlm4st.training.weights import load_model_state
 log = logging.getLogger(__name__)
 
 
-def _read_input(path: Path, t_in: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Windows (N, T_in, H, W), timestamps (N, T_in, 2) or None, channel (N,) or None."""
+def _read_input(
+    path: Path, t_in: int, steps_per_day: int
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Windows (N, T_in, H, W), timestamps (N, T_in, 2) or None (range- and step-checked), channel (N,) or None."""
     if not path.is_file():
         raise ConfigError(f"predict_input: file '{path}' does not exist")
     stamps = channel = None
@@ -58,6 +60,9 @@ def _read_input(path: Path, t_in: int) -> tuple[np.ndarray, np.ndarray | None, n
     if stamps is not None and stamps.shape != (*frames.shape[:2], 2):
         raise ConfigError(f"predict_input '{path}': timestamps of shape {stamps.shape}; expected "
                           f"{(*frames.shape[:2], 2)}")
+    if stamps is not None:
+        stamps = as_integers(stamps, str(path), "timestamps")
+        check_window_steps(stamps, steps_per_day, str(path), "timestamps")
     return frames.astype(np.float32), stamps, channel
 
 
@@ -75,7 +80,7 @@ def run_predict(cfg: DictConfig, payload: dict[str, Any], model: nn.Module, rt: 
         raise ConfigError(f"predict_dataset={name!r}; the checkpoint knows {sorted(datasets)}")
     info = datasets[name]
     scaler = MinMaxScaler.from_state_dict(info["scaler"])
-    frames, stamps, channel = _read_input(Path(str(cfg.predict_input)), int(data["t_in"]))
+    frames, stamps, channel = _read_input(Path(str(cfg.predict_input)), int(data["t_in"]), int(info["steps_per_day"]))
     n = len(frames)
     channel_t = torch.from_numpy(channel.astype(np.int64)) if channel is not None else torch.zeros(n, dtype=torch.int64)
     x = scaler.transform(torch.from_numpy(frames), channel_t if scaler.per_channel else None)  # (N, T_in, H, W)

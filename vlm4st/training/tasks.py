@@ -46,10 +46,23 @@ def build_data(cfg: DictConfig) -> DataModule:
     return build_datamodule(cfg.dataset, cfg.shot_ratio, seed=int(cfg.seed), cache_dir=str(cfg.paths.cache_dir))
 
 
-def build_model(model_cfg: DictConfig | dict[str, Any]) -> Any:
-    """Instantiate the model tree (``model`` config node) through the guarded ``instantiate``."""
+def build_model(model_cfg: DictConfig | dict[str, Any], num_datasets: int) -> Any:
+    """Instantiate the model tree (``model`` config node) through the guarded ``instantiate``.
+
+    Every per-task table (cell embeddings, routed adapters) must hold a row for each of the ``num_datasets``
+    task ids the data module hands out (0 .. n-1) plus the unknown task (id ``num_tasks``); checking it here,
+    once, keeps the range check out of the forward pass.
+    """
     node = model_cfg if isinstance(model_cfg, DictConfig) else OmegaConf.create(model_cfg)
-    return instantiate(node, path="model")
+    model = instantiate(node, path="model")
+    for name, module in model.named_modules():
+        tasks = getattr(module, "num_tasks", None)
+        if isinstance(tasks, int) and tasks < num_datasets:
+            raise ConfigError(
+                f"model: {name or type(module).__name__} has num_tasks={tasks} but the data has {num_datasets} "
+                f"dataset(s) (dataset.sources); expected num_tasks >= {num_datasets}"
+            )
+    return model
 
 
 def data_summary(cfg: DictConfig) -> None:
@@ -130,7 +143,7 @@ def _train(cfg: DictConfig, rt: Runtime) -> float:
     started = time.perf_counter()
     dm = build_data(cfg)
     log.info("data:\n%s", dm.summary())
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, len(dm.names))
     params = model.get_trainable_parameters()
     log.info("model: %s parameters, %s trainable (%s in adapters)", f"{params['total']:,}",
              f"{params['trainable']:,}", f"{params['adapter']['trainable']:,}")
@@ -191,7 +204,7 @@ def test(cfg: DictConfig) -> float:
     with run_context(run_cfg) as rt:
         dm = build_data(run_cfg)
         dm.verify_state_dict(payload["data"], str(cfg.checkpoint))
-        model = build_model(trained.model).to(rt.device)
+        model = build_model(trained.model, len(dm.names)).to(rt.device)
         load_model_state(model, payload["model"], str(cfg.checkpoint))
         loss = instantiate(run_cfg.trainer.loss, path="trainer.loss")
         unseen = plan_stages(run_cfg, dm, rt.run_dir / "checkpoints").unseen
@@ -210,4 +223,5 @@ def predict(cfg: DictConfig) -> None:
     payload, trained = _checkpoint_config(cfg)
     run_cfg = _as_trained(cfg, trained)
     with run_context(run_cfg) as rt:
-        run_predict(run_cfg, payload, build_model(trained.model).to(rt.device), rt)
+        model = build_model(trained.model, len(payload["data"]["datasets"])).to(rt.device)
+        run_predict(run_cfg, payload, model, rt)

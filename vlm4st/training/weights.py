@@ -17,22 +17,26 @@ from vlm4st.errors import CheckpointError
 
 
 def frozen_fingerprint(model: nn.Module) -> float:
-    """A cheap checksum of the frozen parameters (sum of |w| over a strided sample of each tensor)."""
-    total = 0.0
-    for _, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-        if not p.requires_grad:
-            total += float(p.detach().flatten()[:: 97].abs().double().sum())
-    return total
+    """A cheap checksum of the frozen parameters (sum of |w| over a strided sample of each tensor), read from the
+    device once."""
+    parts = [p.detach().flatten()[::97].abs().double().sum() for _, p in sorted(model.named_parameters())
+             if not p.requires_grad]
+    return float(torch.stack(parts).sum()) if parts else 0.0
+
+
+def _host_copy(t: torch.Tensor) -> torch.Tensor:
+    """A CPU copy of a weight (no second copy of the model on the accelerator while checkpointing)."""
+    return t.detach().to("cpu", copy=True)
 
 
 def model_state(model: nn.Module, trainable_only: bool = False) -> dict[str, Any]:
-    """``{"weights": state_dict, "trainable_only": bool, "frozen_fingerprint": float | None}``."""
+    """``{"weights": state_dict on the CPU, "trainable_only": bool, "frozen_fingerprint": float | None}``."""
     if not trainable_only:
-        return {"weights": {k: v.detach().clone() for k, v in model.state_dict().items()}, "trainable_only": False,
+        return {"weights": {k: _host_copy(v) for k, v in model.state_dict().items()}, "trainable_only": False,
                 "frozen_fingerprint": None}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     buffers = {n for n, _ in model.named_buffers()}
-    weights = {k: v.detach().clone() for k, v in model.state_dict().items() if k in trainable or k in buffers}
+    weights = {k: _host_copy(v) for k, v in model.state_dict().items() if k in trainable or k in buffers}
     return {"weights": weights, "trainable_only": True, "frozen_fingerprint": frozen_fingerprint(model)}
 
 
