@@ -35,7 +35,11 @@ def test_resume_refuses_a_last_pt_of_a_different_run(tmp_path, run_entry) -> Non
     assert ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer_state"]["finished"]
 
 
-def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_finite_step(tmp_path, run_entry, monkeypatch) -> None:
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_finite_step(tmp_path, run_entry, monkeypatch,
+                                                                         fused: bool) -> None:
+    """Without fusion the step reads its loss and refuses the update; a fused optimiser skips it on the device
+    and the loss window finds the step at its next read: the same error and the same last.pt either way."""
     original = DataModule.train_batches
 
     def overflowing(self, *args, **kwargs):
@@ -47,7 +51,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_finite_step(tmp_path
     monkeypatch.setattr(DataModule, "train_batches", overflowing)
     run_dir = tmp_path / "run"
     with pytest.raises(NonFiniteLossError, match=r"step 6 \(epoch 1, a batch of dataset 'city_[abc]'\)"):
-        run_entry(make_cfg(run_dir, *SHORT))
+        run_entry(make_cfg(run_dir, *SHORT, f"trainer.optimizer.fused={str(fused).lower()}"))
     payload = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert payload["trainer_state"]["step"] == 5
     assert all(torch.isfinite(w).all() for w in payload["model"]["weights"].values() if w.is_floating_point())

@@ -9,7 +9,8 @@ from tests.runs import make_cfg
 QUICK = ["trainer.epochs=1", "trainer.max_steps=4", "trainer.log_every_steps=1", "trainer.schedule.warmup_epochs=0"]
 SCALARS = {"train/loss", "train/mse", "train/mae", "train/lr", "val/loss", "val/city_a/rmse", "val/city_a/mae",
            "val/city_a/rmse_norm", "val/city_a/mae_norm"}
-IMAGES = {"val/city_a/gate_weights", "val/city_a/pattern_weights", "val/city_a/forecast"}
+IMAGES = {"val/city_a/gates", "val/city_a/forecast",  # at validation
+          "figures/curves", "figures/forecast_city_a", "figures/gates_city_a"}  # the run's figures, at the end
 
 
 def test_tensorboard_gets_scalars_and_images(tmp_path, run_entry) -> None:
@@ -23,6 +24,8 @@ def test_tensorboard_gets_scalars_and_images(tmp_path, run_entry) -> None:
     assert set(tags["scalars"]) >= SCALARS, sorted(set(SCALARS) - set(tags["scalars"]))
     assert set(tags["images"]) >= IMAGES, sorted(set(IMAGES) - set(tags["images"]))
     assert "test/city_a/rmse" in tags["scalars"]
+    for name in ("curves", "forecast_city_a", "forecast_city_b", "gates_city_c"):  # the same images as files
+        assert (run_dir / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_wandb_offline_run_gets_the_same_scalars_and_images(tmp_path, run_entry, monkeypatch) -> None:

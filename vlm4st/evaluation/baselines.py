@@ -22,6 +22,7 @@ import torch
 from vlm4st.data.module import DataModule
 from vlm4st.data.prepared import PreparedDataset
 from vlm4st.evaluation.metrics import ForecastMetrics
+from vlm4st.logging.progress import QUIET, Progress, ProgressConfig
 
 log = logging.getLogger(__name__)
 
@@ -78,27 +79,38 @@ class TimeOfDayMean:
 
 
 BASELINES = (HistoricalAverage, LastValue, TimeOfDayMean)
+Baseline = HistoricalAverage | LastValue | TimeOfDayMean
 
 
-def evaluate_baselines(dm: DataModule, split: str = "test", batch_size: int = 256) -> dict[str, Any]:
+def evaluate_baselines(
+    dm: DataModule, split: str = "test", batch_size: int = 256, progress: ProgressConfig = QUIET
+) -> dict[str, Any]:
     """Score every baseline on ``split`` of the datasets the protocol evaluates there.
 
     Returns ``{baseline name: ForecastMetrics.result()}`` plus ``skipped: {baseline: {dataset: reason}}``.
     """
     out: dict[str, Any] = {"skipped": {}}
     names = dm.eval_names(split)
-    for cls in BASELINES:
-        baseline = cls()
-        metrics = ForecastMetrics(dm.t_out)
-        for name in names:
-            ds = dm.by_name[name]
-            try:
-                baseline.fit(ds)
-            except ValueError as err:
-                out["skipped"].setdefault(baseline.name, {})[name] = str(err)
-                log.info("baseline %s skipped on %s: %s", baseline.name, name, err)
-                continue
-            for batch in dm.eval_batches(name, split, batch_size):
-                metrics.update(baseline.predict(batch), batch, dm.to_real)
-        out[baseline.name] = metrics.result()
+    windows = sum(len(dm.by_name[n].windows[split]) for n in names)
+    with progress.bar(f"baselines ({split})", windows * len(BASELINES), unit="window") as bar:
+        for cls in BASELINES:
+            _score(cls(), dm, split, names, batch_size, out, bar)
     return out
+
+
+def _score(baseline: Baseline, dm: DataModule, split: str, names: list[str], batch_size: int, out: dict[str, Any],
+           bar: Progress) -> None:
+    """Fit ``baseline`` on each dataset and add its ``split`` metrics (or the reason it was skipped) to ``out``."""
+    metrics = ForecastMetrics(dm.t_out)
+    for name in names:
+        ds = dm.by_name[name]
+        try:
+            baseline.fit(ds)
+        except ValueError as err:
+            out["skipped"].setdefault(baseline.name, {})[name] = str(err)
+            log.info("baseline %s skipped on %s: %s", baseline.name, name, err)
+            continue
+        for batch in dm.eval_batches(name, split, batch_size):
+            metrics.update(baseline.predict(batch), batch, dm.to_real)
+            bar.advance(len(batch["x"]))
+    out[baseline.name] = metrics.result()

@@ -14,7 +14,10 @@ from torch import nn
 from vlm4st.data.module import DataModule
 from vlm4st.evaluation.metrics import ForecastMetrics
 from vlm4st.logging import figures
+from vlm4st.logging.progress import QUIET, ProgressConfig
 from vlm4st.models.loss import ForecastLoss
+from vlm4st.training import host
+from vlm4st.training.batches import to_device
 from vlm4st.training.distributed import DistInfo, all_reduce_sum
 
 log = logging.getLogger(__name__)
@@ -27,10 +30,6 @@ class EvalResult:
     metrics: dict[str, dict[str, Any]]
     loss: float
     predictions: dict[str, dict[str, np.ndarray]] | None = None
-
-
-def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
 def task_ids_for(batch: Mapping[str, Any], unseen: Iterable[str], num_tasks: int) -> torch.Tensor:
@@ -55,12 +54,13 @@ def evaluate(
     autocast: Any,
     unseen: Iterable[str] = (),
     collect: bool = False,
+    progress: ProgressConfig = QUIET,
 ) -> EvalResult:
     """Run ``model`` over ``split`` of each dataset in ``names``; every rank takes a contiguous share.
 
     ``loss`` is the training loss over every normalised point of every dataset (pooled, not a mean of batch or
     dataset means). Datasets in ``unseen`` get the unknown-task id. ``collect`` keeps real-scale forecasts
-    (single process only).
+    (single process only). ``progress`` reports the windows of this rank's share.
     """
     was_training = model.training
     model.eval()
@@ -69,9 +69,12 @@ def evaluate(
     errors = torch.zeros(2, dtype=torch.float64, device=device)  # sum e^2, sum |e| (normalised space)
     points = 0
     kept: dict[str, dict[str, list[np.ndarray]]] = {}
+    share = sum(-(-len(data.by_name[n].windows[split]) // dist.world_size) for n in names)  # ceil per rank
+    bar = progress.bar(f"{split} pass", share, unit="window")
     for name in names:
         for batch in data.eval_batches(name, split, batch_size, rank=dist.rank, world_size=dist.world_size):
-            b = _to_device(batch, device)
+            bar.advance(len(batch["x"]))
+            b = to_device(batch, device)
             with autocast:
                 pred = model(b["x"], b["timestamps"], task_ids_for(b, unseen, len(data.names)),
                              target_timestamps=b["target_timestamps"])
@@ -79,7 +82,7 @@ def evaluate(
             err = (pred - b["y"]).double()  # (B, T_out, H, W)
             errors += torch.stack([err.square().sum(), err.abs().sum()])
             points += err.numel()
-            pred = pred.cpu()
+            pred = host.to_host(pred)
             metrics.update(pred, batch, data.to_real)
             if collect:
                 store = kept.setdefault(name, {"forecast": [], "target": [], "channel": [], "index": []})
@@ -87,12 +90,13 @@ def evaluate(
                 store["target"].append(batch["y_real"].float().numpy())
                 store["channel"].append(batch["channel"].numpy())
                 store["index"].append(batch["index"].numpy())
+    bar.close()
     pooled = torch.cat([errors, torch.tensor([float(points)], dtype=torch.float64, device=device)])  # (3,)
     if dist.enabled:
-        metrics.unpack(all_reduce_sum(metrics.pack().to(device)).cpu())
+        metrics.unpack(host.to_host(all_reduce_sum(metrics.pack().to(device))))
         pooled = all_reduce_sum(pooled)
     model.train(was_training)
-    sq, ab, n = pooled.cpu().tolist()
+    sq, ab, n = host.to_host(pooled).tolist()
     predictions = {k: {f: np.concatenate(v) for f, v in d.items()} for k, d in kept.items()} if collect else None
     return EvalResult(metrics=metrics.result(), loss=loss.from_sums(sq, ab, n), predictions=predictions)
 
@@ -114,31 +118,34 @@ def figure_images(
     names: list[str],
     device: torch.device,
     autocast: Any,
-    batch_size: int = 8,
+    windows: int,
+    unseen: Iterable[str] = (),
 ) -> dict[str, np.ndarray]:
-    """Images for the loggers from the first ``split`` batch of each dataset: gate weights, PromptForge pattern
-    weights, forecast versus truth (real scale, native grid)."""
+    """Images of the first ``windows`` consecutive ``split`` windows of each dataset: ``{split}/{name}/forecast``
+    (truth against forecast, real scale, native grid) and ``{split}/{name}/gates`` (fusion gates and PromptForge
+    weights, when the model has either)."""
     was_training = model.training
     model.eval()
     images: dict[str, np.ndarray] = {}
     for name in names:
-        batch = next(iter(data.eval_batches(name, split, batch_size)))
-        b = _to_device(batch, device)
+        batch = next(iter(data.eval_batches(name, split, windows)))
+        b = to_device(batch, device)
         with autocast:
-            pred, inter = model(b["x"], b["timestamps"], b["task_id"], return_intermediate=True,
-                                target_timestamps=b["target_timestamps"])
-        pred = pred.float()[..., 0].cpu()  # (B, T_out, H, W)
+            pred, inter = model(b["x"], b["timestamps"], task_ids_for(b, unseen, len(data.names)),
+                                return_intermediate=True, target_timestamps=b["target_timestamps"])
+        pred = host.to_host(pred.float()[..., 0])  # (B, T_out, H, W)
+        real = data.to_real(pred, batch).float().numpy()  # (B, T_out, H0, W0)
+        truth = batch["y_real"].float().numpy()  # (B, T_out, H0, W0)
+        images[f"{split}/{name}/forecast"] = figures.forecast_figure(truth, real, name)
+        gates = patterns = None
         if inter.get("gate_weights") is not None:
-            gates = inter["gate_weights"].float().mean(dim=(0, 1)).cpu().numpy()  # (H, W, n_branches)
-            images[f"{split}/{name}/gate_weights"] = figures.gate_weights_image(gates)
+            gates = host.to_host(inter["gate_weights"].float().mean(dim=(0, 1))).numpy()  # (H, W, n_branches)
         if inter.get("pattern_info"):
             patterns = {
-                modality: (w["coarse"][:, :, None] * w["fine"]).float().mean(0).cpu().numpy()  # (K, M)
+                modality: host.to_host((w["coarse"][:, :, None] * w["fine"]).float().mean(0)).numpy()  # (K, M)
                 for modality, w in inter["pattern_info"].items()
             }
-            images[f"{split}/{name}/pattern_weights"] = figures.pattern_weights_image(patterns)
-        real = data.to_real(pred, batch).float().numpy()  # (B, T_out, H0, W0)
-        truth = batch["y_real"].float().numpy()
-        images[f"{split}/{name}/forecast"] = figures.forecast_image(truth[0], real[0], title=f"{name} window 0")
+        if gates is not None or patterns is not None:
+            images[f"{split}/{name}/gates"] = figures.gates_figure(gates, patterns, name)
     model.train(was_training)
     return images

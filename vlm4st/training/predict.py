@@ -23,6 +23,7 @@ from vlm4st.data.resize import resize_maps
 from vlm4st.data.scaler import MinMaxScaler
 from vlm4st.data.timestamps import as_integers, check_window_steps, following
 from vlm4st.logging.figures import frame_rows_image
+from vlm4st.training import host
 from vlm4st.training.runtime import Runtime
 from vlm4st.training.weights import load_model_state
 
@@ -96,7 +97,7 @@ def run_predict(cfg: DictConfig, payload: dict[str, Any], model: nn.Module, rt: 
     with torch.no_grad(), rt.autocast():
         pred = model(x.to(dev), None if ts is None else ts.to(dev), task.to(dev),
                      target_timestamps=None if target_ts is None else target_ts.to(dev))[..., 0]  # (N, T_out, h, w)
-    pred = pred.float().cpu()
+    pred = host.to_host(pred.float())
     pred = resize_maps(pred.float(), native_hw)  # (N, T_out, H, W)
     forecast = scaler.inverse(pred, channel_t if scaler.per_channel else None, dtype=torch.float64).numpy()
     out_dir = rt.run_dir

@@ -1,6 +1,6 @@
 """The one report writer of ``task=train`` and ``task=test``: ``metrics.json``, ``predictions.npz``, the logger
-summary, and an end-of-run summary a person reads at a glance (the model beside the naive baselines on the same
-test points, per-horizon RMSE, where the run lives)."""
+summary, the figures in ``figures/``, and an end-of-run summary a person reads at a glance (the model beside the
+naive baselines on the same test points, per-horizon RMSE, where the run and its pictures live)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import image as mpimg
 
+from vlm4st.logging.figures import curves_figure
 from vlm4st.training.evaluate import EvalResult
 from vlm4st.training.runtime import Runtime
 
@@ -49,6 +51,27 @@ def summary_table(tested: EvalResult, baselines: dict[str, Any], model_name: str
     return "\n".join(lines)
 
 
+def write_figures(rt: Runtime, images: dict[str, np.ndarray], histories: dict[str, list[dict[str, Any]]],
+                  step: int) -> list[Path]:
+    """Save ``figures/forecast_<dataset>.png``, ``figures/gates_<dataset>.png`` (from ``figure_images`` tags
+    ``<split>/<dataset>/<kind>``) and ``figures/curves.png`` (from the stage histories); send each to the logger.
+    Rank 0 only; returns the files written."""
+    if not rt.dist.is_main:
+        return []
+    out = rt.run_dir / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    named = {f"{tag.split('/')[-1]}_{tag.split('/')[-2]}": image for tag, image in images.items()}
+    if any(histories.values()):
+        named["curves"] = curves_figure(histories)
+    written = []
+    for name, image in named.items():
+        path = out / f"{name}.png"
+        mpimg.imsave(path, image)
+        rt.logger.log_image(f"figures/{name}", image, step)
+        written.append(path)
+    return written
+
+
 def write_report(
     rt: Runtime,
     metrics: dict[str, Any],
@@ -71,5 +94,8 @@ def write_report(
     log.info("test results (real scale) beside the naive baselines on the same test points:\n%s",
              summary_table(tested, baselines, model_name))
     log.info("metrics written to %s", rt.run_dir / "metrics.json")
+    figures = sorted((rt.run_dir / "figures").glob("*.png"))
+    if figures:
+        log.info("figures: %s", ", ".join(str(p.relative_to(rt.run_dir)) for p in figures))
     if (rt.run_dir / "tensorboard").is_dir():
         log.info("curves: tensorboard --logdir %s", rt.run_dir / "tensorboard")

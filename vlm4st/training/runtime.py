@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -129,6 +130,10 @@ def setup_runtime(cfg: DictConfig) -> Runtime:
     trainer = cfg.trainer
     if trainer.num_threads is not None:
         torch.set_num_threads(int(trainer.num_threads))
+    if trainer.deterministic:
+        # cuBLAS is deterministic only with a fixed workspace, which must be chosen before the first CUDA matmul
+        # (a user's own setting wins).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     dist = init_distributed(str(trainer.distributed.backend))
     device = resolve_device(str(trainer.device))
     if device.type == "cuda" and dist.enabled:

@@ -21,7 +21,8 @@ import vlm4st
 
 log = logging.getLogger(__name__)
 
-_IGNORED_TRAINER_KEYS = ("fewshot", "progress", "log_every_steps", "interrupt_after_steps", "num_threads")
+_IGNORED_TRAINER_KEYS = ("fewshot", "progress", "progress_log_every_s", "log_every_steps", "interrupt_after_steps",
+                         "num_threads")
 
 
 def source_key(config: dict[str, Any], data_hashes: Mapping[str, str]) -> str:

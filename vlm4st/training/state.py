@@ -15,8 +15,9 @@ class TrainState:
     """Where a stage stands: counters, the best validation so far, the history, the time spent.
 
     ``epoch`` counts finished epochs; ``epoch_step`` the steps done inside the current one (resume mid-epoch);
-    ``step`` the optimiser steps of the stage. ``out_of_time`` is set when the time budget ran out (the partial
-    epoch is validated, then the stage ends); ``finished`` when the stage is complete and saved.
+    ``step`` the optimiser steps of the stage; ``epoch_loss_sum`` / ``epoch_loss_steps`` the training loss of the
+    current epoch so far (its mean goes into the history). ``out_of_time`` is set when the time budget ran out
+    (the partial epoch is validated, then the stage ends); ``finished`` when the stage is complete and saved.
     """
 
     epoch: int = 0
@@ -26,6 +27,8 @@ class TrainState:
     best_epoch: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
+    epoch_loss_sum: float = 0.0
+    epoch_loss_steps: int = 0
     out_of_time: bool = False
     finished: bool = False
 

@@ -24,11 +24,12 @@ from vlm4st.data.build import build_datamodule
 from vlm4st.data.module import DataModule
 from vlm4st.errors import CheckpointError
 from vlm4st.evaluation.baselines import evaluate_baselines
+from vlm4st.logging.progress import ProgressConfig
 from vlm4st.models.loss import ForecastLoss
 from vlm4st.training import checkpoint as ckpt
 from vlm4st.training.distributed import barrier
-from vlm4st.training.evaluate import EvalResult, evaluate
-from vlm4st.training.report import write_report
+from vlm4st.training.evaluate import EvalResult, evaluate, figure_images
+from vlm4st.training.report import write_figures, write_report
 from vlm4st.training.runtime import Runtime, resolved_config, run_context
 from vlm4st.training.signals import RunInterrupted
 from vlm4st.training.source_cache import locked_source_dir, source_key
@@ -78,7 +79,24 @@ def _test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: ForecastLos
         log.warning("save_predictions is ignored under DDP; run task=test on one process to write them")
     return evaluate(model, dm, "test", dm.eval_names("test"), batch_size=int(cfg.trainer.eval_batch_size),
                     device=rt.device, dist=rt.dist, loss=loss, autocast=rt.autocast(), unseen=unseen,
-                    collect=collect)
+                    collect=collect, progress=ProgressConfig.from_trainer(cfg.trainer, rt.dist.is_main))
+
+
+def _figures(model, dm: DataModule, cfg: DictConfig, rt: Runtime, unseen: list[str],
+             histories: dict[str, list[dict[str, Any]]], step: int) -> None:
+    """The run's pictures from the test windows and the stage histories (main process only)."""
+    if not rt.dist.is_main:
+        return
+    images = figure_images(model, dm, "test", dm.eval_names("test"), rt.device, rt.autocast(),
+                           int(cfg.trainer.figure_windows), unseen=unseen)
+    write_figures(rt, images, histories, step)
+
+
+def _baselines(dm: DataModule, cfg: DictConfig, rt: Runtime) -> dict[str, Any]:
+    """The naive baselines on the test split (main process only: they need no model)."""
+    if not rt.dist.is_main:
+        return {}
+    return evaluate_baselines(dm, "test", progress=ProgressConfig.from_trainer(cfg.trainer))
 
 
 def _stage_summary(result: StageResult) -> dict[str, Any]:
@@ -160,7 +178,9 @@ def _train(cfg: DictConfig, rt: Runtime) -> float:
     if result is not None:
         _load_best(model, result.best_path)
     tested = _test(model, dm, cfg, rt, trainer.loss, plan.unseen)
-    baselines = evaluate_baselines(dm, "test") if rt.dist.is_main else {}
+    baselines = _baselines(dm, cfg, rt)
+    _figures(model, dm, cfg, rt, plan.unseen, {name: s["history"] for name, s in stages.items() if "history" in s},
+             trainer.global_step_offset)
     objective = float(result.best_val_loss) if result is not None else float("nan")
     metrics = {
         "run": {"task": "train", "seed": int(cfg.seed), "mode": dm.mode, "target": dm.target, **rt.choices},
@@ -209,7 +229,9 @@ def test(cfg: DictConfig) -> float:
         loss = instantiate(run_cfg.trainer.loss, path="trainer.loss")
         unseen = plan_stages(run_cfg, dm, rt.run_dir / "checkpoints").unseen
         result = _test(model, dm, run_cfg, rt, loss, unseen)
-        baselines = evaluate_baselines(dm, "test") if rt.dist.is_main else {}
+        baselines = _baselines(dm, run_cfg, rt)
+        state = payload["trainer_state"]
+        _figures(model, dm, run_cfg, rt, unseen, {str(payload["stage"]): list(state["history"])}, int(state["step"]))
         metrics = {"run": {"task": "test", "checkpoint": str(cfg.checkpoint), "seed": int(run_cfg.seed),
                            "mode": dm.mode, "target": dm.target}}
         write_report(rt, metrics, result, baselines, _model_name(rt))

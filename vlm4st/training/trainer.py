@@ -21,14 +21,17 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from vlm4st.config import instantiate
 from vlm4st.data.module import DataModule
 from vlm4st.errors import CheckpointError
+from vlm4st.logging.progress import Progress, ProgressConfig
 from vlm4st.training import checkpoint as ckpt
+from vlm4st.training import host
+from vlm4st.training.batches import to_device
 from vlm4st.training.distributed import all_reduce_sum, barrier
 from vlm4st.training.evaluate import EvalResult, evaluate, figure_images, scalar_tags
+from vlm4st.training.loss_window import LossWindow, StepRecord
 from vlm4st.training.optim import build_optimizer
 from vlm4st.training.runtime import Runtime
 from vlm4st.training.signals import RunInterrupted, StopSignal
@@ -101,6 +104,7 @@ class Trainer:
         self.data, self.cfg, self.rt = data, cfg, runtime
         self.run_meta = dict(run_meta)
         self.loss = instantiate(cfg.loss, path="trainer.loss")
+        self.progress = ProgressConfig.from_trainer(cfg, runtime.dist.is_main)
         self.global_step_offset = 0  # steps of earlier stages, so logger steps keep increasing
 
     # -- public ---------------------------------------------------------------------------------------------------
@@ -124,7 +128,8 @@ class Trainer:
     def validate(self, stage: Stage) -> EvalResult:
         """Validation metrics and pooled loss over ``stage.val`` (never test data, never an unseen target)."""
         return evaluate(self.model, self.data, "val", stage.val, batch_size=int(self.cfg.eval_batch_size),
-                        device=self.rt.device, dist=self.rt.dist, loss=self.loss, autocast=self.rt.autocast())
+                        device=self.rt.device, dist=self.rt.dist, loss=self.loss, autocast=self.rt.autocast(),
+                        progress=self.progress)
 
     # -- setup ----------------------------------------------------------------------------------------------------
     def _prepare(self, stage: Stage) -> _StageRun:
@@ -150,58 +155,60 @@ class Trainer:
         net = self._wrap()
         every_ckpt = int(cfg.checkpoint_every_steps or 0)
         interrupt_at = cfg.interrupt_after_steps
-        log_every = int(cfg.log_every_steps)
-        if log_every < 1:
-            raise ValueError(f"trainer.log_every_steps: expected >= 1, got {log_every}")
-        show = bool(cfg.progress) and rt.dist.is_main
-        with StopSignal() as stop:
+        read_every = int(cfg.log_every_steps)
+        if read_every < 1:
+            raise ValueError(f"trainer.log_every_steps: expected >= 1, got {read_every}")
+        window = LossWindow(run.optimizer, rt.device)
+        progress = self.progress.bar(stage.name, run.total, done=st.step, budget_s=run.budget_s,
+                                     spent_s=st.train_seconds)
+        with StopSignal() as stop, progress:
             while st.epoch < stage.epochs and st.step < run.total and not st.out_of_time:
                 self.model.train()
+                progress.note(epoch=f"{st.epoch + 1}/{stage.epochs}")
                 batches = self.data.train_batches(st.epoch, int(cfg.batch_size), names=stage.train,
                                                   start=st.epoch_step, drop_last=bool(cfg.drop_last),
                                                   rank=rt.dist.rank, world_size=rt.dist.world_size)
-                steps_left = min(run.per_epoch - st.epoch_step, run.total - st.step)
-                bar = tqdm(total=steps_left, desc=f"{stage.name} epoch {st.epoch + 1}/{stage.epochs}",
-                           disable=not show, unit="step", dynamic_ncols=True, mininterval=1.0, leave=False)
-                tick, running = time.perf_counter(), None
+                tick = time.perf_counter()
                 for batch in batches:
                     run.scheduler.set_elapsed(st.train_seconds + time.perf_counter() - tick)
-                    parts = self._step(net, batch, run)
-                    if parts is None:  # non-finite loss: keep the last finite state, then stop
+                    parts = self._step(net, batch, run, window)
+                    if parts is None:  # non-finite loss read in the step: no update was made
                         st.train_seconds += time.perf_counter() - tick
-                        bar.close()
-                        self._diverged(run, batch)
+                        self._read(window, run, progress)
+                        self._diverged(run, StepRecord(st.step + 1, st.epoch_step + 1, st.epoch, batch["dataset"]))
                     st.step += 1
                     st.epoch_step += 1
-                    total_loss = parts["total_loss"]
-                    running = total_loss if running is None else 0.9 * running + 0.1 * total_loss
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{running:.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}", refresh=False)
-                    if st.step % log_every == 0:
-                        rt.logger.log_scalars(
-                            {"train/loss": total_loss, "train/mse": parts["mse_loss"], "train/mae": parts["mae_loss"],
-                             "train/lr": run.scheduler.get_last_lr()[0]},
-                            self.global_step_offset + st.step,
-                        )
+                    window.add(parts, StepRecord(st.step, st.epoch_step, st.epoch, batch["dataset"]))
+                    progress.advance()
+                    # Under DDP every rank must stop at the same step; agreeing is a collective, so the ranks
+                    # agree only when the window is read anyway. A single process checks its flags every step.
+                    ckpt_now = bool(every_ckpt and st.step % every_ckpt == 0)
+                    read_now = st.step % read_every == 0 or st.step >= run.total or ckpt_now
+                    if rt.dist.enabled and not read_now:
+                        continue
                     stopping = self._agree(stop.received is not None or (interrupt_at is not None and
                                                                         st.step >= int(interrupt_at)))
-                    if stopping or (every_ckpt and st.step % every_ckpt == 0):
+                    out_of_time = bool(run.budget_s) and self._agree(
+                        st.train_seconds + time.perf_counter() - tick >= run.budget_s)
+                    saving = stopping or ckpt_now
+                    if read_now or saving or out_of_time:
+                        self._read(window, run, progress)  # every save follows a read: never a non-finite state
+                    if saving:
                         st.train_seconds += time.perf_counter() - tick
                         tick = time.perf_counter()
                         self._save(run.last_path, run)
                     if stopping:
-                        bar.close()
                         why = f"signal {stop.received}" if stop.received is not None else "interrupt_after_steps"
                         self._interrupt(stop, f"stage '{stage.name}' stopped at step {st.step} ({why})", run.last_path)
-                    if run.budget_s and self._agree(st.train_seconds + time.perf_counter() - tick >= run.budget_s):
+                    if out_of_time:
                         st.out_of_time = True  # validate this partial epoch, then stop
                         log.info("stage '%s': time budget of %.1f min spent at step %d", stage.name,
                                  run.budget_s / 60, st.step)
                         break
                     if st.step >= run.total:
                         break
-                bar.close()
                 st.train_seconds += time.perf_counter() - tick
+                self._read(window, run, progress)
                 self._end_epoch(run)
             st.finished = True
             self._save(run.last_path, run)
@@ -211,39 +218,59 @@ class Trainer:
                 self._interrupt(stop, f"stage '{stage.name}' finished, then stopped by signal {stop.received}",
                                 run.last_path)
 
-    def _step(self, net: nn.Module, batch: dict[str, Any], run: _StageRun) -> dict[str, float] | None:
-        """One optimiser step; the loss parts as floats, or None (and no update) when the loss is not finite.
+    def _step(
+        self, net: nn.Module, batch: dict[str, Any], run: _StageRun, window: LossWindow
+    ) -> dict[str, torch.Tensor] | None:
+        """One optimiser step; the loss parts as device tensors, or None (no update) for a non-finite loss.
 
-        Reading the loss is the step's one host synchronisation: it is needed to refuse a non-finite update.
+        With an optimiser that skips flagged updates on the device the step reads nothing on the host; with
+        any other optimiser it reads the loss once, to refuse a non-finite update.
         """
-        dev = self.rt.device
-        x, y = batch["x"].to(dev, non_blocking=True), batch["y"].to(dev, non_blocking=True)
-        ts = batch["timestamps"].to(dev, non_blocking=True)  # (B, T_in, 2)
-        task = batch["task_id"].to(dev, non_blocking=True)  # (B,)
-        target_ts = batch["target_timestamps"].to(dev, non_blocking=True)  # (B, T_out, 2)
+        b = to_device(batch, self.rt.device)
         with self.rt.autocast():
-            pred = net(x, ts, task, target_timestamps=target_ts)  # (B, T_out, H, W, C)
-        loss, parts = self.loss(pred.float(), y)
-        values = {k: float(v) for k, v in parts.items()}
-        if not math.isfinite(values["total_loss"]):
+            pred = net(b["x"], b["timestamps"], b["task_id"], target_timestamps=b["target_timestamps"])
+        loss, parts = self.loss(pred.float(), b["y"])  # fp32 loss outside autocast
+        if not window.skips_on_device and not math.isfinite(host.host_float(loss)):
             return None
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = float(self.cfg.grad_clip)
         if clip > 0:
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], clip)
+        if window.skips_on_device:
+            window.guard(loss)
         run.optimizer.step()
         run.scheduler.step()
-        return values
+        return parts
 
-    def _diverged(self, run: _StageRun, batch: dict[str, Any]) -> NoReturn:
-        """Write ``last.pt`` at the last finite step and stop with an error that names the failing batch."""
+    def _read(self, window: LossWindow, run: _StageRun, progress: Progress) -> None:
+        """Read the window on the host: log the last step's losses, update the progress, stop at a bad step."""
+        if not len(window):
+            return
+        got = window.read()
+        finite = len(got.records) if got.first_bad is None else got.first_bad
+        run.state.epoch_loss_sum += float(got.values[:finite, 0].sum())
+        run.state.epoch_loss_steps += finite
+        last = got.last()
+        lr = run.scheduler.get_last_lr()[0]
+        if last:
+            progress.note(loss=last["total_loss"], lr=f"{lr:.2e}")
+            end = got.records[-1] if got.first_bad is None else got.records[got.first_bad - 1]
+            self.rt.logger.log_scalars({"train/loss": last["total_loss"], "train/mse": last["mse_loss"],
+                                        "train/mae": last["mae_loss"], "train/lr": lr},
+                                       self.global_step_offset + end.step)
+        if got.first_bad is not None:
+            self._diverged(run, got.records[got.first_bad])
+
+    def _diverged(self, run: _StageRun, bad: StepRecord) -> NoReturn:
+        """Write ``last.pt`` with the weights of the last finite step and stop with an error naming the batch."""
         st = run.state
+        st.step, st.epoch_step = bad.step - 1, bad.epoch_step - 1  # updates after the first bad step were skipped
         self._save(run.last_path, run)
         barrier()
         raise NonFiniteLossError(
-            f"stage '{run.stage.name}': the training loss is not finite at step {st.step + 1} (epoch {st.epoch + 1}, "
-            f"a batch of dataset '{batch['dataset']}'); {run.last_path} holds the weights of the last finite step. "
+            f"stage '{run.stage.name}': the training loss is not finite at step {bad.step} (epoch {bad.epoch + 1}, "
+            f"a batch of dataset '{bad.dataset}'); {run.last_path} holds the weights of the last finite step. "
             "Check that dataset's values and scaler, or lower trainer.optimizer.lr"
         )
 
@@ -252,14 +279,17 @@ class Trainer:
         epoch = st.epoch
         result = self.validate(stage)
         improved = result.loss < st.best_val
+        train_loss = st.epoch_loss_sum / st.epoch_loss_steps if st.epoch_loss_steps else math.nan
+        st.epoch_loss_sum, st.epoch_loss_steps = 0.0, 0
         st.history.append({"epoch": epoch, "step": st.step, "train_seconds": st.train_seconds,
-                           "val_loss": result.loss,
+                           "train_loss": train_loss, "val_loss": result.loss,
                            "val": {n: {k: m[k] for k in ("mae", "rmse")} for n, m in result.metrics.items()}})
         st.epoch, st.epoch_step = epoch + 1, 0
         step = self.global_step_offset + st.step
         rt.logger.log_scalars({**scalar_tags("val", result), "epoch": epoch + 1}, step)
         if rt.logger.wants_images(epoch) and rt.dist.is_main:
-            images = figure_images(self.model, self.data, "val", stage.val, rt.device, rt.autocast())
+            images = figure_images(self.model, self.data, "val", stage.val, rt.device, rt.autocast(),
+                                   int(self.cfg.figure_windows))
             for tag, image in images.items():
                 rt.logger.log_image(tag, image, step)
         log.info("%s epoch %d/%d: val loss %.5f%s | %s", stage.name, epoch + 1, stage.epochs, result.loss,
@@ -281,7 +311,7 @@ class Trainer:
         """Whether any rank wants to stop (all ranks must stop at the same step under DDP)."""
         if not self.rt.dist.enabled:
             return flag
-        return bool(all_reduce_sum(torch.tensor([float(flag)], device=self.rt.device)).item() > 0)
+        return host.host_float(all_reduce_sum(torch.tensor([float(flag)], device=self.rt.device))) > 0
 
     def _wrap(self) -> nn.Module:
         """The module the loop calls: DDP-wrapped when distributed, compiled when asked."""

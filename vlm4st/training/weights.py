@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from vlm4st.errors import CheckpointError
+from vlm4st.training import host
 
 
 def frozen_fingerprint(model: nn.Module) -> float:
@@ -21,22 +22,18 @@ def frozen_fingerprint(model: nn.Module) -> float:
     device once."""
     parts = [p.detach().flatten()[::97].abs().double().sum() for _, p in sorted(model.named_parameters())
              if not p.requires_grad]
-    return float(torch.stack(parts).sum()) if parts else 0.0
-
-
-def _host_copy(t: torch.Tensor) -> torch.Tensor:
-    """A CPU copy of a weight (no second copy of the model on the accelerator while checkpointing)."""
-    return t.detach().to("cpu", copy=True)
+    return host.host_float(torch.stack(parts).sum()) if parts else 0.0
 
 
 def model_state(model: nn.Module, trainable_only: bool = False) -> dict[str, Any]:
-    """``{"weights": state_dict on the CPU, "trainable_only": bool, "frozen_fingerprint": float | None}``."""
+    """``{"weights": state_dict, "trainable_only": bool, "frozen_fingerprint": float | None}``; the weights are
+    copied straight to the CPU (never a second copy of the model on the accelerator)."""
     if not trainable_only:
-        return {"weights": {k: _host_copy(v) for k, v in model.state_dict().items()}, "trainable_only": False,
+        return {"weights": {k: host.host_copy(v) for k, v in model.state_dict().items()}, "trainable_only": False,
                 "frozen_fingerprint": None}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     buffers = {n for n, _ in model.named_buffers()}
-    weights = {k: _host_copy(v) for k, v in model.state_dict().items() if k in trainable or k in buffers}
+    weights = {k: host.host_copy(v) for k, v in model.state_dict().items() if k in trainable or k in buffers}
     return {"weights": weights, "trainable_only": True, "frozen_fingerprint": frozen_fingerprint(model)}
 
 
