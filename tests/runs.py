@@ -10,8 +10,10 @@ from omegaconf import DictConfig
 
 from vlm4st.config import compose
 
-# Small, fast settings shared by the end-to-end tests: tiny model, short epochs, no progress bar.
+# Small, fast settings shared by the end-to-end tests: the bare defaults (no quickstart schedule), tiny model,
+# short epochs, no progress bar.
 FAST = [
+    "~experiment",
     "model=tiny",
     "logger=none",
     "trainer.progress=false",
