@@ -17,8 +17,10 @@ JSON); training = forward + backward + AdamW step. Other processes on the machin
 threads on two cores): run it on an otherwise idle machine.
 Memory: every (preset, mode, batch) runs in a fresh subprocess whose peak RSS (``resource.getrusage``,
 ``ru_maxrss``) is the peak memory of building the model and running the steps; timing is taken there too.
-Peak: the best fp32 matmul GFLOP/s of several 2048^3 and 4096^3 products, measured in the same run, so speed can
-be compared as a share of the machine's peak (MFU = counted FLOP/s / peak).
+Peak: the best matmul GFLOP/s of several n^3 products in the dtype the run uses (fp32, or bf16 with ``--bf16``),
+measured in the same run, so speed can be compared as a share of the machine's peak (MFU = counted FLOP/s / peak).
+``--device cuda``: the model and batches on the GPU, every timed step closed by ``torch.cuda.synchronize()``,
+peak memory from ``torch.cuda.max_memory_allocated`` (device memory) beside the process RSS.
 """
 
 from __future__ import annotations
@@ -76,19 +78,30 @@ class FlopCounter(flop_counter.FlopCounterMode):
         super().__init__(display=False, custom_mapping=mapping)
 
 
-def matmul_peak(sizes: tuple[int, ...] = (2048, 4096), repeats: int = 5) -> dict[str, float]:
-    """Best fp32 GFLOP/s of n^3 matmuls, per size and overall."""
-    result = {}
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued kernels (timings on CUDA are meaningless without it)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> dict[str, Any]:
+    """Best GFLOP/s of n^3 matmuls in ``dtype`` on ``device``, per size and overall."""
+    sizes = (4096, 8192) if device.type == "cuda" else (2048, 4096)
+    result: dict[str, Any] = {}
     for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
         a @ b  # warm-up
+        synchronize(device)
         best = 0.0
         for _ in range(repeats):
             t0 = time.perf_counter()
             a @ b
+            synchronize(device)
             best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
         result[f"matmul_{n}_gflops"] = best
     result["peak_gflops"] = max(result.values())
+    result["peak_dtype"] = str(dtype).removeprefix("torch.")
+    result["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return result
 
 
@@ -113,7 +126,8 @@ def make_batch(args: argparse.Namespace, B: int) -> tuple[torch.Tensor, ...]:
     ts = torch.stack([torch.randint(0, 7, (B, args.t_in)), torch.randint(0, 48, (B, args.t_in))], dim=-1)
     y = torch.rand(B, args.t_out, H, W) * 2 - 1
     target_ts = torch.stack([torch.randint(0, 7, (B, args.t_out)), torch.randint(0, 48, (B, args.t_out))], dim=-1)
-    return x, ts, torch.zeros(B, dtype=torch.long), target_ts, y
+    batch = (x, ts, torch.zeros(B, dtype=torch.long), target_ts, y)
+    return tuple(t.to(args.device) for t in batch)
 
 
 def attention_context(args: argparse.Namespace) -> ExitStack:
@@ -130,7 +144,7 @@ def autocast_context(args: argparse.Namespace) -> ExitStack:
     """bf16 autocast around the forward pass (backward follows the dtypes it recorded)."""
     stack = ExitStack()
     if args.bf16:
-        stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+        stack.enter_context(torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16))
     return stack
 
 
@@ -173,14 +187,16 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     args = argparse.Namespace(**spec["args"])
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     if spec["mode"] == "peak":
-        return {**matmul_peak(), "threads": torch.get_num_threads()}
+        dtype = torch.bfloat16 if args.bf16 else torch.float32
+        return {**matmul_peak(device, dtype), "threads": torch.get_num_threads()}
     if spec["mode"] == "sdpa_check":
         counted = (
             "counted by FlopCounterMode" if sdpa_is_counted() else "added by formula (flop_counter.sdpa_flop_count)"
         )
         return {"sdpa_flops": counted}
-    model = build_model(args, spec["preset"])
+    model = build_model(args, spec["preset"]).to(device)
     if spec["mode"] == "flops":
         counts = model.get_trainable_parameters()
         return {"params_total": counts["total"], "params_trainable": counts["trainable"], **count_flops(model, args)}
@@ -203,18 +219,24 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     for _ in range(args.warmup):
         step()
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     times = []
     for _ in range(args.iters):
         t0 = time.perf_counter()
         step()
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     median = statistics.median(times)
+    device_gib = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {
         "samples_per_s": B / median,  # median step: robust to a step slowed by other processes
         "samples_per_s_mean": B * len(times) / sum(times),
         "seconds_per_step": times,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "model_rss_gib": rss_built,
+        "peak_device_gib": device_gib,
         "threads": torch.get_num_threads(),
     }
 
@@ -249,16 +271,21 @@ def bench_preset(args: argparse.Namespace, preset: str, peak: float) -> dict[str
     return row
 
 
+def _gib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def markdown(result: dict[str, Any]) -> str:
     peak = result["machine"]["peak_gflops"]
     lines = [
-        f"Peak fp32 matmul: {peak:.1f} GFLOP/s ({result['machine']['threads']} threads). "
+        f"Device: {result['machine']['device_name']}. Peak {result['machine']['peak_dtype']} matmul: {peak:.1f} "
+        f"GFLOP/s ({result['machine']['threads']} threads). "
         f"Settings: {json.dumps(result['settings'])}. SDPA FLOPs: {result['sdpa_flops']}.",
         "",
         "| preset | batch | params (trainable) | fwd GFLOP/sample | train GFLOP/sample | train samples/s | "
         "train % peak | infer samples/s | infer % peak | train x ref (norm.) | infer x ref (norm.) | "
-        "peak RSS train / infer GiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "peak RSS train / infer GiB | peak device memory train / infer GiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["presets"]:
         for B, run in row["runs"].items():
@@ -271,7 +298,8 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {row['preset']} | {B} | {row['params_total'] / 1e6:.1f} M ({row['params_trainable'] / 1e6:.1f} M) "
                 f"| {row['forward_gflop']:.1f} | {row['train_gflop']:.1f} | {tr['samples_per_s']:.3f} | "
                 f"{100 * tr['share_of_peak']:.0f} % | {inf['samples_per_s']:.3f} | {100 * inf['share_of_peak']:.0f} % "
-                f"| {ratio(tr)} | {ratio(inf)} | {tr['peak_rss_gib']:.2f} / {inf['peak_rss_gib']:.2f} |"
+                f"| {ratio(tr)} | {ratio(inf)} | {tr['peak_rss_gib']:.2f} / {inf['peak_rss_gib']:.2f} "
+                f"| {_gib(tr['peak_device_gib'])} / {_gib(inf['peak_device_gib'])} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -291,7 +319,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--attention", choices=("sdpa", "math"), default="sdpa", help="fused SDPA kernels or math")
     p.add_argument("--compile", action="store_true", help="torch.compile the model for the timed runs")
     p.add_argument("--grad-checkpointing", action="store_true")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (and the peak measured in bf16)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument(
         "--setting", choices=("pretrained", "random"), default="pretrained",
         help="pretrained: backbone frozen, adapter trains (loaded ALBEF weights); random: no weights, "
@@ -313,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     machine = run_worker(args, None, "peak")
-    log.info("fp32 matmul peak %.1f GFLOP/s", machine["peak_gflops"])
+    log.info("%s %s matmul peak %.1f GFLOP/s", machine["device_name"], machine["peak_dtype"], machine["peak_gflops"])
     settings = {k: v for k, v in vars(args).items() if k not in ("json", "markdown", "worker")}
     sdpa = run_worker(args, None, "sdpa_check")["sdpa_flops"]
     result = {"machine": machine, "settings": settings, "sdpa_flops": sdpa, "reference": REFERENCE, "presets": []}

@@ -13,7 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
+from tests.launch.test_ddp import COMMON
+from tests.runs import make_cfg, read_metrics
 from vlm4st import REPO_ROOT
 from vlm4st.training import checkpoint as ckpt
 
@@ -37,7 +40,8 @@ if skip_reason:
     pytestmark = [pytestmark, pytest.mark.skip(reason=skip_reason)]
 
 JOB = [
-    "model=tiny", "logger=none", "trainer.progress=false", "trainer.num_threads=1", "trainer.batch_size=32",
+    "~experiment", "model=tiny", "logger=none", "trainer.progress=false", "trainer.num_threads=1",
+    "trainer.batch_size=32",
     "trainer.schedule.warmup_epochs=0", "dataset.sources.city_a.days=14", "dataset.sources.city_b.days=14",
     "dataset.sources.city_c.days=14", "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=20",
     "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.array_parallelism=2",
@@ -133,3 +137,31 @@ def test_requeued_job_resumes_and_matches_an_uninterrupted_job(tmp_path) -> None
     clean = json.loads((sweep / "1" / "metrics.json").read_text())
     assert interrupted["test"] == clean["test"]
     assert interrupted["stages"]["main"]["steps"] == clean["stages"]["main"]["steps"]
+
+
+@pytest.mark.timeout(900)
+def test_a_two_task_slurm_job_trains_with_ddp_like_one_process(tmp_path, run_entry) -> None:
+    """``hydra.launcher.tasks_per_node=2``: SLURM starts two tasks, each finds its rank in the environment submitit
+    exports and joins a gloo group; with half the batch per rank the job matches one process on the same global
+    batch (the same config with GPUs is what a user sends to a GPU partition: one task per GPU, nccl)."""
+    single = tmp_path / "single"
+    run_entry(make_cfg(single, *COMMON, "trainer.batch_size=16"))
+
+    sweep = tmp_path / "sweep"
+    job = [o for o in JOB if not o.startswith("trainer.batch_size=")]
+    cmd = [sys.executable, "-m", "vlm4st.run", "-m", f"hydra.sweep.dir={sweep}",
+           f"transfer.cache_dir={sweep}/source_models", *job, *COMMON, "trainer.batch_size=8",
+           "hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1"]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=880)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    logs = "\n".join(p.read_text(errors="replace") for p in sweep.glob(".submitit/*/*"))
+    assert "rank 0 of 2" in logs and "rank 1 of 2" in logs, "both SLURM tasks joined one process group"
+
+    a = ckpt.load_checkpoint(single / "checkpoints" / "last.pt")["model"]["weights"]
+    b = ckpt.load_checkpoint(sweep / "0" / "checkpoints" / "last.pt")["model"]["weights"]
+    assert a.keys() == b.keys()
+    diffs = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a if a[k].is_floating_point()])
+    assert float(diffs.quantile(0.99)) < 1e-5, f"99th percentile of weight differences {float(diffs.quantile(0.99))}"
+    ours, theirs = read_metrics(single)["test"], read_metrics(sweep / "0")["test"]
+    for city, m in ours.items():
+        assert theirs[city]["rmse"] == pytest.approx(m["rmse"], rel=1e-3), city
