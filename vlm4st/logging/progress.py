@@ -122,12 +122,13 @@ class Progress:
         rate = f"{ran / elapsed:.2f} {self.unit}/s" if elapsed > 0 else "-"
         share = 100.0 * self.done / self.total if self.total else 100.0
         return (f"{self.name}: {self.done}/{self.total} {self.unit}s ({share:.0f}%), {rate}, "
-                f"elapsed {_clock(elapsed)}{self._postfix(self.eta_s())}")
+                f"elapsed {_clock(elapsed)}, {self._postfix(self.eta_s())}")
 
     def _postfix(self, eta: float | None) -> str:
+        """``key value, ..., eta mm:ss`` (tqdm puts its own ", " before a bar's postfix)."""
         parts = [f"{k} {v}" for k, v in self.values.items()]
         parts.append(f"eta {_clock(eta)}" if eta is not None else "eta -")
-        return ", " + ", ".join(parts)
+        return ", ".join(parts)
 
     def close(self) -> None:
         if self.bar is not None:
