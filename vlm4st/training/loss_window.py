@@ -43,9 +43,14 @@ class WindowRead:
     records: list[StepRecord]
     first_bad: int | None  # index into ``records`` of the first non-finite step, or None
 
+    @property
+    def finite(self) -> int:
+        """How many steps of the window come before the first non-finite one (all of them when none is)."""
+        return len(self.records) if self.first_bad is None else self.first_bad
+
     def last(self) -> dict[str, float]:
         """The loss parts of the window's last finite step (before ``first_bad`` when there is one)."""
-        end = len(self.records) if self.first_bad is None else self.first_bad
+        end = self.finite
         return {k: float(v) for k, v in zip(PARTS, self.values[end - 1], strict=True)} if end else {}
 
 

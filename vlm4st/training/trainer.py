@@ -248,17 +248,15 @@ class Trainer:
         if not len(window):
             return
         got = window.read()
-        finite = len(got.records) if got.first_bad is None else got.first_bad
-        run.state.epoch_loss_sum += float(got.values[:finite, 0].sum())
-        run.state.epoch_loss_steps += finite
+        run.state.epoch_loss_sum += float(got.values[:got.finite, 0].sum())
+        run.state.epoch_loss_steps += got.finite
         last = got.last()
         lr = run.scheduler.get_last_lr()[0]
         if last:
             progress.note(loss=last["total_loss"], lr=f"{lr:.2e}")
-            end = got.records[-1] if got.first_bad is None else got.records[got.first_bad - 1]
             self.rt.logger.log_scalars({"train/loss": last["total_loss"], "train/mse": last["mse_loss"],
                                         "train/mae": last["mae_loss"], "train/lr": lr},
-                                       self.global_step_offset + end.step)
+                                       self.global_step_offset + got.records[got.finite - 1].step)
         if got.first_bad is not None:
             self._diverged(run, got.records[got.first_bad])
 
