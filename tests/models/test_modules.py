@@ -14,6 +14,7 @@ from vlm4st.models.gated_fusion import AdaptiveGatedFusion
 from vlm4st.models.input_projection import InputProjection, STFeatures
 from vlm4st.models.layers import pool_grid, sincos_2d
 from vlm4st.models.prediction_head import PredictionHead
+from vlm4st.models.series_readout import SeriesReadout
 
 D_MODEL, STEPS_PER_DAY = 16, 48
 GRIDS = [(10, 20), (32, 32)]
@@ -283,3 +284,15 @@ def test_layers_position_codes_and_pooling() -> None:
     assert pool_grid(x, 8).shape == (2, 8, 8, 4)
     assert pool_grid(x, 16).shape == (2, 10, 16, 4)
     assert pool_grid(x, None) is x
+
+
+def test_prediction_head_adds_the_direct_series_readout() -> None:
+    readout = SeriesReadout(t_in=4, max_steps=6)
+    module = head(series_readout=readout).eval()
+    feats, series, ctx = torch.randn(1, 4, 5, 5, D_MODEL), torch.randn(1, 4, 5, 5), torch.randn(1, 3, 24)
+    stamps = timestamps(1, 3)
+    base = module(feats, series, ctx, 3, stamps, tasks(1))  # zero-initialised: the head's own readout
+    torch.nn.init.normal_(readout.weight, std=0.1)
+    torch.testing.assert_close(module(feats, series, ctx, 3, stamps, tasks(1)), base + readout(series, 3))
+    with pytest.raises(ValueError, match="series_readout"):
+        head(series_readout=SeriesReadout(t_in=6, max_steps=6))
