@@ -14,7 +14,7 @@ from vlm4st.models.gated_fusion import AdaptiveGatedFusion
 from vlm4st.models.input_projection import InputProjection, STFeatures
 from vlm4st.models.layers import pool_grid, sincos_2d
 from vlm4st.models.prediction_head import PredictionHead
-from vlm4st.models.series_readout import SeriesReadout
+from vlm4st.models.step_readout import StepReadout
 
 D_MODEL, STEPS_PER_DAY = 16, 48
 GRIDS = [(10, 20), (32, 32)]
@@ -286,13 +286,19 @@ def test_layers_position_codes_and_pooling() -> None:
     assert pool_grid(x, None) is x
 
 
-def test_prediction_head_adds_the_direct_series_readout() -> None:
-    readout = SeriesReadout(t_in=4, max_steps=6)
-    module = head(series_readout=readout).eval()
+def test_prediction_head_adds_the_per_step_readout() -> None:
+    readout = StepReadout(t_in=4, hidden_dim=8, max_steps=6)
+    module = head(step_readout=readout).eval()
     feats, series, ctx = torch.randn(1, 4, 5, 5, D_MODEL), torch.randn(1, 4, 5, 5), torch.randn(1, 3, 24)
     stamps = timestamps(1, 3)
-    base = module(feats, series, ctx, 3, stamps, tasks(1))  # zero-initialised: the head's own readout
+    base = module(feats, series, ctx, 3, stamps, tasks(1))  # zero-initialised: the shared readout alone
     torch.nn.init.normal_(readout.weight, std=0.1)
-    torch.testing.assert_close(module(feats, series, ctx, 3, stamps, tasks(1)), base + readout(series, 3))
-    with pytest.raises(ValueError, match="series_readout"):
-        head(series_readout=SeriesReadout(t_in=6, max_steps=6))
+    step = module(feats, series, ctx, 3, stamps, tasks(1))
+    assert not torch.allclose(step, base)
+    readout.weight.data[:, :4] = 0.0  # the series part off: the rest reads the decoded cell state
+    torch.nn.init.zeros_(readout.weight[:, :, 0][1:])  # and only forecast step 1 has a map of its own
+    step = module(feats, series, ctx, 3, stamps, tasks(1))
+    assert not torch.allclose(step[:, 0], base[:, 0])
+    torch.testing.assert_close(step[:, 1:], base[:, 1:])
+    with pytest.raises(ValueError, match="step_readout"):
+        head(step_readout=StepReadout(t_in=4, hidden_dim=16, max_steps=6))

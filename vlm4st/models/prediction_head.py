@@ -18,8 +18,8 @@
 4. Per forecast step and cell: FiLM(cell state) + a calendar embedding of that step, ``step_layers`` residual MLP
    layers, and a linear map to the C output channels. With ``step_layers: 0`` the map is linear in the cell state,
    so it is computed as one per-sample, per-step readout matrix and no (B, T_out, H, W, hidden) tensor is built.
-5. Optionally (``series_readout``) a direct linear forecast of each step from the cell's input series is added,
-   so every step has its own map of the latest observations from the first update on.
+5. Optionally (``step_readout``) a linear map of its own per forecast step, from the cell's input series and its
+   decoded state, is added, so every step has its own readout from the first update on.
 No parameter depends on H x W or T_out; only the input projections depend on T_in (``model.t_in``).
 """
 
@@ -34,7 +34,7 @@ from torch import nn
 from vlm4st.models.calendar import CalendarEmbedding
 from vlm4st.models.cell_embedding import CellEmbedding
 from vlm4st.models.layers import MLP, Block, pool_grid, sincos_1d, sincos_2d
-from vlm4st.models.series_readout import SeriesReadout
+from vlm4st.models.step_readout import StepReadout
 
 
 class ResidualMLP(nn.Module):
@@ -72,7 +72,7 @@ class PredictionHead(nn.Module):
         query_pool: int | None = None,
         visual_dim: int | None = None,
         cell_embedding: CellEmbedding | None = None,
-        series_readout: SeriesReadout | None = None,
+        step_readout: StepReadout | None = None,
         dropout: float = 0.1,
         temporal_patch: int = 1,
     ) -> None:
@@ -120,15 +120,15 @@ class PredictionHead(nn.Module):
         self.step_calendar = CalendarEmbedding(h, steps_per_day)
         self.step_mlp = ResidualMLP(h, step_layers, mlp_ratio, dropout) if step_layers > 0 else None
         self.out = nn.Linear(h, out_channels)
-        # 5. direct per-step readout of the input series
-        if series_readout is not None and (series_readout.t_in, series_readout.in_channels,
-                                           series_readout.out_channels) != (t_in, in_channels, out_channels):
-            raise ValueError(
-                "model.head.series_readout: t_in / in_channels / out_channels "
-                f"{(series_readout.t_in, series_readout.in_channels, series_readout.out_channels)} must equal the "
-                f"head's {(t_in, in_channels, out_channels)}"
-            )
-        self.series_readout = series_readout
+        # 5. a readout per forecast step
+        if step_readout is not None:
+            sizes = (step_readout.t_in, step_readout.in_channels, step_readout.hidden_dim, step_readout.out_channels)
+            if sizes != (t_in, in_channels, hidden_dim, out_channels):
+                raise ValueError(
+                    f"model.head.step_readout: t_in / in_channels / hidden_dim / out_channels {sizes} must equal "
+                    f"the head's {(t_in, in_channels, hidden_dim, out_channels)}"
+                )
+        self.step_readout = step_readout
 
     def _visual_map(self, visual: torch.Tensor, H: int, W: int) -> torch.Tensor:
         """ViT tokens (B, 1+P, D) -> patch features on the cell grid (B, H, W, h)."""
@@ -222,8 +222,8 @@ class PredictionHead(nn.Module):
         else:
             z = state.unsqueeze(1) * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]  # (B, T_out, H, W, h)
             pred = self.out(self.step_mlp(z))  # (B, T_out, H, W, C)
-        if self.series_readout is not None:
-            pred = pred + self.series_readout(series, t_out).to(pred.dtype)  # (B, T_out, H, W, C)
+        if self.step_readout is not None:
+            pred = pred + self.step_readout(series, state, t_out).to(pred.dtype)  # (B, T_out, H, W, C)
         return pred
 
     def _linear_readout(self, state: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:

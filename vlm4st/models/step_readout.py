@@ -1,0 +1,54 @@
+"""A readout of its own for every forecast step, from the cell's input series and its decoded state.
+
+The head's shared readout tells the forecast steps apart only through a per-step scale and shift of the cell
+state, and that modulation comes from the VLM tokens, which start at zero. Until it has been learned, the first
+steps (which depend mostly on the latest observations) and the last ones (which depend on the cell's daily
+profile) share one map. This path gives each step its own linear map of the cell's T_in x C_in inputs and of its
+cell state from the first update on (what a per-step regression layer gives a simple forecaster). The maps sit in
+a table of ``max_steps`` rows, so any horizon up to ``max_steps`` works with one set of weights. It is
+zero-initialised: a model starts from the head's shared readout and the path grows as it helps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class StepReadout(nn.Module):
+    """series (B, T_in, H, W[, C_in]), state (B, H, W, h), t_out -> (B, T_out, H, W, C)."""
+
+    def __init__(self, t_in: int, hidden_dim: int, max_steps: int, in_channels: int = 1,
+                 out_channels: int = 1) -> None:
+        super().__init__()
+        if min(t_in, hidden_dim, max_steps, in_channels, out_channels) < 1:
+            raise ValueError(
+                "model.head.step_readout: t_in, hidden_dim, max_steps, in_channels and out_channels must be "
+                f"positive, got {t_in}, {hidden_dim}, {max_steps}, {in_channels}, {out_channels}"
+            )
+        self.t_in, self.hidden_dim, self.max_steps = t_in, hidden_dim, max_steps
+        self.in_channels, self.out_channels = in_channels, out_channels
+        features = t_in * in_channels + hidden_dim
+        self.weight = nn.Parameter(torch.zeros(max_steps, features, out_channels))  # (S, T_in*C_in + h, C)
+        self.bias = nn.Parameter(torch.zeros(max_steps, out_channels))  # (S, C)
+
+    def forward(self, series: torch.Tensor, state: torch.Tensor, t_out: int) -> torch.Tensor:
+        if series.dim() == 4:
+            series = series.unsqueeze(-1)  # (B, T_in, H, W, 1)
+        B, T, H, W, C_in = series.shape
+        if (T, C_in) != (self.t_in, self.in_channels) or tuple(state.shape) != (B, H, W, self.hidden_dim):
+            raise ValueError(
+                f"StepReadout: expected T_in={self.t_in} steps with {self.in_channels} channel(s) (model.t_in) and "
+                f"a cell state of width {self.hidden_dim}; got series {tuple(series.shape)}, "
+                f"state {tuple(state.shape)}"
+            )
+        if t_out > self.max_steps:
+            raise ValueError(
+                f"model.head.step_readout.max_steps: {self.max_steps} is shorter than the horizon T_out={t_out}; "
+                f"expected at least {t_out}"
+            )
+        maps = self.weight[:t_out].to(state.dtype)  # (T_out, K, C)
+        hist = series.permute(0, 2, 3, 1, 4).reshape(B, H * W, T * C_in).to(state.dtype)  # (B, HW, T_in*C_in)
+        feats = torch.cat([hist, state.reshape(B, H * W, self.hidden_dim)], dim=-1)  # (B, HW, K)
+        out = torch.einsum("bnk,tkc->btnc", feats, maps) + self.bias[:t_out, None].to(state.dtype)  # (B, T_out, HW, C)
+        return out.reshape(B, t_out, H, W, self.out_channels)  # (B, T_out, H, W, C)
