@@ -149,8 +149,10 @@ def train_all(runs: list[Run], runs_dir: Path, budget: float, force: bool) -> No
 
 
 def ablation_command(sweep_dir: Path) -> list[str]:
+    """The sweep's jobs run seed by seed (the last override varies fastest), so a sweep cut short holds every
+    ablation of the seeds it finished; the table lists the jobs that never ran."""
     return [sys.executable, "-m", "vlm4st.run", "-m", "experiment=nyc_study", "dataset=bikenyc", f"model={VLM}",
-            f"ablation={ABLATIONS}", f"seed={ABLATION_SEEDS}", f"trainer.time_budget_min={ABLATION_BUDGET_MIN:g}",
+            f"seed={ABLATION_SEEDS}", f"ablation={ABLATIONS}", f"trainer.time_budget_min={ABLATION_BUDGET_MIN:g}",
             f"hydra.sweep.dir={sweep_dir}"]
 
 
