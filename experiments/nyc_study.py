@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -342,8 +343,12 @@ def report(runs_dir: Path, out: Path, budget: float) -> None:
         lines += [f"![validation RMSE against training minutes]({png.name})", ""]
     table = runs_dir / "ablation_bike6" / "ablation_table.md"
     lines += [f"## Ablations, BikeNYC 6 -> 6 ({VLM}, seeds {ABLATION_SEEDS}, {ABLATION_BUDGET_MIN:g} min a run)", "",
-              table.read_text().strip() if table.is_file() else "(ablation sweep not run)", "",
-              f"Command: `{' '.join(['python', *ablation_command(Path('<sweep dir>'))[1:]])}`, then "
+              table.read_text().strip() if table.is_file() else "(ablation sweep not run)", ""]
+    chart = table.with_suffix(".png")
+    if chart.is_file():
+        shutil.copyfile(chart, out.parent / "nyc_ablation_bike6.png")
+        lines += ["![test RMSE per ablation, BikeNYC 6 -> 6](nyc_ablation_bike6.png)", ""]
+    lines += [f"Command: `{' '.join(['python', *ablation_command(Path('<sweep dir>'))[1:]])}`, then "
               "`python experiments/ablation_table.py <sweep dir> --rows ablation`.", ""]
     for group, title in (("multi", "## Multi-dataset training"), ("transfer", "## Few-shot and zero-shot transfer"),
                          ("pretrained", "## Pretrained text encoder (MiniLM-L6)")):

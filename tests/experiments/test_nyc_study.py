@@ -53,3 +53,17 @@ def test_every_peer_runs_with_the_same_data_and_budget() -> None:
         assert len(data) == 1 and len({r.budget_min for r in runs}) == 1
     cmd = nyc_study.command(nyc_study.RUNS[0], Path("/tmp/x"), 10.0)
     assert "trainer.time_budget_min=10" in cmd and "experiment=nyc_study" in cmd
+
+
+def test_report_carries_the_ablation_table_and_chart(tmp_path: Path) -> None:
+    sweep = tmp_path / "runs" / "ablation_bike6"
+    sweep.mkdir(parents=True)
+    (sweep / "ablation_table.md").write_text("| ablation | bikenyc RMSE |\n|---|---|\n| no_dix | 3.9 |\n")
+    (sweep / "ablation_table.png").write_bytes(b"\x89PNG\r\n\x1a\nchart")
+    out = tmp_path / "results" / "nyc.md"
+    out.parent.mkdir()
+    nyc_study.report(tmp_path / "runs", out, 10.0)
+    text = out.read_text()
+    assert "| no_dix | 3.9 |" in text and "(nyc_ablation_bike6.png)" in text
+    assert (out.parent / "nyc_ablation_bike6.png").read_bytes().endswith(b"chart")
+    assert "seed=0,1 ablation=full" in text  # seed by seed: a sweep cut short holds whole seeds

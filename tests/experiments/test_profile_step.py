@@ -1,0 +1,26 @@
+"""The step profiler: a step time and a forward time per module of the model the trainer would build."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from vlm4st import REPO_ROOT
+
+spec = importlib.util.spec_from_file_location("profile_step", REPO_ROOT / "experiments" / "profile_step.py")
+profile_step = importlib.util.module_from_spec(spec)
+sys.modules["profile_step"] = profile_step
+spec.loader.exec_module(profile_step)
+
+
+def test_profile_times_the_step_and_every_module() -> None:
+    result = profile_step.main(["model=tiny", "--batch", "2", "--grid", "4", "6", "--steps", "1", "--warmup", "1"])
+    modules = {k.removeprefix("forward.") for k in result if k.startswith("forward.")}
+    assert {"dix", "vlm", "head", "format_transformer"} <= modules
+    assert result["step"] > sum(v for k, v in result.items() if k.startswith("forward.")) > 0
+
+
+def test_profile_a_model_without_submodule_stack() -> None:
+    result = profile_step.main(["model=stid", "--batch", "2", "--grid", "4", "6", "--steps", "1", "--warmup", "0",
+                                "--fused"])
+    assert {"forward.series", "forward.encoder", "forward.regression"} <= set(result)
