@@ -11,7 +11,7 @@ from vlm4st.models.step_readout import StepReadout
 @pytest.mark.parametrize("t_out", [1, 3, 12])
 def test_any_horizon_and_zero_at_init(t_out: int) -> None:
     readout = StepReadout(t_in=6, hidden_dim=8, max_steps=12, in_channels=2, out_channels=1)
-    out = readout(torch.randn(3, 6, 5, 4, 2), torch.randn(3, 5, 4, 8), t_out)
+    out = readout(torch.randn(3, 5, 4, 12), torch.randn(3, 5, 4, 8), t_out)  # series: T_in x C_in = 12 per cell
     assert out.shape == (3, t_out, 5, 4, 1)
     assert torch.count_nonzero(out) == 0  # a model starts from the head's shared readout
 
@@ -19,13 +19,13 @@ def test_any_horizon_and_zero_at_init(t_out: int) -> None:
 def test_input_checks_name_the_key() -> None:
     readout = StepReadout(t_in=4, hidden_dim=8, max_steps=2)
     state = torch.randn(2, 3, 3, 8)
-    assert readout(torch.randn(2, 4, 3, 3), state, 2).shape == (2, 2, 3, 3, 1)  # no channel axis: one channel
-    with pytest.raises(ValueError, match="T_in=4"):
-        readout(torch.randn(2, 5, 3, 3), state, 2)
+    assert readout(torch.randn(2, 3, 3, 4), state, 2).shape == (2, 2, 3, 3, 1)
+    with pytest.raises(ValueError, match="T_in\\*C_in = 4"):
+        readout(torch.randn(2, 3, 3, 5), state, 2)
     with pytest.raises(ValueError, match="width 8"):
-        readout(torch.randn(2, 4, 3, 3), state[..., :4], 2)
+        readout(torch.randn(2, 3, 3, 4), state[..., :4], 2)
     with pytest.raises(ValueError, match="max_steps: 2 is shorter than the horizon T_out=3"):
-        readout(torch.randn(2, 4, 3, 3), state, 3)
+        readout(torch.randn(2, 3, 3, 4), state, 3)
     with pytest.raises(ValueError, match="step_readout"):
         StepReadout(t_in=0, hidden_dim=8, max_steps=4)
 
@@ -41,11 +41,14 @@ def test_each_step_learns_its_own_map() -> None:
     def target(x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         return (x.flip(1) + state[None, ..., 0].transpose(0, 1) * steps).unsqueeze(-1)  # (B, T_out, H, W, 1)
 
+    def cells(x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1)  # (B, T_in, H, W) -> (B, H, W, T_in): each cell's window
+
     for _ in range(300):
         x, state = torch.randn(8, t, 3, 3), torch.randn(8, 3, 3, 3)
-        loss = (readout(x, state, t) - target(x, state)).square().mean()
+        loss = (readout(cells(x), state, t) - target(x, state)).square().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     x, state = torch.randn(16, t, 3, 3), torch.randn(16, 3, 3, 3)
-    assert (readout(x, state, t) - target(x, state)).square().mean() < 1e-3
+    assert (readout(cells(x), state, t) - target(x, state)).square().mean() < 1e-3

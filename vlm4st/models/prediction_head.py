@@ -141,7 +141,10 @@ class PredictionHead(nn.Module):
         cells = F.interpolate(patches, size=(H, W), mode="bilinear", align_corners=False, **extra)  # (B, h, H, W)
         return cells.permute(0, 2, 3, 1)  # (B, H, W, h)
 
-    def _cell_state(self, features, series, task_id, visual, target_timestamps) -> torch.Tensor:
+    def _cell_state(
+        self, features, series, task_id, visual, target_timestamps
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cell state (B, H, W, h) and each cell's flattened input series (B, H, W, T_in*C_in)."""
         B, T, H, W, d = features.shape
         if series.dim() == 4:
             series = series.unsqueeze(-1)  # (B, T_in, H, W, 1)
@@ -164,7 +167,7 @@ class PredictionHead(nn.Module):
             state = state + self._visual_map(visual, H, W)  # (B, H, W, h)
         if target_timestamps is not None:  # when the forecast starts, so the cell MLP learns cell x time profiles
             state = state + self.cell_calendar(target_timestamps[:, 0]).to(state.dtype)[:, None, None]
-        return state  # not normalised: the level of the series is the forecast's scale (pre-norm blocks follow)
+        return state, hist  # state not normalised: the series level is the forecast's scale (pre-norm blocks next)
 
     def _read_context(self, state: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Cell (or pooled-cell) queries cross-attend to the VLM tokens: (B, H, W, h) -> (B, H, W, h)."""
@@ -212,7 +215,8 @@ class PredictionHead(nn.Module):
                 f"target_timestamps: expected shape (B, T_out, 2) = {(B, t_out, 2)}, "
                 f"got {tuple(target_timestamps.shape)}"
             )
-        state = self._cell_state(features, series, task_id, visual, target_timestamps)  # (B, H, W, h)
+        # (B, H, W, h) and each cell's input window (B, H, W, T_in*C_in)
+        state, hist = self._cell_state(features, series, task_id, visual, target_timestamps)
         state = self.cell_mlp(self._read_context(state, context))  # (B, H, W, h)
         gamma, beta = self._horizon(context, t_out, target_timestamps).chunk(2, dim=-1)  # (B, T_out, h) each
         if target_timestamps is not None:
@@ -223,7 +227,7 @@ class PredictionHead(nn.Module):
             z = state.unsqueeze(1) * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]  # (B, T_out, H, W, h)
             pred = self.out(self.step_mlp(z))  # (B, T_out, H, W, C)
         if self.step_readout is not None:
-            pred = pred + self.step_readout(series, state, t_out).to(pred.dtype)  # (B, T_out, H, W, C)
+            pred = pred + self.step_readout(hist, state, t_out).to(pred.dtype)  # (B, T_out, H, W, C)
         return pred
 
     def _linear_readout(self, state: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,11 @@ from torch import nn
 
 
 class StepReadout(nn.Module):
-    """series (B, T_in, H, W[, C_in]), state (B, H, W, h), t_out -> (B, T_out, H, W, C)."""
+    """series (B, H, W, T_in*C_in) per cell, state (B, H, W, h), t_out -> (B, T_out, H, W, C).
+
+    The head flattens each cell's input window once (``PredictionHead`` checks its T_in and C_in) and passes the
+    same per-cell series here, so this module only checks the widths it multiplies.
+    """
 
     def __init__(self, t_in: int, hidden_dim: int, max_steps: int, in_channels: int = 1,
                  out_channels: int = 1) -> None:
@@ -33,13 +37,11 @@ class StepReadout(nn.Module):
         self.bias = nn.Parameter(torch.zeros(max_steps, out_channels))  # (S, C)
 
     def forward(self, series: torch.Tensor, state: torch.Tensor, t_out: int) -> torch.Tensor:
-        if series.dim() == 4:
-            series = series.unsqueeze(-1)  # (B, T_in, H, W, 1)
-        B, T, H, W, C_in = series.shape
-        if (T, C_in) != (self.t_in, self.in_channels) or tuple(state.shape) != (B, H, W, self.hidden_dim):
+        B, H, W, width = series.shape
+        if width != self.t_in * self.in_channels or tuple(state.shape) != (B, H, W, self.hidden_dim):
             raise ValueError(
-                f"StepReadout: expected T_in={self.t_in} steps with {self.in_channels} channel(s) (model.t_in) and "
-                f"a cell state of width {self.hidden_dim}; got series {tuple(series.shape)}, "
+                f"StepReadout: expected per-cell series of width T_in*C_in = {self.t_in * self.in_channels} "
+                f"(model.t_in) and a cell state of width {self.hidden_dim}; got series {tuple(series.shape)}, "
                 f"state {tuple(state.shape)}"
             )
         if t_out > self.max_steps:
@@ -48,7 +50,6 @@ class StepReadout(nn.Module):
                 f"expected at least {t_out}"
             )
         maps = self.weight[:t_out].to(state.dtype)  # (T_out, K, C)
-        hist = series.permute(0, 2, 3, 1, 4).reshape(B, H * W, T * C_in).to(state.dtype)  # (B, HW, T_in*C_in)
-        feats = torch.cat([hist, state.reshape(B, H * W, self.hidden_dim)], dim=-1)  # (B, HW, K)
+        feats = torch.cat([series.to(state.dtype), state], dim=-1).reshape(B, H * W, -1)  # (B, HW, K)
         out = torch.einsum("bnk,tkc->btnc", feats, maps) + self.bias[:t_out, None].to(state.dtype)  # (B, T_out, HW, C)
         return out.reshape(B, t_out, H, W, self.out_channels)  # (B, T_out, H, W, C)
