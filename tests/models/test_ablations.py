@@ -122,3 +122,15 @@ def test_no_prompt_computes_no_dix_summary() -> None:
     x, ts = batch(2, 6, 8)[:2]
     feats = dix(x, ts)
     assert feats.summaries == {} and feats.x_cross.shape == (2, T_IN, 6, 8, dix.d_model)
+
+
+def test_cpu_nodix_preset_is_the_cpu_preset_without_dix() -> None:
+    """`model=cpu_nodix` composes the model of `model=cpu ablation=no_dix`, and its own `no_dix` changes nothing."""
+    preset = model_config("cpu_nodix").model
+    assert preset == model_config("cpu", "no_dix").model
+    assert preset == model_config("cpu_nodix", "no_dix").model
+    assert preset != model_config("cpu").model
+    model = build_model("cpu_nodix")
+    assert model.fusion is None and not hasattr(model.dix, "temporal")
+    x, ts, task, target_ts = batch(2, 10, 20)
+    assert model(x, ts, task, target_timestamps=target_ts).shape == (2, T_OUT, 10, 20, 1)
