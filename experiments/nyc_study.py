@@ -247,14 +247,23 @@ def results_table(runs_dir: Path, runs: list[Run]) -> list[str]:
     return lines
 
 
+def _horizon_profile(tests: list[dict]) -> str:
+    """Mean test RMSE over the seeds at forecast step 1, the middle step and the last one: "s1 / mid / last"."""
+    if not all("per_step" in t for t in tests):
+        return "-"
+    steps = [statistics.mean(values) for values in zip(*(t["per_step"]["rmse"] for t in tests), strict=True)]
+    return " / ".join(f"{steps[i]:.2f}" for i in (0, len(steps) // 2 - 1, len(steps) - 1))
+
+
 def summary_table(runs_dir: Path, runs: list[Run]) -> list[str]:
     """Mean ± std over the finished seeds per model, beside the baselines (identical for every seed)."""
-    lines = ["| model | seeds done | test RMSE | test MAE | epochs (mean) | HA RMSE | Last RMSE | ToD-mean RMSE |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | seeds done | test RMSE | test MAE | RMSE at step 1 / middle / last | epochs (mean) | HA RMSE | "
+             "Last RMSE | ToD-mean RMSE |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for model in PEERS:
         done = [(r, m) for r in runs if r.model == model and (m := _metrics(runs_dir, r.name)) is not None]
         if not done:
-            lines.append(f"| {model} | 0 | not run | | | | | |")
+            lines.append(f"| {model} | 0 | not run | | | | | | |")
             continue
         pick = [next(iter(m["test"].values())) for _, m in done]
         first = done[0][1]
@@ -263,8 +272,8 @@ def summary_table(runs_dir: Path, runs: list[Run]) -> list[str]:
                 for k in BASELINES]
         seeds = ", ".join(str(r.seed) for r, _ in done)
         lines.append(f"| {model} | {seeds} | {_spread([p['rmse'] for p in pick])} | "
-                     f"{_spread([p['mae'] for p in pick])} | {statistics.mean(_epochs(m) for _, m in done):.0f} | "
-                     f"{' | '.join(base)} |")
+                     f"{_spread([p['mae'] for p in pick])} | {_horizon_profile(pick)} | "
+                     f"{statistics.mean(_epochs(m) for _, m in done):.0f} | {' | '.join(base)} |")
     return lines
 
 

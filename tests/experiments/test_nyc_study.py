@@ -17,7 +17,8 @@ spec.loader.exec_module(nyc_study)
 
 
 def fake_metrics(rmse: float, seed: int) -> dict:
-    test = {"taxinyc": {"rmse": rmse, "mae": rmse / 3}}
+    per_step = {"rmse": [rmse - 2 + i for i in range(4)]}  # steps 1..4: rmse - 2 .. rmse + 1
+    test = {"taxinyc": {"rmse": rmse, "mae": rmse / 3, "per_step": per_step}}
     history = [{"epoch": e, "train_seconds": 60.0 * (e + 1), "val": {"taxinyc": {"rmse": rmse + 5 - e, "mae": 1.0}}}
                for e in range(3)]
     return {"test": test, "baselines": {"time_of_day_mean": {"taxinyc": {"rmse": 34.05, "mae": 10.83}}},
@@ -36,6 +37,7 @@ def test_report_from_finished_and_missing_runs(tmp_path: Path) -> None:
     text = out.read_text()
     assert "| cpu | 0, 1 | 21.00 ± 1.41 |" in text  # mean ± sample std over the finished seeds
     assert "| stid | 0 | 21.00 |" in text
+    assert "| 19.00 / 20.00 / 22.00 |" in text  # cpu, steps 1 / 2 / 4 averaged over seeds 0 and 1
     assert "| taxi12_cpu_s2 | - | not run |" in text and "| bike6_stid_s0 | - | not run |" in text
     assert "34.05" in text  # the baseline beside the model
     png = out.parent / "nyc_time_to_accuracy.png"
