@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 from omegaconf import OmegaConf
 
-from vlm4st import CONF_DIR
+from vlm4st import CONF_DIR, REPO_ROOT
 from vlm4st.config import ConfigError, check_targets, compose, instantiate
 from vlm4st.models.stid import STID
 
@@ -76,3 +77,13 @@ def test_instantiate_builds_allowed_targets() -> None:
 def test_instantiate_rejects_null_node() -> None:
     with pytest.raises(ConfigError, match=r"'model\.head' is null"):
         instantiate(None, path="model.head")
+
+
+def test_shared_data_path_has_one_spelling_from_every_checkout() -> None:
+    """Dataset paths reached through ``..`` are normalised, so the config a checkpoint stores (and the resume check
+    compares) names the same file the same way from any checkout beside the data."""
+    cfg = compose(["dataset=bikenyc"])
+    path = cfg.dataset.sources.bikenyc.path
+    assert ".." not in path.split(os.sep)
+    assert path == os.path.normpath(REPO_ROOT / ".." / "shared" / "data" / "nyc_bike_stdn_10x20_30min.series.npz")
+    assert OmegaConf.create({"p": "${normpath:/a/b/../c}"}).p == "/a/c"

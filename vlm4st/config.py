@@ -7,6 +7,7 @@ Hydra config groups are the registry of swappable parts; each node names its cla
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +29,9 @@ def register_resolvers() -> None:
     """Register the project's OmegaConf resolvers (idempotent)."""
     resolvers = {
         "repo_root": lambda: str(REPO_ROOT),
+        # "a/b/../c" -> "a/c": a path reached through ".." is stored in one spelling, so checkpoints and source-model
+        # caches of the same file agree across checkouts of the repository
+        "normpath": lambda path: os.path.normpath(path),
         "len": lambda node: len(node),
         "max": lambda *values: max(values),
     }
