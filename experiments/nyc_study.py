@@ -286,6 +286,8 @@ def time_to_accuracy(runs_dir: Path, out_png: Path) -> bool:
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     drawn = False
+    colors: dict[str, str] = {}
+    labelled: set[str] = set()
     for run in RUNS:
         if run.group not in ("taxi12", "long"):
             continue
@@ -298,7 +300,12 @@ def time_to_accuracy(runs_dir: Path, out_png: Path) -> bool:
         if points:
             xs, ys = zip(*points, strict=True)
             style = "-" if run.model in VLM_PRESETS else "--"
-            ax.plot(xs, ys, style, marker=".", label=run.name)
+            # one colour per model; the seeds of a model share it and its legend entry
+            label = f"{run.model} ({LONG_BUDGET_MIN:g} min)" if run.group == "long" else run.model
+            color = colors.setdefault(label, f"C{len(colors)}")
+            ax.plot(xs, ys, style, marker=".", ms=3, lw=1, color=color, alpha=0.8,
+                    label=None if label in labelled else label)
+            labelled.add(label)
             drawn = True
     if not drawn:
         plt.close(fig)
@@ -308,7 +315,7 @@ def time_to_accuracy(runs_dir: Path, out_png: Path) -> bool:
     ax.set_ylabel("validation RMSE (real scale)")
     ax.set_title("TaxiNYC 12 -> 12: time to accuracy")
     ax.set_ylim(top=min(ax.get_ylim()[1], 60))
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=8, title="one line per seed", title_fontsize=7)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=110)
