@@ -286,8 +286,7 @@ def time_to_accuracy(runs_dir: Path, out_png: Path) -> bool:
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     drawn = False
-    colors: dict[str, str] = {}
-    labelled: set[str] = set()
+    colors: dict[str, str] = {}  # legend label -> colour; a label is drawn into the legend once
     for run in RUNS:
         if run.group not in ("taxi12", "long"):
             continue
@@ -302,10 +301,9 @@ def time_to_accuracy(runs_dir: Path, out_png: Path) -> bool:
             style = "-" if run.model in VLM_PRESETS else "--"
             # one colour per model; the seeds of a model share it and its legend entry
             label = f"{run.model} ({LONG_BUDGET_MIN:g} min)" if run.group == "long" else run.model
+            first = label not in colors
             color = colors.setdefault(label, f"C{len(colors)}")
-            ax.plot(xs, ys, style, marker=".", ms=3, lw=1, color=color, alpha=0.8,
-                    label=None if label in labelled else label)
-            labelled.add(label)
+            ax.plot(xs, ys, style, marker=".", ms=3, lw=1, color=color, alpha=0.8, label=label if first else None)
             drawn = True
     if not drawn:
         plt.close(fig)
