@@ -7,10 +7,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
+
 
 from vlm4st import REPO_ROOT
 
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+
+# Property-based tests (hypothesis): the same bounded set of generated cases on every run (a fixed seed through
+# derandomize, no example database), no per-example deadline (the CPU is shared), so CI is reproducible.
+# `--hypothesis-profile=explore` searches more cases with a random seed.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, max_examples=40,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile("explore", deadline=None, max_examples=1000,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile("ci")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
