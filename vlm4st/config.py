@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import hydra.utils
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vlm4st import REPO_ROOT
-from vlm4st.errors import ConfigError
+from vlm4st.data.errors import DataError
+from vlm4st.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,21 @@ def instantiate(cfg: Any, *args: Any, path: str = "", **kwargs: Any) -> Any:
         raise ConfigError(f"config key '{path or '<root>'}' is null; expected a node with a _target_")
     check_targets(cfg, path)
     check_targets(kwargs, path)
-    return hydra.utils.instantiate(cfg, *args, **kwargs)
+    try:
+        return hydra.utils.instantiate(cfg, *args, **kwargs)
+    except InstantiationException as err:
+        raise _user_error_behind(err) from None
+
+
+def _user_error_behind(err: InstantiationException) -> BaseException:
+    """The project's own error (a bad config value, data file or checkpoint) that Hydra wrapped while calling a
+    target, so the command line prints its one line; ``err`` itself when the cause is anything else (a bug)."""
+    cause = err.__cause__
+    while cause is not None:
+        if isinstance(cause, ConfigError | DataError | CheckpointError):
+            return cause
+        cause = cause.__cause__
+    return err
 
 
 def compose(overrides: list[str] | None = None, output_dir: str | None = None) -> DictConfig:

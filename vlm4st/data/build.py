@@ -15,12 +15,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vlm4st.config import ConfigError, instantiate
 from vlm4st.data.calibration import CONFIG_KEY as CALIBRATION_KEY
-from vlm4st.data.errors import DataError
 from vlm4st.data.fingerprint import array_sha256
 from vlm4st.data.module import DataModule
 from vlm4st.data.prepared import prepare, validate
@@ -169,9 +167,4 @@ def _reader(node: DictConfig, name: str, steps_per_day: int, cache_dir: str | No
         kwargs["steps_per_day"] = steps_per_day
     if "cache_dir" in node and node.get("cache_dir") is None and not node.get("cache_beside_file", False):
         kwargs["cache_dir"] = cache_dir
-    try:
-        return instantiate(node, path=f"dataset.sources.{name}", **kwargs)
-    except InstantiationException as err:  # surface the reader's own DataError, not Hydra's wrapper
-        if isinstance(err.__cause__, (DataError, ConfigError)):
-            raise err.__cause__ from None
-        raise
+    return instantiate(node, path=f"dataset.sources.{name}", **kwargs)
