@@ -1,30 +1,29 @@
 """Config plumbing: OmegaConf resolvers and the one guarded ``instantiate`` every build goes through.
 
 Hydra config groups are the registry of swappable parts; each node names its class with ``_target_``.
-``instantiate`` refuses targets outside an allow-list so a config file can never import arbitrary code.
+``instantiate`` accepts only the exact names of ``vlm4st.registry``, so a config file can never import or call
+other code.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import hydra.utils
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from vlm4st import REPO_ROOT
+from vlm4st.config_guard import install_hydra_guard
 from vlm4st.data.errors import DataError
 from vlm4st.errors import CheckpointError, ConfigError
+from vlm4st.registry import check_targets
 
 log = logging.getLogger(__name__)
 
-ALLOWED_TARGET_PREFIXES: tuple[str, ...] = ("vlm4st.", "torch.")
-
-__all__ = ["ALLOWED_TARGET_PREFIXES", "ConfigError", "check_targets", "compose", "instantiate", "iter_targets",
-           "register_resolvers"]
+__all__ = ["ConfigError", "compose", "instantiate", "register_resolvers"]
 
 
 def register_resolvers() -> None:
@@ -40,31 +39,6 @@ def register_resolvers() -> None:
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
-
-
-def iter_targets(cfg: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    """Yield ``(key path, target)`` for every ``_target_`` in a config tree."""
-    if isinstance(cfg, DictConfig | dict):
-        items = cfg.items_ex(resolve=False) if isinstance(cfg, DictConfig) else cfg.items()
-        for key, value in items:
-            sub = f"{path}.{key}" if path else str(key)
-            if key == "_target_":
-                yield sub, str(value)
-            else:
-                yield from iter_targets(value, sub)
-    elif isinstance(cfg, ListConfig | list | tuple):
-        for i, value in enumerate(cfg):
-            yield from iter_targets(value, f"{path}[{i}]")
-
-
-def check_targets(cfg: Any, path: str = "") -> None:
-    """Raise ``ConfigError`` if any ``_target_`` in ``cfg`` lies outside the allow-list."""
-    for key, target in iter_targets(cfg, path):
-        if not target.startswith(ALLOWED_TARGET_PREFIXES):
-            raise ConfigError(
-                f"config key '{key}': _target_ '{target}' is not allowed; "
-                f"expected a class or function under one of {list(ALLOWED_TARGET_PREFIXES)}"
-            )
 
 
 def instantiate(cfg: Any, *args: Any, path: str = "", **kwargs: Any) -> Any:
@@ -105,6 +79,7 @@ def compose(overrides: list[str] | None = None, output_dir: str | None = None) -
     from vlm4st import CONF_DIR
 
     register_resolvers()
+    install_hydra_guard()
     overrides = list(overrides or [])
     if output_dir is not None:
         overrides.append(f"paths.output_dir={output_dir}")

@@ -4,10 +4,16 @@
 - ``CheckpointError``: a checkpoint file is missing, damaged, or does not fit the run (names the file).
 - ``DataError`` and its subclasses (``vlm4st.data.errors``): a dataset cannot be used as given (names the file).
 
-The command line prints any of them as one line and exits with status 2 (``vlm4st.run``).
+The command line prints any of them as one line and exits with status ``USER_ERROR_EXIT`` (``exit_on_user_error``).
 """
 
 from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+#: Exit status of a run stopped by bad input (a config value, a data file, a checkpoint).
+USER_ERROR_EXIT = 2
 
 
 class ConfigError(ValueError):
@@ -16,3 +22,10 @@ class ConfigError(ValueError):
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, corrupted or does not fit the model or run; names the file."""
+
+
+def exit_on_user_error(err: Exception) -> NoReturn:
+    """Print ``err`` as one line on stderr and exit with ``USER_ERROR_EXIT`` (no traceback: the input is wrong,
+    not the program)."""
+    sys.stderr.write(f"error: {err}\n")
+    sys.exit(USER_ERROR_EXIT)

@@ -21,17 +21,18 @@ from omegaconf import DictConfig
 
 from vlm4st import CONF_DIR
 from vlm4st.config import ConfigError, register_resolvers
+from vlm4st.config_guard import command_line_refusals, install_hydra_guard
 from vlm4st.data.errors import DataError
-from vlm4st.errors import CheckpointError
+from vlm4st.errors import CheckpointError, exit_on_user_error
 
 log = logging.getLogger("vlm4st")
 
 #: Bad input (a config value, a data file, a checkpoint): one line on stderr and this exit status, no traceback
 #: (``HYDRA_FULL_ERROR=1`` shows it). Anything else is a bug and keeps its traceback.
 USER_ERRORS = (ConfigError, DataError, CheckpointError)
-USER_ERROR_EXIT = 2
 
 register_resolvers()
+install_hydra_guard()
 # Our submitit launcher files keep the plugin's option names and are validated against its schema.
 warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema with the same name.*")
 
@@ -48,7 +49,7 @@ def run(cfg: DictConfig) -> float | None:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    """Console entry point (`python -m vlm4st.run` / `vlm4st-run`)."""
+    """The Hydra app: runs one composed config (the command line enters through ``cli``)."""
     from vlm4st.training.tasks import RunInterrupted
 
     try:
@@ -59,9 +60,16 @@ def main(cfg: DictConfig) -> float | None:
     except USER_ERRORS as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        sys.stderr.write(f"error: {err}\n")
-        sys.exit(USER_ERROR_EXIT)
+        exit_on_user_error(err)
+
+
+def cli() -> None:
+    """Console entry point (`python -m vlm4st.run` / `vlm4st-run`): a config refused while Hydra composes it (a
+    foreign ``_target_`` in a file or on the command line) ends in the same one line and exit status as every
+    other bad input."""
+    with command_line_refusals():
+        main()
 
 
 if __name__ == "__main__":
-    main()
+    cli()
