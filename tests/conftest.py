@@ -9,7 +9,6 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-
 from vlm4st import REPO_ROOT
 
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
@@ -63,3 +62,15 @@ def run_entry():
     from vlm4st.run import run
 
     return run
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``best.pt`` of a four-step run of the tiny model on the short synthetic cities (trained once per session);
+    tests copy it before changing anything."""
+    from tests.runs import make_cfg
+    from vlm4st.run import run
+
+    run_dir = tmp_path_factory.mktemp("trained")
+    run(make_cfg(run_dir, "trainer.epochs=1", "trainer.max_steps=4", "trainer.schedule.warmup_epochs=0"))
+    return run_dir / "checkpoints" / "best.pt"

@@ -19,13 +19,13 @@ from typing import Any
 import torch
 
 import vlm4st
-from vlm4st.errors import CheckpointError
+from vlm4st.errors import CheckpointError, ConfigError
+from vlm4st.registry import check_targets
+from vlm4st.training.checkpoint_layout import check_layout
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-
-
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
@@ -62,7 +62,11 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; any damage becomes a ``CheckpointError`` naming the file."""
+    """Read a checkpoint with ``weights_only=True``; any damage becomes a ``CheckpointError`` naming the file.
+
+    ``weights_only`` keeps the tensors from running code; the stored config is data too: its layout is checked key
+    by key and every ``_target_`` in it must be registered before any task rebuilds a model from it.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist (check the `checkpoint`/`resume` setting)")
@@ -76,6 +80,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint '{path}' has format_version {payload['format_version']}, expected {FORMAT_VERSION}"
         )
+    check_layout(payload, str(path))
+    try:
+        check_targets(payload["config"], source=f"checkpoint '{path}'")
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
     return payload
 
 

@@ -4,6 +4,7 @@ Both are built from config partials (``trainer.optimizer``, ``trainer.schedule``
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,29 @@ def build_optimizer(
     if not any(group["params"] for group in groups):
         raise ConfigError("trainer.optimizer: the model has no trainable parameters (is everything frozen?)")
     return factory(groups, lr=float(lr))
+
+
+def build_schedule(
+    factory: Callable[..., Any], optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int,
+    budget_s: float | None,
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The ``trainer.schedule`` partial applied to the stage: it must take the optimiser, the stage's total steps,
+    its steps per epoch and the time budget, and follow the time spent (``set_elapsed``), as ``WarmupCosine`` does.
+
+    A torch schedule (``torch.optim.lr_scheduler.StepLR`` ...) is a registered target, but it knows neither the
+    stage length nor the budget, so it fits only inside a schedule class of that form.
+    """
+    kwargs = {"total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "budget_s": budget_s}
+    try:
+        inspect.signature(factory).bind(optimizer, **kwargs)
+    except TypeError as err:
+        raise ConfigError(f"trainer.schedule: {err}; expected a schedule taking (optimizer, total_steps, "
+                          "steps_per_epoch, budget_s), such as vlm4st.training.optim.WarmupCosine") from None
+    scheduler = factory(optimizer, **kwargs)
+    if not callable(getattr(scheduler, "set_elapsed", None)):
+        raise ConfigError(f"trainer.schedule: {type(scheduler).__name__} has no set_elapsed(seconds); expected a "
+                          "schedule that follows the training time, such as vlm4st.training.optim.WarmupCosine")
+    return scheduler
 
 
 class WarmupCosine(torch.optim.lr_scheduler.LRScheduler):

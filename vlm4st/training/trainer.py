@@ -32,7 +32,7 @@ from vlm4st.training.batches import to_device
 from vlm4st.training.distributed import all_reduce_sum, barrier
 from vlm4st.training.evaluate import EvalResult, evaluate, figure_images, scalar_tags
 from vlm4st.training.loss_window import LossWindow, StepRecord
-from vlm4st.training.optim import build_optimizer
+from vlm4st.training.optim import build_optimizer, build_schedule
 from vlm4st.training.runtime import Runtime
 from vlm4st.training.signals import RunInterrupted, StopSignal
 from vlm4st.training.stages import Stage
@@ -143,9 +143,8 @@ class Trainer:
             total = min(total, int(cfg.max_steps))
         budget = float(cfg.time_budget_min) * 60.0 if cfg.time_budget_min is not None else None
         optimizer = build_optimizer(self.model, instantiate(cfg.optimizer, path="trainer.optimizer"), stage.lr)
-        scheduler = instantiate(cfg.schedule, path="trainer.schedule")(
-            optimizer, total_steps=total, steps_per_epoch=per_epoch, budget_s=budget
-        )
+        scheduler = build_schedule(instantiate(cfg.schedule, path="trainer.schedule"), optimizer, total, per_epoch,
+                                   budget)
         return _StageRun(stage, TrainState(), optimizer, scheduler, per_epoch, total, budget,
                          stage.checkpoint_dir / "last.pt", stage.checkpoint_dir / "best.pt")
 
@@ -366,9 +365,13 @@ class Trainer:
                                   f"expected '{run.stage.name}'")
         self._check_same_run(payload, path, run.stage)
         load_model_state(self.model, payload["model"], str(path))
-        run.optimizer.load_state_dict(payload["optimizer"])
-        run.scheduler.load_state_dict(payload["scheduler"])
-        ckpt.set_rng_state(payload["rng"])
+        try:  # states whose inside belongs to torch and Python: they refuse what does not fit
+            run.optimizer.load_state_dict(payload["optimizer"])
+            run.scheduler.load_state_dict(payload["scheduler"])
+            ckpt.set_rng_state(payload["rng"])
+        except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as err:
+            raise CheckpointError(f"checkpoint '{path}': its optimiser, schedule or random state does not fit this "
+                                  f"run: {' '.join(str(err).split())}") from None
         state = TrainState.from_dict(dict(payload["trainer_state"]), str(path))
         log.info("resumed stage '%s' from %s at epoch %d, step %d", run.stage.name, path, state.epoch, state.step)
         return state

@@ -40,7 +40,11 @@ def model_state(model: nn.Module, trainable_only: bool = False) -> dict[str, Any
 def load_model_state(model: nn.Module, state: dict[str, Any], source: str) -> None:
     """Load what ``model_state`` wrote; missing or unexpected keys are errors that name the file and the keys."""
     weights = state["weights"]
-    result = model.load_state_dict(weights, strict=False)
+    try:
+        result = model.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # a stored tensor of another shape than the model built from the config
+        raise CheckpointError(f"checkpoint '{source}' does not fit the model built from its config: "
+                              f"{' '.join(str(err).split())}") from None
     unexpected = list(result.unexpected_keys)
     missing = list(result.missing_keys)
     if state.get("trainable_only"):
