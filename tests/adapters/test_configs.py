@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from vlm4st import CONF_DIR
 from vlm4st.adapters import DEFAULT_TARGETS, WIDE_TARGETS, parameter_report
 from vlm4st.config import compose, instantiate
+from vlm4st.errors import ConfigError
 
 from .tiny import CLASSES, ROUTED, TYPES
 
@@ -70,3 +71,32 @@ def test_adapter_is_injected_into_the_vlm_only(kind: str, tmp_path) -> None:
     assert counts["adapter"]["trainable"] == parameter_report(model.vlm)["total"] > 0
     x = torch.rand(2, cfg.dataset.t_in, 12, 12) * 2 - 1
     assert model(x, None, torch.tensor([0, 2])).shape[:2] == (2, cfg.dataset.t_out)
+
+
+#: (overrides, the key the message must name): each a value a user can type wrong on the command line.
+BAD_VALUES = [
+    (["lora_type=standard", "lora_type.rank=0"], "lora_type.rank"),
+    (["lora_type=standard", "lora_type.rank=65"], "lora_type.rank"),  # wider than the tiny model's 64
+    (["lora_type=mtl", "lora_type.rank=-1"], "lora_type.rank"),
+    (["lora_type=standard", "lora_type.alpha=0"], "lora_type.alpha"),
+    (["lora_type=standard", "lora_type.dropout=1.0"], "lora_type.dropout"),
+    (["lora_type=standard", "lora_type.init=xavier"], "lora_type.init"),
+    (["lora_type=standard", "lora_type.targets='('"], "lora_type.targets"),
+    (["lora_type=standard", "lora_type.targets=nothing"], "lora_type.targets"),
+    (["lora_type=moe", "lora_type.num_experts=0"], "lora_type.num_experts"),
+    (["lora_type=moe", "lora_type.gate_hidden=0"], "lora_type.gate_hidden"),
+    (["lora_type=moe", "lora_type.task_dim=0"], "lora_type.task_dim"),
+    (["lora_type=task_adaptive", "lora_type.route=sample"], "lora_type.route"),
+    (["lora_type=mtl", "lora_type.task_dropout=1.0"], "lora_type.task_dropout"),
+    (["lora_type=mtl", "lora_type.num_tasks=0"], "lora_type.num_tasks"),
+    (["lora_type=none", "lora_type.freeze_backbone=maybe"], "lora_type.freeze_backbone"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key"), BAD_VALUES, ids=[" ".join(o) for o, _ in BAD_VALUES])
+def test_bad_lora_type_value_is_a_config_error_naming_the_key(overrides: list[str], key: str) -> None:
+    cfg = compose(["model=tiny", *overrides])
+    with pytest.raises(ConfigError) as err:
+        instantiate(cfg.model, path="model")
+    message = str(err.value)
+    assert key in message and "expected" in message and "\n" not in message, message

@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from vlm4st import checks
 from vlm4st.adapters.base import Adapter
 from vlm4st.adapters.errors import AdapterError
 from vlm4st.adapters.split_qkv import split_fused_qkv
 from vlm4st.adapters.targets import DEFAULT_TARGETS, compile_targets, resolve_targets
-from vlm4st.config import ConfigError
+from vlm4st.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +49,6 @@ def own_prefix(vlm: nn.Module, adapter: nn.Module) -> str:
     )
 
 
-def check_positive_int(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
-    return value
-
-
-def check_probability(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) < 1.0:
-        raise ConfigError(f"{key}: expected a number in [0, 1), got {value!r}")
-    return float(value)
-
-
 class LoraAdapter(Adapter):
     """Common LoRA flow: validated hyperparameters, PEFT injection, structural parameter bookkeeping."""
 
@@ -76,16 +65,13 @@ class LoraAdapter(Adapter):
         init: str = "reference",
     ) -> None:
         super().__init__()
-        self.rank = check_positive_int(rank, "lora_type.rank")
-        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or alpha <= 0:
-            raise ConfigError(f"lora_type.alpha: expected a positive number, got {alpha!r}")
+        self.rank = checks.positive_int(rank, "lora_type.rank")
+        checks.positive_number(alpha, "lora_type.alpha")
         self.alpha = alpha
-        self.dropout = check_probability(dropout, "lora_type.dropout")
+        self.dropout = checks.probability(dropout, "lora_type.dropout")
         self.targets = targets
         self._pattern = compile_targets(targets)
-        if init not in INITS:
-            raise ConfigError(f"lora_type.init: expected one of {list(INITS)}, got {init!r}")
-        self.init = init
+        self.init = checks.choice(init, INITS, "lora_type.init")
         self._prefix: str | None = None
         self._param_names: frozenset[str] = frozenset()
         # Plain list (not registered): the tuner layers live in the encoders; kept for merge/unmerge and reports.
@@ -133,6 +119,7 @@ class LoraAdapter(Adapter):
         prefix = own_prefix(vlm, self)
         split = split_fused_qkv(vlm, self._pattern, exclude_prefix=prefix)
         targets = resolve_targets(vlm, self._pattern, exclude_prefix=prefix)
+        self._check_rank(vlm, targets)
         grad_before = {id(p): p.requires_grad for p in vlm.parameters()}
         exclude = rf"{prefix}(\..*)?"  # never adapt the adapter's own modules (the task embedding)
         inject_adapter_in_model(self.lora_config(exclude), vlm, adapter_name=ADAPTER_NAME)
@@ -159,6 +146,17 @@ class LoraAdapter(Adapter):
             len(split),
             sum(p.numel() for _, p in self.adapter_parameters(vlm)),
         )
+
+    def _check_rank(self, vlm: nn.Module, targets: list[str]) -> None:
+        """The rank must not exceed the narrowest side of any adapted linear (a wider update adds no rank)."""
+        widths = {name: min(vlm.get_submodule(name).in_features, vlm.get_submodule(name).out_features)
+                  for name in targets}
+        name = min(widths, key=widths.__getitem__)
+        if self.rank > widths[name]:
+            raise ConfigError(
+                f"lora_type.rank: {self.rank} exceeds the width {widths[name]} of the adapted linear '{name}'; "
+                f"expected at most {widths[name]}"
+            )
 
     def _collect_parameter_names(self, vlm: nn.Module) -> Iterator[str]:
         for path, layer in self._layers:

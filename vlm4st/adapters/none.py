@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from vlm4st import checks
 from vlm4st.adapters.base import Adapter
-from vlm4st.config import ConfigError
 
 
 class NoAdapter(Adapter):
@@ -17,9 +17,7 @@ class NoAdapter(Adapter):
 
     def __init__(self, freeze_backbone: bool = False) -> None:
         super().__init__()
-        if not isinstance(freeze_backbone, bool):
-            raise ConfigError(f"lora_type.freeze_backbone: expected true or false, got {freeze_backbone!r}")
-        self.freeze_backbone_on_attach = freeze_backbone
+        self.freeze_backbone_on_attach = checks.flag(freeze_backbone, "lora_type.freeze_backbone")
 
     def describe(self) -> dict[str, object]:
         return {"type": "none", "freeze_backbone": self.freeze_backbone_on_attach}

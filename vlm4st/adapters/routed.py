@@ -26,8 +26,9 @@ import torch
 from peft import LoraConfig
 from torch import nn
 
+from vlm4st import checks
 from vlm4st.adapters.errors import AdapterError
-from vlm4st.adapters.lora import LoraAdapter, check_positive_int, check_probability
+from vlm4st.adapters.lora import LoraAdapter
 from vlm4st.adapters.routed_layers import (
     ROUTES,
     MoELoraLinear,
@@ -39,7 +40,6 @@ from vlm4st.adapters.routed_layers import (
 )
 from vlm4st.adapters.routing import RoutingContext
 from vlm4st.adapters.targets import DEFAULT_TARGETS
-from vlm4st.config import ConfigError
 
 
 class RoutedLora(LoraAdapter):
@@ -65,13 +65,11 @@ class RoutedLora(LoraAdapter):
         task_dropout: float = 0.0,
     ) -> None:
         super().__init__(rank=rank, alpha=alpha, dropout=dropout, targets=targets, init=init)
-        self.num_tasks = check_positive_int(num_tasks, "lora_type.num_tasks")
-        self.num_experts = check_positive_int(num_experts, "lora_type.num_experts")
-        self.gate_hidden = check_positive_int(gate_hidden, "lora_type.gate_hidden")
-        self.task_dropout = check_probability(task_dropout, "lora_type.task_dropout")
-        if route not in ROUTES:
-            raise ConfigError(f"lora_type.route: expected one of {list(ROUTES)}, got {route!r}")
-        self.route_mode = route
+        self.num_tasks = checks.positive_int(num_tasks, "lora_type.num_tasks")
+        self.num_experts = checks.positive_int(num_experts, "lora_type.num_experts")
+        self.gate_hidden = checks.positive_int(gate_hidden, "lora_type.gate_hidden")
+        self.task_dropout = checks.probability(task_dropout, "lora_type.task_dropout")
+        self.route_mode = checks.choice(route, ROUTES, "lora_type.route")
         self.routing = RoutingContext()  # plain object shared with every layer; not saved, not a parameter
         self.task_embedding: nn.Embedding | None = None
 
@@ -151,7 +149,7 @@ class TaskEmbeddingLora(RoutedLora):
 
     def __init__(self, num_tasks: int, task_dim: int = 32, **routed: Any) -> None:
         super().__init__(num_tasks, **routed)
-        self.task_dim = check_positive_int(task_dim, "lora_type.task_dim")
+        self.task_dim = checks.positive_int(task_dim, "lora_type.task_dim")
         if self.route_mode == "task":
             self.task_embedding = nn.Embedding(self.num_tasks + 1, self.task_dim)  # last row: unknown task
 

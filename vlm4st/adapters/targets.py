@@ -37,7 +37,7 @@ def compile_targets(targets: str, key: str = "lora_type.targets") -> re.Pattern[
     try:
         return re.compile(targets)
     except re.error as err:
-        raise ConfigError(f"{key}: {targets!r} is not a valid regex ({err})") from err
+        raise ConfigError(f"{key}: {targets!r} is not a valid regex ({err}); expected a Python regex") from err
 
 
 def resolve_targets(
@@ -57,8 +57,8 @@ def resolve_targets(
         )
     if not matched:
         raise ConfigError(
-            f"{key}: {targets.pattern!r} matches no Linear layer of the VLM module "
-            f"(it is fullmatched against paths such as 'text_encoder.encoder.layer.0.attention.self.query')"
+            f"{key}: {targets.pattern!r} matches no Linear layer of the VLM module; expected a regex that "
+            "fullmatches paths such as 'text_encoder.encoder.layer.0.attention.self.query'"
         )
     return matched
 
