@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
 
+from vlm4st.backbones import albef
 from vlm4st.backbones.albef import load_albef_checkpoint
 from vlm4st.config import ConfigError
 from vlm4st.errors import CheckpointError
@@ -166,11 +167,45 @@ def test_shape_mismatch_raises(tmp_path: Path, albef_sd: dict) -> None:
                   pretrained_path=save(tmp_path, albef_sd))
 
 
-def test_missing_file_names_path_and_config_key(tmp_path: Path) -> None:
+def _truncated(path: Path) -> None:
+    torch.save({"visual_encoder.cls_token": torch.zeros(1, 1, D)}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+#: A file ``pretrained_path`` may name that holds no usable weights: (what to write at the path, what the error says).
+UNUSABLE_FILES = {
+    "missing": (None, "file not found"),
+    "a folder": (lambda path: path.mkdir(), "is a folder, not a weights file"),
+    "random bytes": (lambda path: path.write_bytes(bytes(range(256)) * 8), "cannot read it as a torch checkpoint"),
+    "truncated": (_truncated, "cannot read it as a torch checkpoint"),
+    "an object weights_only refuses": (lambda path: torch.save(Path("x"), path), r"refused it \(Unsupported global"),
+    "a tensor": (lambda path: torch.save(torch.zeros(3), path), "holds a Tensor, not a state dict"),
+    "an empty dict": (lambda path: torch.save({}, path), "holds an empty state dict"),
+    "numbers": (lambda path: torch.save({"epoch": 3}, path), "entries that are not tensors"),
+    "integer keys": (lambda path: torch.save({0: torch.zeros(2)}, path), "not tensors under string keys"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNUSABLE_FILES))
+def test_unusable_file_is_one_line_naming_the_file_and_key(tmp_path: Path, case: str) -> None:
+    write, says = UNUSABLE_FILES[case]
     path = tmp_path / "nowhere" / "ALBEF_4M.pth"
-    with pytest.raises(FileNotFoundError, match=r"model\.vlm\.pretrained_path") as err:
+    if write is not None:
+        path.parent.mkdir()
+        write(path)
+    with pytest.raises(CheckpointError, match=says) as err:
         VLMModule(VISION, TEXT, freeze="auto", pretrained_path=str(path))
-    assert str(path) in str(err.value)
+    message = str(err.value)
+    assert str(path) in message and "model.vlm.pretrained_path" in message and "\n" not in message
+
+
+def test_file_without_read_permission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked before torch opens the file (``os.access``; the test runs as any user, so access is stubbed)."""
+    path = save(tmp_path, {"visual_encoder.cls_token": torch.zeros(1, 1, D)})
+    monkeypatch.setattr(albef.os, "access", lambda *_: False)
+    with pytest.raises(CheckpointError, match=r"no permission to read it \(config key model\.vlm\.pretrained_path"):
+        VLMModule(VISION, TEXT, freeze="auto", pretrained_path=path)
 
 
 def test_unreadable_file_raises(tmp_path: Path) -> None:

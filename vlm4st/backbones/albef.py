@@ -20,6 +20,7 @@ or fine-tuned keys (``text_encoder.*``). Key rules:
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from vlm4st.backbones.text_encoder import AlbefTextEncoder, PositionEmbeddings
+from vlm4st.checks import one_line
 from vlm4st.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -77,25 +79,56 @@ class LoadReport:
         return f"loaded {self.path}: tensors {loaded}; {resample}; dropped {dropped}"
 
 
-def read_state_dict(path: str | Path, weights_only: bool = True, key: str = PATH_KEY) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file on CPU; unwrap ``{'model': sd}``; every value must be a tensor."""
+def weights_file(path: str | Path, key: str) -> Path:
+    """``path`` as an existing, readable file; otherwise a ``CheckpointError`` naming it and the config ``key``."""
     p = Path(path).expanduser()
+    where = f"config key {key}; expected a weights file, or null for random initialisation"
+    if not p.exists():
+        raise CheckpointError(f"'{p}': file not found ({where})")
     if not p.is_file():
-        raise FileNotFoundError(
-            f"checkpoint file not found: '{p}' (config key {key}; set it to null for random initialisation)"
-        )
+        kind = "a folder" if p.is_dir() else "not a regular file"
+        raise CheckpointError(f"'{p}': is {kind}, not a weights file ({where})")
+    if not os.access(p, os.R_OK):
+        raise CheckpointError(f"'{p}': no permission to read it ({where})")
+    return p
+
+
+def _load_failure(err: Exception) -> str:
+    """Why ``torch.load`` failed, on one line; torch's advice around a weights-only refusal is cut to the reason."""
+    text = one_line(err)
+    marker = "WeightsUnpickler error: "
+    if marker not in text:
+        return text
+    reason = re.split(r"\. | Check the documentation", text.split(marker, 1)[1], maxsplit=1)[0].rstrip(".")
+    return f"the weights-only unpickler refused it ({reason})"
+
+
+def read_state_dict(path: str | Path, weights_only: bool = True, key: str = PATH_KEY) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file on CPU; unwrap ``{'model': sd}``; keys must be strings and values tensors.
+
+    Every way the file can fail (missing, a folder, unreadable, not a torch file, truncated, no state dict) is a
+    ``CheckpointError`` naming the file and ``key``.
+    """
+    p = weights_file(path, key)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=weights_only)
-    except Exception as e:
+    except Exception as e:  # torch raises many types for a damaged file (pickle, zip, EOF, OS errors)
         raise CheckpointError(
-            f"cannot read '{p}' (config key {key}) with weights_only={weights_only}: {e}"
+            f"'{p}': cannot read it as a torch checkpoint (config key {key}, weights_only={weights_only}): "
+            f"{_load_failure(e)}"
         ) from e
     sd = obj["model"] if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else obj
+    expected = "expected a state dict of tensors or a dict with 'model'"
     if not isinstance(sd, dict):
-        raise CheckpointError(f"'{p}': expected a state dict or a dict with 'model'; got {type(obj).__name__}")
-    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+        raise CheckpointError(f"'{p}': holds a {type(obj).__name__}, not a state dict (config key {key}); {expected}")
+    if not sd:
+        raise CheckpointError(f"'{p}': holds an empty state dict (config key {key}); {expected}")
+    bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise CheckpointError(f"'{p}': entries that are not tensors: {bad[:10]}")
+        raise CheckpointError(
+            f"'{p}': entries that are not tensors under string keys: {[repr(k) for k in bad[:10]]} "
+            f"({len(bad)}) (config key {key}); {expected}"
+        )
     return sd
 
 
@@ -144,6 +177,8 @@ def fit_vision_state_dict(
     pe = sd.get("pos_embed")
     if pe is None:
         return sd, None
+    if pe.dim() != 3 or pe.shape[0] != 1:
+        raise CheckpointError(f"{source}: visual_encoder.pos_embed has shape {tuple(pe.shape)}; expected (1, N, D)")
     grid = tuple(vit.patch_embed.grid_size)
     n_new = vit.num_prefix_tokens + grid[0] * grid[1]
     n_old = pe.shape[1]
@@ -204,7 +239,7 @@ def load_strict(module: nn.Module, sd: dict[str, torch.Tensor], prefix: str, sou
     try:
         module.load_state_dict(sd, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{source}: {prefix}* does not fit the configured model: {e}") from e
+        raise CheckpointError(f"{source}: {prefix}* does not fit the configured model: {one_line(e)}") from e
     return len(sd)
 
 
@@ -219,14 +254,14 @@ def load_albef_checkpoint(
     ``report.loaded`` names the encoders that received weights; a built encoder without any key in the file is
     skipped with a warning (partial checkpoint). Raises ``CheckpointError`` when no built encoder loads anything.
     """
-    source = str(path)
+    source = f"{path} (config key {PATH_KEY})"  # errors name the file and the key that set it
     vision_sd, text_sd, dropped = split_albef_state_dict(read_state_dict(path, weights_only), source)
-    report = LoadReport(path=source, dropped=dropped)
+    report = LoadReport(path=str(path), dropped=dropped)
     if visual_encoder is not None and vision_sd:
         vision_sd, report.pos_embed = fit_vision_state_dict(vision_sd, visual_encoder, source)
         report.loaded["vision"] = load_strict(visual_encoder, vision_sd, "visual_encoder.", source)
     elif visual_encoder is not None:
-        log.warning("%s holds no visual_encoder.* keys: the vision encoder keeps its random initialisation", source)
+        log.warning("%s holds no visual_encoder.* keys: the vision encoder keeps its random initialisation", path)
     elif vision_sd:
         dropped["visual_encoder (not built)"] += len(vision_sd)
     if text_encoder is not None and text_sd:
@@ -234,13 +269,13 @@ def load_albef_checkpoint(
         dropped.update(text_dropped)
         report.loaded["text"] = load_strict(text_encoder, text_sd, "text_encoder.", source)
     elif text_encoder is not None:
-        log.warning("%s holds no text_encoder.* keys: the text encoder keeps its random initialisation", source)
+        log.warning("%s holds no text_encoder.* keys: the text encoder keeps its random initialisation", path)
     elif text_sd:
         dropped["text_encoder (not built or loaded from other weights)"] += len(text_sd)
     if not report.loaded:
         built = [n for n, e in (("vision", visual_encoder), ("text", text_encoder)) if e is not None] or ["none"]
         raise CheckpointError(
-            f"{source}: no weights load into the built encoders ({', '.join(built)}); the file holds "
+            f"{path}: no weights load into the built encoders ({', '.join(built)}); the file holds "
             f"{len(vision_sd)} visual_encoder.* and {len(text_sd)} text_encoder.* tensors (config key {PATH_KEY}; "
             "set it to null for random initialisation)"
         )

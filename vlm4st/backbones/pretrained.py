@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from timm.models.vision_transformer import VisionTransformer
 
 from vlm4st.backbones.albef import load_albef_checkpoint
-from vlm4st.backbones.hf_text import load_hf_bert_text, resolve_text_weights
+from vlm4st.backbones.hf_text import PATH_KEY, WEIGHTS_KEY, load_hf_bert_text, resolve_text_weights
 from vlm4st.backbones.text_encoder import AlbefTextEncoder
-from vlm4st.config import ConfigError
+from vlm4st.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def load_pretrained_weights(
         for name in report.loaded:
             weights[name] = EncoderWeights(f"ALBEF weights from {pretrained_path}")
     if text_path is not None:
-        report = load_hf_bert_text(text_encoder, text_path)
+        report = load_hf_bert_text(text_encoder, text_path, WEIGHTS_KEY if text_weights is not None else PATH_KEY)
         weights["text"] = EncoderWeights(
             f"HF BERT text weights from {text_path}", frozenset(report.random_keys["text"])
         )
