@@ -34,7 +34,7 @@ USER_ERRORS = (ConfigError, DataError, CheckpointError)
 register_resolvers()
 install_hydra_guard()
 # Our submitit launcher files keep the plugin's option names and are validated against its schema.
-warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema with the same name.*")
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
 
 
 def run(cfg: DictConfig) -> float | None:

@@ -1,0 +1,86 @@
+"""The command line, as a user meets a foreign target: in a shared checkpoint, on the command line, in an
+``experiment=`` file from someone else, in Hydra's own settings. Every case ends in one ``error:`` line naming
+the key and the target, exit status 2, and the payload never runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.runs import FAST, assert_one_line_error, run_cli
+from tests.training.test_untrusted_checkpoints import doctored, payloads
+
+SHELL = "torch.utils.cpp_extension.subprocess.run"
+#: The fast settings, keeping the experiment default so that ``experiment=<received>`` can replace it.
+FAST_WITH_EXPERIMENT = [o for o in FAST if o != "~experiment"]
+
+
+@pytest.mark.parametrize("task", ["test", "predict", "source_checkpoint"])
+def test_a_shared_checkpoint_with_a_foreign_target(task: str, trained_checkpoint, tmp_path) -> None:
+    sentinel = tmp_path / "sentinel"
+    bad = doctored(trained_checkpoint, payloads(sentinel, tmp_path)["shell under torch"], tmp_path / "shared.pt")
+    frames = tmp_path / "frames.npy"
+    np.save(frames, np.zeros((8, 10, 20), dtype=np.float32))
+    overrides = {
+        "test": ["task=test", f"checkpoint={bad}"],
+        "predict": ["task=predict", f"checkpoint={bad}", f"predict_input={frames}"],
+        "source_checkpoint": ["shot_ratio=zero", "dataset.target=city_c", f"source_checkpoint={bad}"],
+    }[task]
+    proc = run_cli(*FAST, *overrides, f"hydra.run.dir={tmp_path}/run")
+    assert_one_line_error(proc, str(bad), "model.head.step_readout._target_", SHELL)
+    assert not sentinel.exists()
+
+
+def test_a_foreign_target_on_the_command_line(tmp_path) -> None:
+    sentinel = tmp_path / "sentinel"
+    proc = run_cli(*FAST, f"model.head.step_readout._target_={SHELL}",
+                   f"+model.head.step_readout._args_=[[touch,{sentinel}]]", f"hydra.run.dir={tmp_path}/run")
+    assert_one_line_error(proc, "model.head.step_readout._target_", SHELL)
+    assert not sentinel.exists()
+
+
+def _experiment(folder: Path, name: str, body: dict) -> list[str]:
+    """An ``experiment=<name>`` preset in a folder of the user's (added to Hydra's search path)."""
+    (folder / "experiment").mkdir(parents=True, exist_ok=True)
+    (folder / "experiment" / f"{name}.yaml").write_text("# @package _global_\n" + yaml.safe_dump(body))
+    return [f"hydra.searchpath=[file://{folder}]", f"experiment={name}"]
+
+
+def test_a_foreign_target_in_a_received_experiment_file(tmp_path) -> None:
+    sentinel = tmp_path / "sentinel"
+    body = {"model": {"head": {"step_readout": payloads(sentinel, tmp_path)["os"]}}}
+    proc = run_cli(*FAST_WITH_EXPERIMENT, *_experiment(tmp_path / "received", "colleague", body),
+                   f"hydra.run.dir={tmp_path}/run")
+    assert_one_line_error(proc, "model.head.step_readout._target_", "os.system")
+    assert not sentinel.exists()
+
+
+@pytest.mark.parametrize(("hydra_node", "key"), [
+    ({"callbacks": {"hi": {"_target_": "os.system", "command": "touch {sentinel}"}}}, "hydra.callbacks.hi._target_"),
+    ({"job_logging": {"formatters": {"simple": {"()": "os.system", "command": "touch {sentinel}"}}}},
+     "hydra.job_logging.formatters.simple.()"),
+    ({"hydra_logging": {"handlers": {"console": {"class": "logging.handlers.SocketHandler"}}}},
+     "hydra.hydra_logging.handlers.console.class"),
+    ({"job_logging": {"handlers": {"file": {"filename": "{sentinel}"}}}}, "hydra.job_logging.handlers.file.filename"),
+    ({"launcher": {"setup": ["touch {sentinel}"]}}, "hydra.launcher.setup"),
+], ids=["callback", "logging factory", "logging class", "log file outside the run", "launcher shell lines"])
+def test_a_received_file_cannot_make_hydra_run_code(hydra_node: dict, key: str, tmp_path) -> None:
+    """Hydra itself calls what its settings name (callbacks, logging, the launcher's shell lines) before any task
+    starts: a received preset that sets them is refused where the config is composed."""
+    sentinel = tmp_path / "sentinel"
+    body = yaml.safe_load(yaml.safe_dump(hydra_node).replace("{sentinel}", str(sentinel)))
+    launcher = ["hydra/launcher=submitit_slurm"] if "launcher" in hydra_node else []
+    proc = run_cli(*FAST_WITH_EXPERIMENT, *launcher, *_experiment(tmp_path / "received", "preset", {"hydra": body}),
+                   f"hydra.run.dir={tmp_path}/run", "task=data")
+    assert_one_line_error(proc, key)
+    assert not sentinel.exists()
+
+
+def test_launcher_shell_lines_typed_on_the_command_line_are_accepted(tmp_path) -> None:
+    """The person running the sweep may give the launcher its setup lines: the config composes (``--cfg``)."""
+    proc = run_cli(*FAST, "hydra/launcher=submitit_slurm", "hydra.launcher.setup=[echo ready]", "--cfg", "hydra")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "echo ready" in proc.stdout
