@@ -219,7 +219,7 @@ def test_format_transformer_paths_and_prompt_token() -> None:
     assert out.image is None and seq_only.image is None
     with pytest.raises(ValueError, match="prompt_dim"):
         seq_only(x)
-    with pytest.raises(ValueError, match="at least one path"):
+    with pytest.raises(ConfigError, match=r"model\.format_transformer: both image and sequence are null"):
         _format(False, False, None)
 
 
@@ -300,5 +300,5 @@ def test_prediction_head_adds_the_per_step_readout() -> None:
     step = module(feats, series, ctx, 3, stamps, tasks(1))
     assert not torch.allclose(step[:, 0], base[:, 0])
     torch.testing.assert_close(step[:, 1:], base[:, 1:])
-    with pytest.raises(ValueError, match="step_readout"):
+    with pytest.raises(ConfigError, match=r"model\.head\.step_readout: t_in / in_channels / hidden_dim"):
         head(step_readout=StepReadout(t_in=4, hidden_dim=16, max_steps=6))

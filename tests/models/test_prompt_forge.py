@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vlm4st.errors import ConfigError
 from vlm4st.models.prompt_forge import PromptForge
 
 D = 16
@@ -84,11 +85,11 @@ def test_selection_is_differentiable() -> None:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(ValueError, match="threshold"):
+    with pytest.raises(ConfigError, match=r"model\.prompt_forge\.threshold: expected a value in \(0, 1\]"):
         forge(threshold=1.5)
-    with pytest.raises(ValueError, match="temperature"):
+    with pytest.raises(ConfigError, match=r"model\.prompt_forge\.temperature: expected a number > 0, got 0\.0"):
         forge(temperature=0.0)
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(ConfigError, match=r"model\.prompt_forge\.prompt_dim: 25 .* not divisible"):
         PromptForge(D, MODALITIES, prompt_dim=25)
     with pytest.raises(ValueError, match="lack"):
         forge()({"temporal": torch.randn(2, D)})

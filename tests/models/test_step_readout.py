@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vlm4st.errors import ConfigError
 from vlm4st.models.step_readout import StepReadout
 
 
@@ -26,7 +27,7 @@ def test_input_checks_name_the_key() -> None:
         readout(torch.randn(2, 3, 3, 4), state[..., :4], 2)
     with pytest.raises(ValueError, match="max_steps: 2 is shorter than the horizon T_out=3"):
         readout(torch.randn(2, 3, 3, 4), state, 3)
-    with pytest.raises(ValueError, match="step_readout"):
+    with pytest.raises(ConfigError, match=r"model\.head\.step_readout\.t_in: expected a positive integer, got 0"):
         StepReadout(t_in=0, hidden_dim=8, max_steps=4)
 
 

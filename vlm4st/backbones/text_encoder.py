@@ -33,11 +33,15 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import BertConfig
+from transformers.activations import ACT2FN
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertLayer
 
-from vlm4st.config import ConfigError
+from vlm4st import checks
+from vlm4st.errors import ConfigError
 
 Mode = Literal["text", "fusion", "multi_modal"]
+
+KEY = "model.vlm.text"
 
 #: Sizes every ``model.vlm.text`` config gives (set by each preset in ``conf/model``).
 TEXT_SIZE_KEYS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "fusion_layer")
@@ -110,14 +114,21 @@ class AlbefTextEncoder(nn.Module):
         attn_implementation: str = "sdpa",
     ) -> None:
         super().__init__()
-        if not 0 <= fusion_layer <= num_layers:
-            raise ConfigError(f"model.vlm.text.fusion_layer: {fusion_layer} must lie in [0, num_layers={num_layers}]")
-        if hidden_size % num_heads != 0:
-            raise ConfigError(f"model.vlm.text.hidden_size: {hidden_size} is not divisible by num_heads {num_heads}")
-        if attn_implementation not in ("sdpa", "eager"):
-            raise ConfigError(
-                f"model.vlm.text.attn_implementation: '{attn_implementation}'; expected 'sdpa' or 'eager'"
-            )
+        sizes = {"hidden_size": hidden_size, "num_layers": num_layers, "intermediate_size": intermediate_size,
+                 "max_position_embeddings": max_position_embeddings, "type_vocab_size": type_vocab_size}
+        for key, value in sizes.items():
+            checks.positive_int(value, f"{KEY}.{key}")
+        if vocab_size is not None:
+            checks.positive_int(vocab_size, f"{KEY}.vocab_size")
+        if checks.non_negative_int(fusion_layer, f"{KEY}.fusion_layer") > num_layers:
+            raise ConfigError(f"{KEY}.fusion_layer: {fusion_layer} > num_layers {num_layers}; expected 0..{num_layers}")
+        checks.num_heads(num_heads, hidden_size, f"{KEY}.num_heads", f"{KEY}.hidden_size")
+        checks.positive_number(layer_norm_eps, f"{KEY}.layer_norm_eps")
+        checks.probability(hidden_dropout, f"{KEY}.hidden_dropout")
+        checks.probability(attention_dropout, f"{KEY}.attention_dropout")
+        checks.choice(hidden_act, sorted(ACT2FN), f"{KEY}.hidden_act")
+        checks.choice(attn_implementation, ("sdpa", "eager"), f"{KEY}.attn_implementation")
+        checks.flag(embed_positions, f"{KEY}.embed_positions")
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.fusion_layer = fusion_layer
@@ -277,4 +288,6 @@ def text_encoder_kwargs(**given: Any) -> dict[str, Any]:
 
 def build_text_encoder_from_config(cfg: Mapping[str, Any], cross_attention: bool = True) -> AlbefTextEncoder:
     """``AlbefTextEncoder`` from a config mapping (the keys of ``TEXT_KEYS``)."""
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{KEY}: expected a mapping of BERT sizes (keys {list(TEXT_KEYS)}) or null, got {cfg!r}")
     return AlbefTextEncoder(**text_encoder_kwargs(**dict(cfg)), cross_attention=cross_attention)

@@ -14,8 +14,10 @@ from typing import Any
 
 from timm.models.vision_transformer import VisionTransformer
 
-from vlm4st.config import ConfigError
+from vlm4st import checks
+from vlm4st.errors import ConfigError
 
+KEY = "model.vlm.vision"
 VIT_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "drop_path_rate")
 #: Keys with a value here may be left out of the config; every other key of ``VIT_KEYS`` must be given.
 VIT_DEFAULTS: dict[str, Any] = {"img_size": 224, "mlp_ratio": 4.0, "drop_path_rate": 0.0}
@@ -30,15 +32,16 @@ def vit_kwargs(**given: Any) -> dict[str, Any]:
     missing = [k for k in VIT_KEYS if k not in kwargs]
     if missing:
         raise ConfigError(f"model.vlm.vision: missing key(s) {missing}")
+    for key in ("img_size", "patch_size", "embed_dim", "depth"):
+        checks.positive_int(kwargs[key], f"{KEY}.{key}")
     if kwargs["img_size"] % kwargs["patch_size"] != 0:
         raise ConfigError(
-            f"model.vlm.vision.img_size: {kwargs['img_size']} is not a multiple of patch_size "
-            f"{kwargs['patch_size']}"
+            f"{KEY}.img_size: {kwargs['img_size']} is not a multiple of patch_size {kwargs['patch_size']}; "
+            "expected a whole number of patches per side"
         )
-    if kwargs["embed_dim"] % kwargs["num_heads"] != 0:
-        raise ConfigError(
-            f"model.vlm.vision.embed_dim: {kwargs['embed_dim']} is not divisible by num_heads {kwargs['num_heads']}"
-        )
+    checks.num_heads(kwargs["num_heads"], kwargs["embed_dim"], f"{KEY}.num_heads", f"{KEY}.embed_dim")
+    checks.positive_number(kwargs["mlp_ratio"], f"{KEY}.mlp_ratio")
+    checks.probability(kwargs["drop_path_rate"], f"{KEY}.drop_path_rate")
     return kwargs
 
 
@@ -70,6 +73,8 @@ def build_vit(**keys: Any) -> VisionTransformer:
 
 def build_vit_from_config(cfg: Mapping[str, Any]) -> VisionTransformer:
     """``build_vit`` from a config mapping (the keys of ``VIT_KEYS``)."""
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{KEY}: expected a mapping of ViT sizes (keys {list(VIT_KEYS)}) or null, got {cfg!r}")
     return build_vit(**dict(cfg))
 
 

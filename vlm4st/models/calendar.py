@@ -5,19 +5,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vlm4st.config import ConfigError
+from vlm4st import checks
 
 DAYS_PER_WEEK = 7
 
 
 class CalendarEmbedding(nn.Module):
-    """stamps (..., 2) long -> (..., dim): weekday embedding + slot-of-day embedding."""
+    """stamps (..., 2) long -> (..., dim): weekday embedding + slot-of-day embedding.
 
-    def __init__(self, dim: int, steps_per_day: int) -> None:
+    ``key``: the config key of ``steps_per_day`` in the module that builds this one (named by a ``ConfigError``).
+    """
+
+    def __init__(self, dim: int, steps_per_day: int, *, key: str) -> None:
         super().__init__()
-        if steps_per_day < 1:
-            raise ConfigError(f"dataset.steps_per_day: expected a positive integer, got {steps_per_day}")
-        self.steps_per_day = steps_per_day
+        self.steps_per_day = checks.positive_int(steps_per_day, key)
         self.weekday = nn.Embedding(DAYS_PER_WEEK, dim)
         self.slot = nn.Embedding(steps_per_day, dim)
         for emb in (self.weekday, self.slot):

@@ -15,7 +15,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from vlm4st.config import ConfigError
+from vlm4st import checks
+from vlm4st.errors import ConfigError
+
+
+def _key(arg: str) -> str:
+    """The config key of ``arg``: the node sits under the head of VLM4ST and at the top of STID's model."""
+    return f"model.head.cell_embedding.{arg} (model.cell_embedding.{arg} with model=stid)"
 
 
 class CellEmbedding(nn.Module):
@@ -23,13 +29,13 @@ class CellEmbedding(nn.Module):
 
     def __init__(self, num_tasks: int, max_grid: Sequence[int], dim: int) -> None:
         super().__init__()
-        if num_tasks < 1:
-            raise ConfigError(f"model.head.cell_embedding.num_tasks: expected >= 1, got {num_tasks}")
-        if len(max_grid) != 2 or min(max_grid) < 1:
-            raise ConfigError(f"model.head.cell_embedding.max_grid: expected [H, W] of positive ints, got {max_grid}")
-        self.num_tasks = int(num_tasks)
+        self.num_tasks = num_tasks = checks.positive_int(num_tasks, _key("num_tasks"))
+        grid_ok = isinstance(max_grid, Sequence) and len(max_grid) == 2
+        if not grid_ok or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in max_grid):
+            shown = list(max_grid) if isinstance(max_grid, Sequence) else max_grid
+            raise ConfigError(f"{_key('max_grid')}: expected [H, W] of positive integers, got {shown!r}")
         self.max_grid = (int(max_grid[0]), int(max_grid[1]))
-        self.dim = int(dim)
+        self.dim = dim = checks.positive_int(dim, _key("dim"))
         self.table = nn.Parameter(torch.randn(num_tasks + 1, *self.max_grid, dim) * 0.02)  # (n+1, Hm, Wm, dim)
         known = torch.ones(num_tasks + 1)
         known[num_tasks] = 0.0  # the unknown task reads zeros
@@ -39,7 +45,7 @@ class CellEmbedding(nn.Module):
         max_h, max_w = self.max_grid
         if max_h < H or max_w < W:
             raise ConfigError(
-                f"model.head.cell_embedding.max_grid: {list(self.max_grid)} is smaller than the grid {H} x {W}; "
+                f"{_key('max_grid')}: {list(self.max_grid)} is smaller than the grid {H} x {W}; "
                 f"expected at least [{H}, {W}]"
             )
         rows = self.table[task_id, :H, :W]  # (B, H, W, dim)

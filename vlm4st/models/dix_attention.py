@@ -31,9 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from vlm4st.config import ConfigError
+from vlm4st import checks
+from vlm4st.errors import ConfigError
 from vlm4st.models.input_projection import InputEmbedding, STFeatures
 from vlm4st.models.layers import MLP, Attention, Block, pool_grid
+
+#: Config keys the DiX blocks name when a size does not fit.
+HEADS_KEY, WIDTH_KEY, MLP_KEY = "model.dix.num_heads", "model.dix.d_model", "model.dix.mlp_ratio"
 
 
 def _cls_token(d_model: int) -> nn.Parameter:
@@ -46,7 +50,10 @@ class TemporalEncoder(nn.Module):
     def __init__(self, d_model: int, num_heads: int, num_layers: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()
         self.cls = _cls_token(d_model)
-        self.blocks = nn.ModuleList(Block(d_model, num_heads, mlp_ratio, dropout) for _ in range(num_layers))
+        self.blocks = nn.ModuleList(
+            Block(d_model, num_heads, mlp_ratio, dropout, heads_key=HEADS_KEY, width_key=WIDTH_KEY, mlp_key=MLP_KEY)
+            for _ in range(num_layers)
+        )
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,9 +75,9 @@ class PooledSpatialBlock(nn.Module):
         super().__init__()
         self.pool = pool
         self.norm1 = nn.LayerNorm(d_model)
-        self.attn = Attention(d_model, num_heads, cross=True)
+        self.attn = Attention(d_model, num_heads, cross=True, heads_key=HEADS_KEY, width_key=WIDTH_KEY)
         self.drop = nn.Dropout(dropout)
-        hidden = round(d_model * mlp_ratio)
+        hidden = round(d_model * checks.non_negative_number(mlp_ratio, MLP_KEY))
         self.norm2 = nn.LayerNorm(d_model) if hidden > 0 else None
         self.mlp = MLP(d_model, hidden, dropout=dropout) if hidden > 0 else None
 
@@ -120,16 +127,20 @@ class CrossExchange(nn.Module):
         self, d_model: int, num_heads: int, mlp_ratio: float, dropout: float, pool: int | None, summary: bool = True
     ) -> None:
         super().__init__()
-        hidden = round(d_model * mlp_ratio)
+        hidden = round(d_model * checks.positive_number(mlp_ratio, "model.dix.cross_mlp_ratio"))
         if hidden < 1:
-            raise ConfigError(f"model.dix.cross_mlp_ratio: expected > 0, got {mlp_ratio}")
+            raise ConfigError(
+                f"model.dix.cross_mlp_ratio: {mlp_ratio} x d_model {d_model} rounds to no hidden unit; expected a "
+                f"ratio >= {0.5 / d_model:.4g}"
+            )
         self.pool = pool
         self.cls_ts = _cls_token(d_model) if summary else None
         self.cls_st = _cls_token(d_model) if summary else None
         self.norm_t = nn.LayerNorm(d_model)
         self.norm_s = nn.LayerNorm(d_model)
-        self.t2s = Attention(d_model, num_heads, cross=True)  # keys: the frame pooled to <= pool x pool
-        self.s2t = Attention(d_model, num_heads, cross=True)  # keys: the T steps of one cell
+        keys = {"heads_key": HEADS_KEY, "width_key": WIDTH_KEY}
+        self.t2s = Attention(d_model, num_heads, cross=True, **keys)  # keys: the frame pooled to <= pool x pool
+        self.s2t = Attention(d_model, num_heads, cross=True, **keys)  # keys: the T steps of one cell
         # Linear(2d -> hidden) on concat(frame result, cell result), split so each half runs at low resolution.
         self.fc1_frame = nn.Linear(d_model, hidden)
         self.fc1_cell = nn.Linear(d_model, hidden, bias=False)
@@ -165,11 +176,6 @@ class CrossExchange(nn.Module):
         return x_cross, summary
 
 
-def _check_pool(value: int | None, key: str) -> None:
-    if value is not None and (not isinstance(value, int) or value < 1):
-        raise ConfigError(f"model.dix.{key}: expected a positive integer or null (no pooling), got {value!r}")
-
-
 class DiXAttention(nn.Module):
     """Temporal, spatial and cross branches over the embedded grid series; see the module docstring.
 
@@ -197,19 +203,15 @@ class DiXAttention(nn.Module):
         temporal_patch: int = 1,
     ) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ConfigError(f"model.dix.num_layers: expected >= 1, got {num_layers}")
-        if d_model % num_heads != 0:
-            raise ConfigError(f"model.dix.num_heads: d_model {d_model} is not divisible by {num_heads}")
-        _check_pool(spatial_pool, "spatial_pool")
-        _check_pool(cross_pool, "cross_pool")
-        if not isinstance(summaries, bool):
-            raise ConfigError(f"model.dix.summaries: expected true or false, got {summaries!r}")
-        self.summaries = summaries
+        self.summaries = checks.flag(summaries, "model.dix.summaries")
         self.summary_names: tuple[str, ...] = self.SUMMARY_NAMES if summaries else ()
-        self.d_model = d_model
+        self.embed = InputEmbedding(d_model, steps_per_day, in_channels, dropout, temporal_patch)  # checks d_model
+        self.d_model = self.embed.d_model
+        checks.num_heads(num_heads, d_model, HEADS_KEY, WIDTH_KEY)
+        num_layers = checks.positive_int(num_layers, "model.dix.num_layers")
+        spatial_pool = checks.optional_positive_int(spatial_pool, "model.dix.spatial_pool", "no pooling")
+        cross_pool = checks.optional_positive_int(cross_pool, "model.dix.cross_pool", "no pooling")
         self.grad_checkpointing = False
-        self.embed = InputEmbedding(d_model, steps_per_day, in_channels, dropout, temporal_patch)
         self.temporal = TemporalEncoder(d_model, num_heads, num_layers, mlp_ratio, dropout)
         self.spatial = SpatialEncoder(d_model, num_heads, num_layers, mlp_ratio, dropout, spatial_pool)
         self.cross = CrossExchange(d_model, num_heads, cross_mlp_ratio, dropout, cross_pool, summary=summaries)

@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlm4st.config import ConfigError
+from vlm4st import checks
 
 IMAGE_CHANNELS = 3  # the ViT's patch embedding takes RGB-like input
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+KEY = "model.format_transformer.image"
 
 
 class ImageProjector(nn.Module):
@@ -25,12 +26,8 @@ class ImageProjector(nn.Module):
 
     def __init__(self, d_model: int, interpolation: str = "bilinear") -> None:
         super().__init__()
-        if interpolation not in INTERPOLATIONS:
-            raise ConfigError(
-                f"model.format_transformer.image.interpolation: '{interpolation}'; expected one of "
-                f"{list(INTERPOLATIONS)}"
-            )
-        self.interpolation = interpolation
+        d_model = checks.positive_int(d_model, f"{KEY}.d_model")
+        self.interpolation = checks.choice(interpolation, INTERPOLATIONS, f"{KEY}.interpolation")
         self.score = nn.Linear(d_model, IMAGE_CHANNELS)
         self.value = nn.Linear(d_model, IMAGE_CHANNELS)
         self.norm = nn.GroupNorm(IMAGE_CHANNELS, IMAGE_CHANNELS)

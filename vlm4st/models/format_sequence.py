@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vlm4st.config import ConfigError
+from vlm4st import checks
+from vlm4st.errors import ConfigError
 from vlm4st.models.layers import Block, pool_grid, relative_steps, sincos_1d, sincos_2d
 
 KEY = "model.format_transformer.sequence"
@@ -34,20 +35,24 @@ class SequenceResampler(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        if num_latents < 1 or num_layers < 1:
-            raise ConfigError(f"{KEY}: num_latents ({num_latents}) and num_layers ({num_layers}) must be >= 1")
-        if pool_size is not None and pool_size < 1:
-            raise ConfigError(f"{KEY}.pool_size: expected a positive integer or null, got {pool_size}")
+        d_model = checks.positive_int(d_model, f"{KEY}.d_model")
+        if d_model % 4 != 0:
+            raise ConfigError(
+                f"{KEY}.d_model: {d_model} is not divisible by 4; expected a multiple of 4 (2-D sinusoidal positions)"
+            )
         self.d_model = d_model
-        self.out_dim = out_dim
-        self.num_latents = num_latents
-        self.pool_size = pool_size
+        self.out_dim = checks.positive_int(out_dim, f"{KEY}.out_dim")
+        self.num_latents = checks.positive_int(num_latents, f"{KEY}.num_latents")
+        num_layers = checks.positive_int(num_layers, f"{KEY}.num_layers")
+        self.pool_size = checks.optional_positive_int(pool_size, f"{KEY}.pool_size", "every cell")
+        dropout = checks.probability(dropout, f"{KEY}.dropout")
         self.spatial_pos = nn.Linear(d_model, d_model, bias=False)
         self.temporal_pos = nn.Linear(d_model, d_model, bias=False)
         self.norm_in = nn.LayerNorm(d_model)
         self.latents = nn.Parameter(torch.randn(1, num_latents, d_model) * 0.02)
+        keys = {"heads_key": f"{KEY}.num_heads", "width_key": f"{KEY}.d_model", "mlp_key": f"{KEY}.mlp_ratio"}
         self.blocks = nn.ModuleList(
-            Block(d_model, num_heads, mlp_ratio, dropout, cross=True) for _ in range(num_layers)
+            Block(d_model, num_heads, mlp_ratio, dropout, cross=True, **keys) for _ in range(num_layers)
         )
         self.norm_latents = nn.LayerNorm(d_model)
         self.proj = nn.Linear(d_model, out_dim)

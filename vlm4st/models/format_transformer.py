@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vlm4st.config import ConfigError
+from vlm4st import checks
+from vlm4st.errors import ConfigError
 from vlm4st.models.format_image import ImageProjector
 from vlm4st.models.format_sequence import SequenceResampler
 
@@ -44,6 +45,7 @@ class DualPathFormatTransformer(nn.Module):
         use_cls: bool = True,
     ) -> None:
         super().__init__()
+        out_dim = checks.positive_int(out_dim, "model.format_transformer.out_dim")
         if image is None and sequence is None:
             raise ConfigError(
                 "model.format_transformer: both image and sequence are null; at least one path must exist"
@@ -56,7 +58,8 @@ class DualPathFormatTransformer(nn.Module):
         self.image = image
         self.sequence = sequence
         self.out_dim = out_dim
-        self.prompt_dim = prompt_dim
+        self.prompt_dim = checks.optional_positive_int(prompt_dim, "model.format_transformer.prompt_dim", "no prompt")
+        use_cls = checks.flag(use_cls, "model.format_transformer.use_cls")
         self.cls = nn.Parameter(torch.randn(1, 1, out_dim) * 0.02) if use_cls and sequence is not None else None
         self.prompt_proj = (
             nn.Sequential(nn.Linear(prompt_dim, out_dim), nn.LayerNorm(out_dim)) if prompt_dim is not None else None

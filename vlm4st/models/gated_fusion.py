@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlm4st.config import ConfigError
+from vlm4st import checks
 
 
 class AdaptiveGatedFusion(nn.Module):
@@ -28,13 +28,12 @@ class AdaptiveGatedFusion(nn.Module):
 
     def __init__(self, d_model: int, gate_dim: int = 32, dropout: float = 0.1) -> None:
         super().__init__()
-        if gate_dim < 1:
-            raise ConfigError(f"model.fusion.gate_dim: expected a positive integer, got {gate_dim}")
-        self.gate_dim = gate_dim
+        d_model = checks.positive_int(d_model, "model.fusion.d_model")
+        self.gate_dim = gate_dim = checks.positive_int(gate_dim, "model.fusion.gate_dim")
         self.query = nn.Linear(d_model, gate_dim)
         self.key = nn.Linear(d_model, gate_dim, bias=False)
         self.out = nn.Linear(d_model, d_model)
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(checks.probability(dropout, "model.fusion.dropout"))
         self.norm_out = nn.LayerNorm(d_model)
 
     def forward(self, branches: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from vlm4st.config import ConfigError
+from vlm4st import checks
+from vlm4st.errors import ConfigError
 from vlm4st.models.calendar import CalendarEmbedding
 from vlm4st.models.layers import relative_steps, sincos_1d, sincos_2d
 
@@ -51,22 +52,22 @@ class InputEmbedding(nn.Module):
         self, d_model: int, steps_per_day: int, in_channels: int = 1, dropout: float = 0.0, temporal_patch: int = 1
     ) -> None:
         super().__init__()
-        if not isinstance(temporal_patch, int) or temporal_patch < 1:
-            raise ConfigError(f"model.dix.temporal_patch: expected a positive integer, got {temporal_patch!r}")
-        self.temporal_patch = temporal_patch
+        self.temporal_patch = checks.positive_int(temporal_patch, "model.dix.temporal_patch")
+        d_model = checks.positive_int(d_model, "model.dix.d_model")
         if d_model % 4 != 0:
-            raise ConfigError(f"model.dims.d_model: {d_model} must be divisible by 4 (2-D sinusoidal positions)")
-        if steps_per_day < 1:
-            raise ConfigError(f"model.dix.steps_per_day: expected a positive integer, got {steps_per_day}")
+            raise ConfigError(
+                f"model.dix.d_model: {d_model} is not divisible by 4; expected a multiple of 4 (2-D sinusoidal "
+                "positions)"
+            )
         self.d_model = d_model
-        self.in_channels = in_channels
-        self.steps_per_day = steps_per_day
+        self.in_channels = checks.positive_int(in_channels, "model.dix.in_channels")
+        self.steps_per_day = checks.positive_int(steps_per_day, "model.dix.steps_per_day")
         self.value = nn.Linear(in_channels * temporal_patch, d_model)
         self.spatial_pos = nn.Linear(d_model, d_model, bias=False)
         self.temporal_pos = nn.Linear(d_model, d_model, bias=False)
-        self.calendar = CalendarEmbedding(d_model, steps_per_day)
+        self.calendar = CalendarEmbedding(d_model, steps_per_day, key="model.dix.steps_per_day")
         self.norm = nn.LayerNorm(d_model)
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(checks.probability(dropout, "model.dix.dropout"))
 
     def _check_timestamps(self, timestamps: torch.Tensor, B: int, T: int) -> None:
         if timestamps.shape != (B, T, 2):
@@ -125,12 +126,10 @@ class InputProjection(nn.Module):
         temporal_patch: int = 1,
     ) -> None:
         super().__init__()
-        if not isinstance(summaries, bool):
-            raise ConfigError(f"model.dix.summaries: expected true or false, got {summaries!r}")
-        self.summaries = summaries
+        self.summaries = checks.flag(summaries, "model.dix.summaries")
         self.summary_names: tuple[str, ...] = self.SUMMARY_NAMES if summaries else ()
-        self.d_model = d_model
         self.embed = InputEmbedding(d_model, steps_per_day, in_channels, dropout, temporal_patch)
+        self.d_model = self.embed.d_model
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Nothing to recompute: the embedding is a single cheap layer."""

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlm4st import checks
+
 
 def sincos_1d(positions: torch.Tensor, dim: int, base: float = 10000.0) -> torch.Tensor:
     """Sinusoidal code of (possibly negative, fractional) positions: (N,) -> (N, dim). ``dim`` must be even."""
@@ -77,6 +79,8 @@ class Attention(nn.Module):
     Self-attention (``cross=False``) uses one fused qkv projection. Cross-attention takes queries from ``x``
     (width ``dim``) and projects keys/values from ``context`` (width ``kv_dim``). No dropout on attention
     probabilities, so the fused kernels always apply (callers drop out the attention output instead).
+    ``heads_key`` / ``width_key``: the config keys that set ``num_heads`` and ``dim``, named by a ``ConfigError``
+    when the heads do not divide the width.
     """
 
     def __init__(
@@ -85,11 +89,12 @@ class Attention(nn.Module):
         num_heads: int,
         kv_dim: int | None = None,
         cross: bool = False,
+        *,
+        heads_key: str,
+        width_key: str,
     ) -> None:
         super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f"attention width {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
+        self.num_heads = checks.num_heads(num_heads, dim, heads_key, width_key)
         self.cross = cross
         if cross:
             self.q = nn.Linear(dim, dim)
@@ -124,7 +129,9 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: ``x + Attn(LN(x))`` then ``x + MLP(LN(x))`` (MLP skipped at ``mlp_ratio=0``).
 
-    With ``cross=True`` the block attends to a context (normalised by its own LayerNorm).
+    With ``cross=True`` the block attends to a context (normalised by its own LayerNorm). ``heads_key``,
+    ``width_key`` and ``mlp_key`` are the config keys of ``num_heads``, ``dim`` and ``mlp_ratio``, named by a
+    ``ConfigError`` when a value does not fit; the caller checks ``dropout`` under its own key.
     """
 
     def __init__(
@@ -135,13 +142,16 @@ class Block(nn.Module):
         dropout: float = 0.0,
         cross: bool = False,
         kv_dim: int | None = None,
+        *,
+        heads_key: str,
+        width_key: str,
+        mlp_key: str,
     ) -> None:
         super().__init__()
-        if mlp_ratio < 0:
-            raise ValueError(f"mlp_ratio must be >= 0, got {mlp_ratio}")
+        mlp_ratio = checks.non_negative_number(mlp_ratio, mlp_key)
         self.norm1 = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(kv_dim or dim) if cross else None
-        self.attn = Attention(dim, num_heads, kv_dim=kv_dim, cross=cross)
+        self.attn = Attention(dim, num_heads, kv_dim=kv_dim, cross=cross, heads_key=heads_key, width_key=width_key)
         self.drop = nn.Dropout(dropout)
         hidden = round(dim * mlp_ratio)
         self.norm2 = nn.LayerNorm(dim) if hidden > 0 else None

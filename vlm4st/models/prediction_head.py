@@ -31,10 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlm4st import checks
+from vlm4st.errors import ConfigError
 from vlm4st.models.calendar import CalendarEmbedding
 from vlm4st.models.cell_embedding import CellEmbedding
 from vlm4st.models.layers import MLP, Block, pool_grid, sincos_1d, sincos_2d
 from vlm4st.models.step_readout import StepReadout
+
+KEY = "model.head"
 
 
 class ResidualMLP(nn.Module):
@@ -77,29 +81,49 @@ class PredictionHead(nn.Module):
         temporal_patch: int = 1,
     ) -> None:
         super().__init__()
+        for key, value in (("d_model", d_model), ("t_in", t_in), ("out_channels", out_channels),
+                           ("in_channels", in_channels)):
+            checks.positive_int(value, f"{KEY}.{key}")
+        hidden_dim = checks.positive_int(hidden_dim, f"{KEY}.hidden_dim")
         if hidden_dim % 4 != 0:
-            raise ValueError(f"model.head.hidden_dim: {hidden_dim} must be divisible by 4 (2-D sinusoidal codes)")
+            raise ConfigError(
+                f"{KEY}.hidden_dim: {hidden_dim} is not divisible by 4; expected a multiple of 4 (2-D sinusoidal codes)"
+            )
+        context_dim = checks.positive_int(context_dim, f"{KEY}.context_dim")
         if context_dim % 2 != 0:
-            raise ValueError(f"model.head.context_dim: {context_dim} must be even")
-        if query_pool is not None and query_pool < 1:
-            raise ValueError(f"model.head.query_pool: expected a positive integer or null, got {query_pool}")
+            raise ConfigError(f"{KEY}.context_dim: {context_dim} is odd; expected an even width (sinusoidal codes)")
+        self.query_pool = checks.optional_positive_int(query_pool, f"{KEY}.query_pool", "one query per cell")
+        self.visual_dim = checks.optional_positive_int(visual_dim, f"{KEY}.visual_dim", "no ViT patch map")
+        if round(hidden_dim * checks.positive_number(mlp_ratio, f"{KEY}.mlp_ratio")) < 1:  # the cell MLPs need a unit
+            raise ConfigError(
+                f"{KEY}.mlp_ratio: {mlp_ratio} x hidden_dim {hidden_dim} rounds to no hidden unit; expected a ratio "
+                f">= {0.5 / hidden_dim:.4g}"
+            )
+        cell_layers = checks.non_negative_int(cell_layers, f"{KEY}.cell_layers")
+        step_layers = checks.non_negative_int(step_layers, f"{KEY}.step_layers")
+        dropout = checks.probability(dropout, f"{KEY}.dropout")
+        temporal_patch = checks.positive_int(temporal_patch, f"{KEY}.temporal_patch")
+        if t_in % temporal_patch:
+            raise ConfigError(
+                f"{KEY}.temporal_patch: {temporal_patch} does not divide model.t_in = {t_in}; expected a divisor of "
+                f"{t_in} (the presets set it through model.dims.temporal_patch)"
+            )
         self.d_model, self.context_dim, self.out_channels = d_model, context_dim, out_channels
         self.t_in, self.in_channels, self.hidden_dim = t_in, in_channels, hidden_dim
-        self.visual_dim, self.query_pool = visual_dim, query_pool
+        self.temporal_patch = temporal_patch
         h = hidden_dim
         # 1. cell state
         self.series = nn.Linear(t_in * in_channels, h)
-        if t_in % temporal_patch:
-            raise ValueError(f"model.head.temporal_patch: {temporal_patch} does not divide model.t_in = {t_in}")
         self.feature_steps = t_in // temporal_patch  # DiX time tokens
         self.dix = nn.Linear(self.feature_steps * d_model, h)
         self.cell_pos = nn.Linear(h, h, bias=False)
         self.cell_embedding = cell_embedding
         self.cell_id = nn.Linear(cell_embedding.dim, h, bias=False) if cell_embedding is not None else None
         self.visual_proj = nn.Linear(visual_dim, h) if visual_dim is not None else None
-        self.cell_calendar = CalendarEmbedding(h, steps_per_day)
+        self.cell_calendar = CalendarEmbedding(h, steps_per_day, key=f"{KEY}.steps_per_day")
         # 2. cell queries read the VLM tokens
-        self.read = Block(h, cell_heads, mlp_ratio, dropout, cross=True, kv_dim=context_dim)
+        self.read = Block(h, cell_heads, mlp_ratio, dropout, cross=True, kv_dim=context_dim,
+                          heads_key=f"{KEY}.cell_heads", width_key=f"{KEY}.hidden_dim", mlp_key=f"{KEY}.mlp_ratio")
         # The DiX, ViT and VLM-token branches start at zero, so training starts from the direct series / cell /
         # calendar path (quick to fit) and the deep branches grow in as their gradients make them useful, instead
         # of adding large random features to the cell state at initialisation.
@@ -110,23 +134,24 @@ class PredictionHead(nn.Module):
         # 3. horizon queries
         self.query_base = nn.Parameter(torch.randn(1, 1, context_dim) * 0.02)
         self.query_pos = nn.Linear(context_dim, context_dim, bias=False)
-        self.query_calendar = CalendarEmbedding(context_dim, steps_per_day)
-        self.horizon = Block(context_dim, num_heads, mlp_ratio, dropout, cross=True)
+        self.query_calendar = CalendarEmbedding(context_dim, steps_per_day, key=f"{KEY}.steps_per_day")
+        self.horizon = Block(context_dim, num_heads, mlp_ratio, dropout, cross=True, heads_key=f"{KEY}.num_heads",
+                             width_key=f"{KEY}.context_dim", mlp_key=f"{KEY}.mlp_ratio")
         self.norm_query = nn.LayerNorm(context_dim)
         self.film = nn.Linear(context_dim, 2 * h)
         nn.init.zeros_(self.film.weight)  # the VLM context starts as no modulation
         nn.init.zeros_(self.film.bias)
         # 4. per step and cell
-        self.step_calendar = CalendarEmbedding(h, steps_per_day)
+        self.step_calendar = CalendarEmbedding(h, steps_per_day, key=f"{KEY}.steps_per_day")
         self.step_mlp = ResidualMLP(h, step_layers, mlp_ratio, dropout) if step_layers > 0 else None
         self.out = nn.Linear(h, out_channels)
         # 5. a readout per forecast step
         if step_readout is not None:
             sizes = (step_readout.t_in, step_readout.in_channels, step_readout.hidden_dim, step_readout.out_channels)
             if sizes != (t_in, in_channels, hidden_dim, out_channels):
-                raise ValueError(
-                    f"model.head.step_readout: t_in / in_channels / hidden_dim / out_channels {sizes} must equal "
-                    f"the head's {(t_in, in_channels, hidden_dim, out_channels)}"
+                raise ConfigError(
+                    f"{KEY}.step_readout: t_in / in_channels / hidden_dim / out_channels {sizes}; expected the "
+                    f"head's {(t_in, in_channels, hidden_dim, out_channels)}"
                 )
         self.step_readout = step_readout
 

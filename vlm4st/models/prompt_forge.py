@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlm4st.config import ConfigError
+from vlm4st import checks
+from vlm4st.errors import ConfigError
 
 PatternInfo = dict[str, dict[str, torch.Tensor]]
+KEY = "model.prompt_forge"
 
 
 class PromptForge(nn.Module):
@@ -51,29 +53,36 @@ class PromptForge(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
+        names = isinstance(modalities, Sequence) and not isinstance(modalities, str)
+        if not names or not all(isinstance(m, str) for m in modalities):
+            raise ConfigError(f"{KEY}.modalities: expected a list of summary names, got {modalities!r}")
         modalities = tuple(modalities)
         if not modalities or len(set(modalities)) != len(modalities):
-            raise ConfigError(f"model.prompt_forge.modalities: expected distinct names, got {list(modalities)}")
-        if temperature <= 0 or mask_temperature <= 0:
-            raise ConfigError(
-                f"model.prompt_forge.temperature / mask_temperature: expected > 0, got {temperature} / "
-                f"{mask_temperature}"
-            )
-        if threshold is not None and not 0.0 < threshold <= 1.0:
-            raise ConfigError(f"model.prompt_forge.threshold: expected a value in (0, 1] or null, got {threshold}")
+            raise ConfigError(f"{KEY}.modalities: expected distinct names, got {list(modalities)}")
+        d_model = checks.positive_int(d_model, f"{KEY}.d_model")
+        self.temperature = checks.positive_number(temperature, f"{KEY}.temperature")
+        self.mask_temperature = checks.positive_number(mask_temperature, f"{KEY}.mask_temperature")
+        in_range = isinstance(threshold, int | float) and not isinstance(threshold, bool) and 0.0 < threshold <= 1.0
+        if threshold is not None and not in_range:
+            raise ConfigError(f"{KEY}.threshold: expected a value in (0, 1] or null (keep all), got {threshold!r}")
+        prompt_dim = checks.positive_int(prompt_dim, f"{KEY}.prompt_dim")
         if prompt_dim % len(modalities) != 0:
             raise ConfigError(
-                f"model.prompt_forge.prompt_dim: {prompt_dim} (total width) must be divisible by the number of "
-                f"modalities {len(modalities)}"
+                f"{KEY}.prompt_dim: {prompt_dim} (total width) is not divisible by the number of modalities "
+                f"{len(modalities)}; expected a multiple of {len(modalities)}"
             )
-        if num_fine > d_model or num_coarse > d_model:
-            raise ConfigError("model.prompt_forge: num_coarse and num_fine must not exceed d_model (orthogonal init)")
+        for key, value in (("num_coarse", num_coarse), ("num_fine", num_fine)):
+            if checks.positive_int(value, f"{KEY}.{key}") > d_model:
+                raise ConfigError(
+                    f"{KEY}.{key}: {value} exceeds d_model {d_model}; expected at most {d_model} (the prototypes are "
+                    "initialised orthogonal)"
+                )
+        hidden_dim = checks.positive_int(hidden_dim, f"{KEY}.hidden_dim")
+        dropout = checks.probability(dropout, f"{KEY}.dropout")
         n, K, M, d = len(modalities), num_coarse, num_fine, d_model
         p = prompt_dim // n
         self.modalities = modalities
-        self.temperature = temperature
-        self.threshold = threshold
-        self.mask_temperature = mask_temperature
+        self.threshold = None if threshold is None else float(threshold)
         self.out_dim = n * p
 
         self.query_weight = nn.Parameter(torch.empty(n, d, d))  # (n, d_in, d_out)

@@ -14,6 +14,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vlm4st import checks
+
+KEY = "model.head.step_readout"
+
 
 class StepReadout(nn.Module):
     """series (B, H, W, T_in*C_in) per cell, state (B, H, W, h), t_out -> (B, T_out, H, W, C).
@@ -25,11 +29,11 @@ class StepReadout(nn.Module):
     def __init__(self, t_in: int, hidden_dim: int, max_steps: int, in_channels: int = 1,
                  out_channels: int = 1) -> None:
         super().__init__()
-        if min(t_in, hidden_dim, max_steps, in_channels, out_channels) < 1:
-            raise ValueError(
-                "model.head.step_readout: t_in, hidden_dim, max_steps, in_channels and out_channels must be "
-                f"positive, got {t_in}, {hidden_dim}, {max_steps}, {in_channels}, {out_channels}"
-            )
+        sizes = {"t_in": t_in, "hidden_dim": hidden_dim, "max_steps": max_steps, "in_channels": in_channels,
+                 "out_channels": out_channels}
+        t_in, hidden_dim, max_steps, in_channels, out_channels = (
+            checks.positive_int(value, f"{KEY}.{name}") for name, value in sizes.items()
+        )
         self.t_in, self.hidden_dim, self.max_steps = t_in, hidden_dim, max_steps
         self.in_channels, self.out_channels = in_channels, out_channels
         features = t_in * in_channels + hidden_dim
@@ -46,7 +50,7 @@ class StepReadout(nn.Module):
             )
         if t_out > self.max_steps:
             raise ValueError(
-                f"model.head.step_readout.max_steps: {self.max_steps} is shorter than the horizon T_out={t_out}; "
+                f"{KEY}.max_steps: {self.max_steps} is shorter than the horizon T_out={t_out}; "
                 f"expected at least {t_out}"
             )
         maps = self.weight[:t_out].to(state.dtype)  # (T_out, K, C)

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlm4st.config import ConfigError
+from vlm4st import checks
+from vlm4st.errors import ConfigError
 from vlm4st.models.calendar import DAYS_PER_WEEK
 from vlm4st.models.cell_embedding import CellEmbedding
 from vlm4st.models.vlm4st import count_parameters
@@ -50,15 +51,18 @@ class STID(nn.Module):
         dropout: float = 0.15,
     ) -> None:
         super().__init__()
-        if t_in < 1 or t_out < 1:
-            raise ConfigError(f"model.t_in / model.t_out: expected positive integers, got {t_in} / {t_out}")
+        self.t_in = t_in = checks.positive_int(t_in, "model.t_in")
+        self.t_out = t_out = checks.positive_int(t_out, "model.t_out")
+        self.in_channels = in_channels = checks.positive_int(in_channels, "model.in_channels")
+        self.out_channels = out_channels = checks.positive_int(out_channels, "model.out_channels")
+        self.steps_per_day = steps_per_day = checks.positive_int(steps_per_day, "model.steps_per_day")
+        embed_dim = checks.positive_int(embed_dim, "model.embed_dim")
+        num_layers = checks.non_negative_int(num_layers, "model.num_layers")
+        dropout = checks.probability(dropout, "model.dropout")
         if cell_embedding is not None and cell_embedding.dim != embed_dim:
             raise ConfigError(
                 f"model.cell_embedding.dim: {cell_embedding.dim}; expected model.embed_dim = {embed_dim}"
             )
-        self.t_in, self.t_out = int(t_in), int(t_out)
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.steps_per_day = int(steps_per_day)
         self.series = nn.Linear(t_in * in_channels, embed_dim)
         self.cell_embedding = cell_embedding
         self.time_of_day = nn.Embedding(steps_per_day, embed_dim)

@@ -22,8 +22,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from vlm4st import checks
 from vlm4st.adapters.counting import parameter_report
-from vlm4st.config import ConfigError
+from vlm4st.errors import ConfigError
 from vlm4st.models.format_transformer import DualPathFormatTransformer
 from vlm4st.models.gated_fusion import AdaptiveGatedFusion
 from vlm4st.models.prediction_head import PredictionHead
@@ -76,9 +77,9 @@ class VLM4ST(nn.Module):
         if isinstance(dims, DictConfig):
             dims = OmegaConf.to_container(dims, resolve=True)
         self.dims: dict[str, Any] = dict(dims or {})
-        if t_in < 1 or t_out < 1:
-            raise ConfigError(f"model.t_in / model.t_out: expected positive integers, got {t_in} / {t_out}")
-        self.t_in, self.t_out, self.out_channels = int(t_in), int(t_out), int(out_channels)
+        self.t_in = checks.positive_int(t_in, "model.t_in")
+        self.t_out = checks.positive_int(t_out, "model.t_out")
+        self.out_channels = checks.positive_int(out_channels, "model.out_channels")
         self.dix = dix
         self.prompt_forge = prompt_forge
         self.fusion = fusion
@@ -93,7 +94,7 @@ class VLM4ST(nn.Module):
         d = self.dix.d_model
         for key, value in (("model.head.d_model", head.d_model), ("model.dims.d_model", self.dims.get("d_model", d))):
             if value != d:
-                raise ConfigError(f"{key}: {value} differs from the DiX width model.dix.d_model = {d}")
+                raise ConfigError(f"{key}: {value} differs from the DiX width model.dix.d_model; expected {d}")
         D = vlm.hidden_size
         for key, value in (
             ("model.format_transformer.out_dim", fmt.out_dim),
@@ -101,19 +102,55 @@ class VLM4ST(nn.Module):
             ("model.dims.vlm_width", self.dims.get("vlm_width", D)),
         ):
             if value != D:
-                raise ConfigError(f"{key}: {value} differs from the VLM width {D} (model.vlm)")
+                raise ConfigError(f"{key}: {value} differs from the VLM width (model.vlm); expected {D}")
         if head.out_channels != self.out_channels:
-            raise ConfigError(f"model.head.out_channels: {head.out_channels} differs from model.out_channels")
+            raise ConfigError(
+                f"model.head.out_channels: {head.out_channels} differs from model.out_channels; expected "
+                f"{self.out_channels}"
+            )
+        if head.t_in != self.t_in:
+            raise ConfigError(f"model.head.t_in: {head.t_in} differs from model.t_in; expected {self.t_in}")
+        patch = self.dix.embed.temporal_patch
+        if self.t_in % patch:
+            raise ConfigError(
+                f"model.dix.temporal_patch: {patch} does not divide model.t_in = {self.t_in}; expected a divisor of "
+                f"{self.t_in} (the presets set it through model.dims.temporal_patch)"
+            )
+        if head.temporal_patch != patch:
+            raise ConfigError(
+                f"model.head.temporal_patch: {head.temporal_patch} differs from model.dix.temporal_patch; expected "
+                f"{patch} (the head reads one DiX token per this many input steps)"
+            )
+        readout = head.step_readout
+        if readout is not None and readout.max_steps < self.t_out:
+            raise ConfigError(
+                f"model.head.step_readout.max_steps: {readout.max_steps} is shorter than the horizon "
+                f"model.t_out = {self.t_out}; expected at least {self.t_out}"
+            )
         n_branches = len(self.dix.branch_names)
         if (self.fusion is None) != (n_branches == 1):
             raise ConfigError(
                 f"model.fusion: the DiX module yields {n_branches} branch(es) {list(self.dix.branch_names)}; "
-                "a fusion module is needed exactly when there is more than one (null it for a single branch)"
+                "expected a fusion module exactly when there is more than one (null it for a single branch)"
             )
         if (fmt.image is None) != (vlm.visual_encoder is None):
-            raise ConfigError("model.format_transformer.image and model.vlm.vision must both be set or both be null")
+            raise ConfigError(
+                f"model.format_transformer.image is {'null' if fmt.image is None else 'set'} but model.vlm.vision is "
+                f"{'null' if vlm.visual_encoder is None else 'set'}; expected both set or both null"
+            )
         if (fmt.sequence is None) != (vlm.text_encoder is None):
-            raise ConfigError("model.format_transformer.sequence and model.vlm.text must both be set or both be null")
+            raise ConfigError(
+                f"model.format_transformer.sequence is {'null' if fmt.sequence is None else 'set'} but model.vlm.text "
+                f"is {'null' if vlm.text_encoder is None else 'set'}; expected both set or both null"
+            )
+        positions = getattr(getattr(vlm.text_encoder, "embeddings", None), "position_embeddings", None)
+        if positions is not None and fmt.num_tokens() > positions.num_embeddings:
+            extra = fmt.num_tokens() - fmt.sequence.num_latents  # CLS and PROMPT tokens
+            raise ConfigError(
+                f"model.format_transformer.sequence.num_latents: {fmt.sequence.num_latents} latents make a sequence "
+                f"of {fmt.num_tokens()} tokens, more than model.vlm.text.max_position_embeddings = "
+                f"{positions.num_embeddings}; expected at most {positions.num_embeddings - extra} latents"
+            )
         if head.visual_dim is not None and (vlm.visual_encoder is None or head.visual_dim != D):
             raise ConfigError(
                 f"model.head.visual_dim: {head.visual_dim}; expected the VLM width {D} with a vision encoder, "
@@ -121,7 +158,10 @@ class VLM4ST(nn.Module):
             )
         if pf is None:
             if fmt.prompt_dim is not None:
-                raise ConfigError("model.format_transformer.prompt_dim: must be null when model.prompt_forge is null")
+                raise ConfigError(
+                    f"model.format_transformer.prompt_dim: {fmt.prompt_dim}; expected null when model.prompt_forge "
+                    "is null"
+                )
             return
         if fmt.prompt_dim != pf.out_dim:
             raise ConfigError(
@@ -131,8 +171,8 @@ class VLM4ST(nn.Module):
         unknown = sorted(set(pf.modalities) - set(self.dix.summary_names))
         if unknown:
             raise ConfigError(
-                f"model.prompt_forge.modalities: {unknown} are not produced by model.dix "
-                f"(it yields {list(self.dix.summary_names)})"
+                f"model.prompt_forge.modalities: {unknown} are not produced by model.dix; expected names among "
+                f"{list(self.dix.summary_names)}"
             )
 
     def forward(

@@ -16,18 +16,20 @@ Build order: encoders -> pretrained weights -> ``adapter.attach(self)`` -> freez
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from vlm4st import checks
 from vlm4st.adapters.base import Adapter
 from vlm4st.adapters.none import NoAdapter
 from vlm4st.backbones.pretrained import EncoderWeights, load_pretrained_weights
 from vlm4st.backbones.text_encoder import build_text_encoder_from_config
 from vlm4st.backbones.vit import build_vit_from_config, num_vit_tokens
-from vlm4st.config import ConfigError
+from vlm4st.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,11 @@ class VLMModule(nn.Module):
         if vision is None and text is None:
             raise ConfigError("model.vlm: both vision and text are null; at least one encoder must exist")
         self.freeze = check_freeze(freeze)
+        for key, path in (("pretrained_path", pretrained_path), ("text_pretrained_path", text_pretrained_path)):
+            if path is not None and not (isinstance(path, os.PathLike) or (isinstance(path, str) and path.strip())):
+                raise ConfigError(f"model.vlm.{key}: expected a file path or null, got {path!r}")
+        weights_only = checks.flag(weights_only, "model.vlm.weights_only")
+        grad_checkpointing = checks.flag(grad_checkpointing, "model.vlm.grad_checkpointing")
         self.visual_encoder = build_vit_from_config(vision) if vision is not None else None
         self.text_encoder = (
             build_text_encoder_from_config(text, cross_attention=vision is not None) if text is not None else None
