@@ -27,7 +27,7 @@ def test_from_sums_equals_the_batch_loss() -> None:
 
 
 @pytest.mark.parametrize(("mse", "mae", "key"), [(-1.0, 0.5, "mse_weight"), (1.0, "x", "mae_weight"),
-                                                  (0.0, 0.0, "both")])
+                                                  (True, 0.5, "mse_weight"), (0.0, 0.0, "both")])
 def test_bad_weights_name_the_key(mse, mae, key) -> None:
     with pytest.raises(ConfigError, match=key):
         ForecastLoss(mse, mae)

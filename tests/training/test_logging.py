@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.runs import make_cfg
+from vlm4st.config import compose, instantiate
+from vlm4st.errors import ConfigError
+from vlm4st.logging.progress import ProgressConfig
 
 QUICK = ["trainer.epochs=1", "trainer.max_steps=4", "trainer.log_every_steps=1", "trainer.schedule.warmup_epochs=0"]
 SCALARS = {"train/loss", "train/mse", "train/mae", "train/lr", "val/loss", "val/city_a/rmse", "val/city_a/mae",
@@ -46,3 +49,24 @@ def test_wandb_offline_run_gets_the_same_scalars_and_images(tmp_path, run_entry,
     assert config_seen
     media = list((run_dir / "wandb").glob("offline-run-*/files/media/images/**/*.png"))
     assert media, "image files are written next to the offline run"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["logger=wandb", "logger.mode=sometimes"], "logger.mode"),
+        (["logger=wandb", "logger.images_every_epochs=-1"], "logger.images_every_epochs"),
+        (["logger=tensorboard", "logger.images_every_epochs=1.5"], "logger.images_every_epochs"),
+    ],
+)
+def test_bad_logger_value_is_a_config_error_naming_the_key(tmp_path, overrides: list[str], key: str) -> None:
+    cfg = compose(overrides, output_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + ": expected"):
+        instantiate(cfg.logger, path="logger")
+
+
+@pytest.mark.parametrize(("override", "key"), [("trainer.progress=sometimes", "trainer.progress"),
+                                               ("trainer.progress_log_every_s=0", "trainer.progress_log_every_s")])
+def test_bad_progress_value_is_a_config_error_naming_the_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + ": expected"):
+        ProgressConfig.from_trainer(compose([override]).trainer)

@@ -91,5 +91,9 @@ def test_config_nodes_build_the_optimiser_and_schedule() -> None:
     sched = instantiate(cfg.trainer.schedule, path="trainer.schedule")(opt, total_steps=40, steps_per_epoch=10,
                                                                         budget_s=None)
     assert sched.warmup_steps == 5
-    with pytest.raises(ConfigError, match=r"trainer\.schedule"):
+    with pytest.raises(ConfigError, match=r"trainer\.schedule\.warmup_epochs: expected a number >= 0, got -1\.0"):
         WarmupCosine(opt, 10, 1, -1.0, 0.1)
+    with pytest.raises(ConfigError, match=r"trainer\.schedule\.min_lr_ratio: expected a number in \[0, 1\], got 1\.5"):
+        WarmupCosine(opt, 10, 1, 0.0, 1.5)
+    with pytest.raises(ConfigError, match=r"trainer\.schedule: the stage has 0 optimiser steps; expected at least 1"):
+        WarmupCosine(opt, 0, 1, 0.0, 0.1)  # trainer.epochs=0 or trainer.max_steps=0

@@ -16,6 +16,8 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from vlm4st import checks
+
 log = logging.getLogger(__name__)
 
 BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]"
@@ -31,7 +33,9 @@ class ProgressConfig:
     @classmethod
     def from_trainer(cls, trainer_cfg: Any, is_main: bool = True) -> ProgressConfig:
         """From the ``trainer`` config node; only the main process of a distributed job reports."""
-        return cls(bool(trainer_cfg.progress) and is_main, float(trainer_cfg.progress_log_every_s))
+        enabled = checks.flag(trainer_cfg.progress, "trainer.progress")
+        every = checks.positive_number(trainer_cfg.progress_log_every_s, "trainer.progress_log_every_s")
+        return cls(enabled and is_main, every)
 
     def bar(self, name: str, total: int, **kwargs: Any) -> Progress:
         return Progress(name, total, enabled=self.enabled, log_every_s=self.log_every_s, **kwargs)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
+from vlm4st import checks
 from vlm4st.logging.base import ExperimentLogger, flatten
 
 
@@ -17,7 +18,7 @@ class TensorBoardLogger(ExperimentLogger):
 
     def __init__(self, log_dir: str, images_every_epochs: int = 1) -> None:
         self.log_dir = Path(log_dir)
-        self.images_every_epochs = images_every_epochs
+        self.images_every_epochs = checks.non_negative_int(images_every_epochs, "logger.images_every_epochs")
         self._writer = SummaryWriter(log_dir=str(self.log_dir))
 
     def _write_scalars(self, scalars: dict[str, float], step: int) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from vlm4st import checks
 from vlm4st.logging.base import ExperimentLogger, flatten
 
 log = logging.getLogger(__name__)
@@ -21,8 +22,7 @@ _MODES = ("auto", "online", "offline", "disabled")
 
 def resolve_mode(mode: str) -> str:
     """``auto`` means online when ``WANDB_API_KEY`` is set (or ``WANDB_MODE`` says so), offline otherwise."""
-    if mode not in _MODES:
-        raise ValueError(f"logger.mode: expected one of {list(_MODES)}, got '{mode}'")
+    checks.choice(mode, _MODES, "logger.mode")
     if mode != "auto":
         return mode
     if os.environ.get("WANDB_MODE") in ("online", "offline", "disabled"):
@@ -44,10 +44,10 @@ class WandbLogger(ExperimentLogger):
         name: str | None = None,
         images_every_epochs: int = 1,
     ) -> None:
+        self.images_every_epochs = checks.non_negative_int(images_every_epochs, "logger.images_every_epochs")
+        self.mode = resolve_mode(mode)
         import wandb
 
-        self.images_every_epochs = images_every_epochs
-        self.mode = resolve_mode(mode)
         os.makedirs(dir, exist_ok=True)
         self._wandb = wandb
         self._run = wandb.init(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vlm4st import checks
 from vlm4st.errors import ConfigError
 
 
@@ -17,12 +18,10 @@ class ForecastLoss:
     """``mse_weight * MSE + mae_weight * MAE`` over every element (normalised space)."""
 
     def __init__(self, mse_weight: float, mae_weight: float) -> None:
-        for key, value in (("mse_weight", mse_weight), ("mae_weight", mae_weight)):
-            if not isinstance(value, int | float) or value < 0:
-                raise ConfigError(f"trainer.loss.{key}: expected a non-negative number, got {value!r}")
-        if mse_weight == 0 and mae_weight == 0:
+        self.mse_weight = checks.non_negative_number(mse_weight, "trainer.loss.mse_weight")
+        self.mae_weight = checks.non_negative_number(mae_weight, "trainer.loss.mae_weight")
+        if self.mse_weight == 0 and self.mae_weight == 0:
             raise ConfigError("trainer.loss: mse_weight and mae_weight are both 0; expected at least one > 0")
-        self.mse_weight, self.mae_weight = float(mse_weight), float(mae_weight)
 
     def combine(self, mse: torch.Tensor | float, mae: torch.Tensor | float) -> torch.Tensor | float:
         """The weighted sum of the two error means."""

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlm4st import checks
 from vlm4st.errors import ConfigError
 
 
@@ -84,10 +85,11 @@ class WarmupCosine(torch.optim.lr_scheduler.LRScheduler):
         budget_s: float | None = None,
     ) -> None:
         if total_steps < 1:
-            raise ValueError(f"schedule: total_steps must be >= 1, got {total_steps}")
-        if warmup_epochs < 0 or not 0 <= min_lr_ratio <= 1:
-            raise ConfigError(f"trainer.schedule: expected warmup_epochs >= 0 and 0 <= min_lr_ratio <= 1, got "
-                              f"{warmup_epochs} and {min_lr_ratio}")
+            raise ConfigError(f"trainer.schedule: the stage has {total_steps} optimiser steps; expected at least 1 "
+                              "(trainer.epochs, trainer.fewshot.epochs and trainer.max_steps set the stage length)")
+        checks.non_negative_number(warmup_epochs, "trainer.schedule.warmup_epochs")
+        if checks.non_negative_number(min_lr_ratio, "trainer.schedule.min_lr_ratio") > 1:
+            raise ConfigError(f"trainer.schedule.min_lr_ratio: expected a number in [0, 1], got {min_lr_ratio!r}")
         self.total_steps = int(total_steps)
         warmup_steps = round(float(warmup_epochs) * int(steps_per_epoch))
         self.warmup_steps = min(max(warmup_steps, 0), self.total_steps - 1)
