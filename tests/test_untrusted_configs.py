@@ -4,6 +4,9 @@ the key and the target, exit status 2, and the payload never runs."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,7 @@ import yaml
 
 from tests.runs import FAST, assert_one_line_error, run_cli
 from tests.training.test_untrusted_checkpoints import doctored, payloads
+from vlm4st import REPO_ROOT
 
 SHELL = "torch.utils.cpp_extension.subprocess.run"
 #: The fast settings, keeping the experiment default so that ``experiment=<received>`` can replace it.
@@ -84,3 +88,24 @@ def test_launcher_shell_lines_typed_on_the_command_line_are_accepted(tmp_path) -
     proc = run_cli(*FAST, "hydra/launcher=submitit_slurm", "hydra.launcher.setup=[echo ready]", "--cfg", "hydra")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "echo ready" in proc.stdout
+
+
+def test_a_users_own_class_joins_the_registry_from_code_only(tmp_path) -> None:
+    """The documented extension: a module of the user's registers its class, a launch script imports it and
+    starts the command line; the same override without that script is refused."""
+    (tmp_path / "my_losses.py").write_text(
+        "from vlm4st.models.loss import ForecastLoss\n"
+        "from vlm4st.registry import register_target\n\n\n"
+        "@register_target\n"
+        "class HalfLoss(ForecastLoss):\n"
+        "    pass\n"
+    )
+    (tmp_path / "launch.py").write_text("import my_losses  # noqa: F401\nfrom vlm4st.run import cli\n\ncli()\n")
+    overrides = [*FAST, "task=data", "trainer.loss._target_=my_losses.HalfLoss", f"hydra.run.dir={tmp_path}/run"]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    launched = subprocess.run([sys.executable, str(tmp_path / "launch.py"), *overrides], cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-2000:]
+    assert "city_a" in launched.stdout  # the data summary: the run went through
+    assert_one_line_error(run_cli(*overrides), "trainer.loss._target_", "my_losses.HalfLoss")
