@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.runs import make_cfg, read_metrics
+from vlm4st.errors import ConfigError
 from vlm4st.training import checkpoint as ckpt
 from vlm4st.training.trainer import RunInterrupted
 
@@ -119,3 +120,9 @@ def test_a_signal_during_the_last_validation_still_stops_the_run(tmp_path, run_e
     monkeypatch.setattr(Trainer, "validate", validate)
     run_entry(make_cfg(run_dir, *SHORT, "resume=true"))  # resumes: the finished stage is skipped, then tested
     assert read_metrics(run_dir)["test"]
+
+
+@pytest.mark.parametrize("value", ["yes", "1", 0, "null"])
+def test_resume_takes_auto_true_or_false_only(value, tmp_path, run_entry) -> None:
+    with pytest.raises(ConfigError, match=r"resume=.*expected auto, true or false"):
+        run_entry(make_cfg(tmp_path / "run", "trainer.epochs=1", "trainer.max_steps=1", f"resume={value}"))

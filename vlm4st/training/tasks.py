@@ -125,7 +125,7 @@ def _load_best(model, path: Path) -> None:
 def _run_plan(plan: Plan, trainer: Trainer, cfg: DictConfig, dm: DataModule, rt: Runtime,
               config: dict[str, Any]) -> tuple[dict[str, Any], StageResult | None]:
     """Run the stages in order; returns their summaries and the result whose best weights the test uses."""
-    resume = str(cfg.resume).lower() not in ("false", "0", "no")
+    resume = _resume_choice(cfg.resume)
     stages: dict[str, Any] = {}
     result: StageResult | None = None
     for stage in plan.stages:
@@ -149,6 +149,15 @@ def _run_plan(plan: Plan, trainer: Trainer, cfg: DictConfig, dm: DataModule, rt:
             result = trainer.fit(stage, resume=resume)
             stages[stage.name] = _stage_summary(result)
     return stages, result
+
+
+def _resume_choice(value: object) -> bool:
+    """``resume``: ``auto`` or ``true`` continue from ``last.pt`` when it exists, ``false`` starts over."""
+    if value == "auto" or value is True:
+        return True
+    if value is False:
+        return False
+    raise ConfigError(f"resume={value!r}; expected auto, true or false")
 
 
 def train(cfg: DictConfig) -> float:

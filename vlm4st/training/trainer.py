@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from vlm4st.config import instantiate
+from vlm4st.config import ConfigError, instantiate
 from vlm4st.data.module import DataModule
 from vlm4st.errors import CheckpointError
 from vlm4st.logging.progress import Progress, ProgressConfig
@@ -137,7 +137,9 @@ class Trainer:
         per_epoch = self.data.num_train_batches(int(cfg.batch_size), drop_last=bool(cfg.drop_last), names=stage.train,
                                                 world_size=rt.dist.world_size)
         if per_epoch == 0:
-            raise ValueError(f"stage '{stage.name}': no training batches for datasets {stage.train}")
+            raise ConfigError(f"stage '{stage.name}': no training batches for datasets {stage.train} at "
+                              f"trainer.batch_size={cfg.batch_size}, trainer.drop_last={cfg.drop_last}; expected a "
+                              "batch size that a full batch of the training windows reaches, or drop_last=false")
         total = stage.epochs * per_epoch
         if cfg.max_steps is not None:
             total = min(total, int(cfg.max_steps))
@@ -156,7 +158,7 @@ class Trainer:
         interrupt_at = cfg.interrupt_after_steps
         read_every = int(cfg.log_every_steps)
         if read_every < 1:
-            raise ValueError(f"trainer.log_every_steps: expected >= 1, got {read_every}")
+            raise ConfigError(f"trainer.log_every_steps: expected >= 1, got {read_every}")
         window = LossWindow(run.optimizer, rt.device)
         progress = self.progress.bar(stage.name, run.total, done=st.step, budget_s=run.budget_s,
                                      spent_s=st.train_seconds)
