@@ -9,12 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from tests.runs import FAST, assert_one_line_error, run_cli
-from tests.training.test_untrusted_checkpoints import doctored, payloads
+from tests.training.test_untrusted_checkpoints import TASKS, doctored, payloads, reading
 from vlm4st import REPO_ROOT
 
 SHELL = "torch.utils.cpp_extension.subprocess.run"
@@ -22,18 +21,11 @@ SHELL = "torch.utils.cpp_extension.subprocess.run"
 FAST_WITH_EXPERIMENT = [o for o in FAST if o != "~experiment"]
 
 
-@pytest.mark.parametrize("task", ["test", "predict", "source_checkpoint"])
+@pytest.mark.parametrize("task", TASKS)
 def test_a_shared_checkpoint_with_a_foreign_target(task: str, trained_checkpoint, tmp_path) -> None:
     sentinel = tmp_path / "sentinel"
     bad = doctored(trained_checkpoint, payloads(sentinel, tmp_path)["shell under torch"], tmp_path / "shared.pt")
-    frames = tmp_path / "frames.npy"
-    np.save(frames, np.zeros((8, 10, 20), dtype=np.float32))
-    overrides = {
-        "test": ["task=test", f"checkpoint={bad}"],
-        "predict": ["task=predict", f"checkpoint={bad}", f"predict_input={frames}"],
-        "source_checkpoint": ["shot_ratio=zero", "dataset.target=city_c", f"source_checkpoint={bad}"],
-    }[task]
-    proc = run_cli(*FAST, *overrides, f"hydra.run.dir={tmp_path}/run")
+    proc = run_cli(*FAST, *reading(task, bad, tmp_path), f"hydra.run.dir={tmp_path}/run")
     assert_one_line_error(proc, str(bad), "model.head.step_readout._target_", SHELL)
     assert not sentinel.exists()
 

@@ -89,22 +89,29 @@ def _refused(err: pytest.ExceptionInfo, bad: Path, target: str) -> None:
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("task", ["test", "predict", "source_checkpoint"])
+TASKS = ["test", "predict", "source_checkpoint"]
+
+
+def reading(task: str, checkpoint: Path, folder: Path) -> list[str]:
+    """The overrides of a run that reads ``checkpoint`` through ``task`` (a frames file for predict in ``folder``)."""
+    frames = folder / "frames.npy"
+    np.save(frames, np.zeros((8, 10, 20), dtype=np.float32))
+    return {
+        "test": ["task=test", f"checkpoint={checkpoint}"],
+        "predict": ["task=predict", f"checkpoint={checkpoint}", f"predict_input={frames}"],
+        "source_checkpoint": ["shot_ratio=zero", "dataset.target=city_c", f"source_checkpoint={checkpoint}"],
+    }[task]
+
+
+@pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("name", NAMES)
 def test_a_stored_foreign_target_is_refused_by_every_task(name: str, task: str, trained_checkpoint, tmp_path,
                                                           run_entry) -> None:
     sentinel = tmp_path / "sentinel"
     node = payloads(sentinel, tmp_path)[name]
     bad = doctored(trained_checkpoint, node, tmp_path / "shared.pt")
-    frames = tmp_path / "frames.npy"
-    np.save(frames, np.zeros((8, 10, 20), dtype=np.float32))
-    overrides = {
-        "test": ["task=test", f"checkpoint={bad}"],
-        "predict": ["task=predict", f"checkpoint={bad}", f"predict_input={frames}"],
-        "source_checkpoint": ["shot_ratio=zero", "dataset.target=city_c", f"source_checkpoint={bad}"],
-    }[task]
     with pytest.raises(CheckpointError) as err:
-        run_entry(make_cfg(tmp_path / "run", *overrides))
+        run_entry(make_cfg(tmp_path / "run", *reading(task, bad, tmp_path)))
     _refused(err, bad, node["_target_"])
     assert not sentinel.exists()
 
