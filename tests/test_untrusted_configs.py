@@ -5,6 +5,7 @@ the key and the target, exit status 2, and the payload never runs."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ import yaml
 from tests.runs import FAST, assert_one_line_error, run_cli
 from tests.training.test_untrusted_checkpoints import TASKS, doctored, payloads, reading
 from vlm4st import REPO_ROOT
+from vlm4st.config import compose
+from vlm4st.errors import ConfigError
 
 SHELL = "torch.utils.cpp_extension.subprocess.run"
 #: The fast settings, keeping the experiment default so that ``experiment=<received>`` can replace it.
@@ -54,24 +57,45 @@ def test_a_foreign_target_in_a_received_experiment_file(tmp_path) -> None:
     assert not sentinel.exists()
 
 
-@pytest.mark.parametrize(("hydra_node", "key"), [
-    ({"callbacks": {"hi": {"_target_": "os.system", "command": "touch {sentinel}"}}}, "hydra.callbacks.hi._target_"),
-    ({"job_logging": {"formatters": {"simple": {"()": "os.system", "command": "touch {sentinel}"}}}},
-     "hydra.job_logging.formatters.simple.()"),
-    ({"hydra_logging": {"handlers": {"console": {"class": "logging.handlers.SocketHandler"}}}},
-     "hydra.hydra_logging.handlers.console.class"),
-    ({"job_logging": {"handlers": {"file": {"filename": "{sentinel}"}}}}, "hydra.job_logging.handlers.file.filename"),
-    ({"launcher": {"setup": ["touch {sentinel}"]}}, "hydra.launcher.setup"),
-], ids=["callback", "logging factory", "logging class", "log file outside the run", "launcher shell lines"])
-def test_a_received_file_cannot_make_hydra_run_code(hydra_node: dict, key: str, tmp_path) -> None:
+HYDRA_NODES = {
+    "callback": ({"callbacks": {"hi": {"_target_": "os.system", "command": "touch {sentinel}"}}},
+                 "hydra.callbacks.hi._target_"),
+    "logging factory": ({"job_logging": {"formatters": {"simple": {"()": "os.system", "command": "touch {sentinel}"}}}},
+                        "hydra.job_logging.formatters.simple.()"),
+    "logging class": ({"hydra_logging": {"handlers": {"console": {"class": "logging.handlers.SocketHandler"}}}},
+                      "hydra.hydra_logging.handlers.console.class"),
+    "logging import": ({"job_logging": {"handlers": {"console": {"stream": "ext://antigravity.webbrowser"}}}},
+                       "hydra.job_logging.handlers.console.stream"),
+    "log file outside the run": ({"job_logging": {"handlers": {"file": {"filename": "{sentinel}"}}}},
+                                 "hydra.job_logging.handlers.file.filename"),
+    "launcher shell lines": ({"launcher": {"setup": ["touch {sentinel}"]}}, "hydra.launcher.setup"),
+}
+
+
+def _hydra_preset(name: str, folder: Path) -> tuple[list[str], str, Path]:
+    """Overrides that load a received preset setting Hydra's own node ``HYDRA_NODES[name]``; the refused key; the
+    file its payload would create."""
+    node, key = HYDRA_NODES[name]
+    sentinel = folder / "sentinel"
+    body = yaml.safe_load(yaml.safe_dump(node).replace("{sentinel}", str(sentinel)))
+    launcher = ["hydra/launcher=submitit_slurm"] if "launcher" in node else []
+    return [*launcher, *_experiment(folder / "received", "preset", {"hydra": body})], key, sentinel
+
+
+@pytest.mark.parametrize("name", list(HYDRA_NODES))
+def test_a_received_file_cannot_make_hydra_run_code(name: str, tmp_path) -> None:
     """Hydra itself calls what its settings name (callbacks, logging, the launcher's shell lines) before any task
     starts: a received preset that sets them is refused where the config is composed."""
-    sentinel = tmp_path / "sentinel"
-    body = yaml.safe_load(yaml.safe_dump(hydra_node).replace("{sentinel}", str(sentinel)))
-    launcher = ["hydra/launcher=submitit_slurm"] if "launcher" in hydra_node else []
-    proc = run_cli(*FAST_WITH_EXPERIMENT, *launcher, *_experiment(tmp_path / "received", "preset", {"hydra": body}),
-                   f"hydra.run.dir={tmp_path}/run", "task=data")
-    assert_one_line_error(proc, key)
+    overrides, key, _ = _hydra_preset(name, tmp_path)
+    with pytest.raises(ConfigError, match=re.escape(f"config key '{key}'")):
+        compose([*FAST_WITH_EXPERIMENT, *overrides])
+
+
+def test_a_hydra_callback_from_a_received_file_never_runs(tmp_path) -> None:
+    """The same on the command line, where Hydra would call the callback as the run starts."""
+    overrides, key, sentinel = _hydra_preset("callback", tmp_path)
+    proc = run_cli(*FAST_WITH_EXPERIMENT, *overrides, f"hydra.run.dir={tmp_path}/run", "task=data")
+    assert_one_line_error(proc, key, "os.system")
     assert not sentinel.exists()
 
 

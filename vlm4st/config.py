@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Any
 
 import hydra.utils
@@ -23,7 +24,16 @@ from vlm4st.registry import check_targets
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ConfigError", "compose", "instantiate", "register_resolvers"]
+__all__ = ["ConfigError", "compose", "instantiate", "prepare_hydra"]
+
+
+def prepare_hydra() -> None:
+    """What every composition of the project's config needs (idempotent): its OmegaConf resolvers, the check of
+    every composed config, and silence about the submitit launcher files that keep the plugin's option names and
+    are validated against its schema."""
+    register_resolvers()
+    install_hydra_guard()
+    warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
 
 
 def register_resolvers() -> None:
@@ -78,8 +88,7 @@ def compose(overrides: list[str] | None = None, output_dir: str | None = None) -
 
     from vlm4st import CONF_DIR
 
-    register_resolvers()
-    install_hydra_guard()
+    prepare_hydra()
     overrides = list(overrides or [])
     if output_dir is not None:
         overrides.append(f"paths.output_dir={output_dir}")

@@ -14,27 +14,23 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import warnings
 
 import hydra
 from omegaconf import DictConfig
 
 from vlm4st import CONF_DIR
-from vlm4st.config import ConfigError, register_resolvers
-from vlm4st.config_guard import command_line_refusals, install_hydra_guard
+from vlm4st.config import ConfigError, prepare_hydra
+from vlm4st.config_guard import command_line_refusals
 from vlm4st.data.errors import DataError
 from vlm4st.errors import CheckpointError, exit_on_user_error
 
 log = logging.getLogger("vlm4st")
 
-#: Bad input (a config value, a data file, a checkpoint): one line on stderr and this exit status, no traceback
-#: (``HYDRA_FULL_ERROR=1`` shows it). Anything else is a bug and keeps its traceback.
+#: Bad input (a config value, a data file, a checkpoint): one line on stderr and exit status ``USER_ERROR_EXIT``,
+#: no traceback (``HYDRA_FULL_ERROR=1`` shows it). Anything else is a bug and keeps its traceback.
 USER_ERRORS = (ConfigError, DataError, CheckpointError)
 
-register_resolvers()
-install_hydra_guard()
-# Our submitit launcher files keep the plugin's option names and are validated against its schema.
-warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
+prepare_hydra()
 
 
 def run(cfg: DictConfig) -> float | None:
