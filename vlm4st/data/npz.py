@@ -3,30 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from pathlib import Path
 
 import numpy as np
 from numpy.lib.npyio import NpzFile
 
-from vlm4st.data.errors import DataFileError, DataFormatError, DataValueError
+from vlm4st.data.errors import DataFormatError, DataValueError
 from vlm4st.data.fingerprint import file_fingerprint
+from vlm4st.data.npyfile import load, member, real_values
 from vlm4st.data.records import GridData, check_splits, resolve_path
 from vlm4st.data.timestamps import as_integers, generate
 from vlm4st.data.windows import from_series, from_stored
 from vlm4st.errors import ConfigError
 
 
-def _open(path: Path, source: str):
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise DataFileError(source, f"cannot read as a numpy file ({err})") from err
-
-
-def _check_scalar(z, key: str, expected: int, source: str, config_key: str) -> None:
-    """A scalar stored in the file (e.g. ``steps_per_day``) must agree with the config."""
+def _check_scalar(z: NpzFile, key: str, expected: int, source: str, config_key: str) -> None:
+    """A whole number stored in the file (e.g. ``steps_per_day``) must agree with the config."""
     if key in z.files:
-        value = int(z[key])
+        stored = member(z, key, source)
+        if stored.shape != ():
+            raise DataFormatError(source, f"'{key}' holds an array of shape {stored.shape}; expected one integer")
+        value = int(as_integers(stored, source, key))
         if value != expected:
             raise DataValueError(source, f"file stores {key}={value} but the config sets {config_key}={expected}")
 
@@ -61,7 +57,7 @@ class WindowNpzReader:
         """The requested splits; every stored window must advance one step per frame (``allow_gaps`` has nothing
         to relax: stored rows are separate samples, and no window may span a gap)."""
         splits = check_splits(splits, self.source)
-        z = _open(self.path, self.source)
+        z = load(self.path, self.source)
         if not isinstance(z, NpzFile):
             raise DataFormatError(self.source, "expected an .npz archive with X_<split>/ts_<split> arrays")
         with z:
@@ -72,10 +68,13 @@ class WindowNpzReader:
                 for key in (f"X_{s}", f"ts_{s}"):
                     if key not in z.files:
                         raise DataFormatError(self.source, f"missing key '{key}'; found {sorted(z.files)}")
-                x = z[f"X_{s}"]
-                ts = as_integers(z[f"ts_{s}"], self.source, f"ts_{s}")
-                chan = z[f"chan_{s}"] if f"chan_{s}" in z.files else np.zeros(len(x), dtype=np.int64)
-                parts[s] = (x, ts, as_integers(chan, self.source, f"chan_{s}"))
+                x = real_values(member(z, f"X_{s}", self.source), self.source, f"X_{s}")
+                ts = as_integers(member(z, f"ts_{s}", self.source), self.source, f"ts_{s}")
+                if f"chan_{s}" in z.files:
+                    chan = as_integers(member(z, f"chan_{s}", self.source), self.source, f"chan_{s}")
+                else:
+                    chan = np.zeros(x.shape[:1], dtype=np.int64)
+                parts[s] = (x, ts, chan)
         return from_stored(self.name, self.source, parts, window_len, self.steps_per_day)
 
 
@@ -139,8 +138,6 @@ class SeriesReader:
         series, stamps, stamps_key = self._load()
         if series.ndim == 3:
             series = series[:, None]  # (T, 1, H, W)
-        if series.ndim != 4:
-            raise DataFormatError(self.source, f"expected a (T, H, W) or (T, C, H, W) series, got shape {series.shape}")
         return from_series(
             self.name,
             self.source,
@@ -157,7 +154,7 @@ class SeriesReader:
 
     def _load(self) -> tuple[np.ndarray, np.ndarray, str]:
         """The series, its (T, 2) stamps and the name of the stamps for error messages."""
-        z = _open(self.path, self.source)
+        z = load(self.path, self.source)
         files: list[str] = []
         if isinstance(z, NpzFile):
             with z:
@@ -167,12 +164,13 @@ class SeriesReader:
                         self.source, f"missing key '{self.key}' (set {self._node('key')}); found {files}"
                     )
                 _check_scalar(z, "steps_per_day", self.steps_per_day, self.source, self._node("steps_per_day"))
-                series = z[self.key]
-                stamps = z[self.timestamps_key] if self.timestamps_key in z.files else None
+                series = member(z, self.key, self.source)
+                stamps = member(z, self.timestamps_key, self.source) if self.timestamps_key in z.files else None
         else:
-            series, stamps = np.asarray(z), None
-        if not np.issubdtype(series.dtype, np.number):
-            raise DataFormatError(self.source, f"'{self.key}' holds {series.dtype} values; expected numbers")
+            series, stamps = z, None
+        series = real_values(series, self.source, f"'{self.key}'" if files else "the series")
+        if series.ndim not in (3, 4):
+            raise DataFormatError(self.source, f"expected a (T, H, W) or (T, C, H, W) series, got shape {series.shape}")
         gen_key = self._node("generate_timestamps")
         if stamps is not None:
             if self.generated_start is not None:

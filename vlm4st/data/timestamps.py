@@ -34,7 +34,20 @@ def check_format(timestamp_format: str, source: str, config_key: str) -> str:
 
 
 def as_integers(values: np.ndarray, source: str, what: str) -> np.ndarray:
-    """Float values that must be whole numbers -> int64."""
+    """Whole numbers stored as integers or floats -> int64. Bool, complex, strings and dates raise, as do NaN/Inf,
+    fractions and magnitudes from 2**53 (where a float no longer holds every integer)."""
+    values = np.asarray(values)
+    if values.dtype.kind == "u" and values.size and values.max() > np.iinfo(np.int64).max:
+        raise DataValueError(source, f"{what}: value {values.max()} is out of the int64 range")
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64)
+    if values.dtype.kind != "f":
+        raise DataFormatError(source, f"{what}: expected integers, found dtype {values.dtype}")
+    if not np.isfinite(values).all():
+        raise DataValueError(source, f"{what}: expected integers, found NaN or Inf")
+    largest = float(np.abs(values).max()) if values.size else 0.0
+    if largest >= 2**53:
+        raise DataValueError(source, f"{what}: value {largest:g} is out of range (|value| < 2**53)")
     ints = np.rint(values)
     if not np.array_equal(ints, values):
         raise DataValueError(source, f"{what}: expected integers, found fractional values")
