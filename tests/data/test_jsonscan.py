@@ -58,7 +58,7 @@ def test_integers_and_whitespace_layouts() -> None:
         ("[1e, 3]", DataFormatError, "'1e'"),
         ("[+1, 3]", DataFormatError, "'\\+1'"),
         ("[1, true]", DataFormatError, "unexpected character"),
-        ("[1 2, 3]", DataFormatError, "more numbers"),
+        ("[1 2, 3]", DataFormatError, "one comma between two numbers"),
         ("[[1, 2], [3]]", DataFormatError, "ragged"),
         ("[[1, 2], 3]", DataFormatError, "levels|ragged"),
         ("[[1, 2], {}]", DataFormatError, "object"),

@@ -88,8 +88,8 @@ def decode_datetime(chars: np.ndarray, steps_per_day: int, source: str, what: st
     except ValueError as err:
         raise DataValueError(source, f"{what}: invalid calendar date ({err})") from err
     d = digits.astype(np.int64)  # columns: YYYY MM DD hh mm ss
-    hour, minute = d[:, 8] * 10 + d[:, 9], d[:, 10] * 10 + d[:, 11]
-    if (hour > 23).any() or (minute > 59).any():
+    hour, minute, second = d[:, 8] * 10 + d[:, 9], d[:, 10] * 10 + d[:, 11], d[:, 12] * 10 + d[:, 13]
+    if (hour > 23).any() or (minute > 59).any() or (second > 59).any():
         raise DataValueError(source, f"{what}: time of day out of range")
     if 1440 % steps_per_day:
         raise DataValueError(source, f"{what}: steps_per_day={steps_per_day} does not divide a day into whole minutes")

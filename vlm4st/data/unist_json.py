@@ -132,7 +132,7 @@ class UniSTJsonReader:
         period = None
         if levels == _ST_LEVELS:
             x = doc.numbers(k, 4, key, np.float32)  # (N, T, H, W)
-        elif levels == _PAIR_LEVELS and len(children := doc.children(k)) == 2:
+        elif levels == _PAIR_LEVELS and len(children := doc.children(k, key)) == 2:
             x = doc.numbers(children[0], 4, f"{key}[0]", np.float32)
             if self.load_period:
                 period = doc.numbers(children[1], 5, f"{key}[1]", np.float32)  # (N, P, T, H, W)
