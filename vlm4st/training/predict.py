@@ -2,9 +2,11 @@
 
 Input (``predict_input``): ``.npy`` holding frames (T, H, W) (the last T_in frames are the history) or windows
 (N, T_in, H, W); or ``.npz`` with ``frames`` in either shape plus optional ``timestamps`` ((T, 2) or
-(N, T_in, 2), [weekday, slot]) and ``channel`` ((N,), for per-channel scalers). ``predict_dataset`` names the
-training dataset whose scaler and task id apply (default: the checkpoint's first dataset). Output in the run
-dir: ``forecast.npz`` (``forecast`` (N, T_out, H, W) real scale, ``history`` the inputs) and ``forecast.png``.
+(N, T_in, 2), [weekday, slot]) and ``channel`` ((N,) integers, each one of the dataset's channels, for
+per-channel scalers). A file that cannot be read or holds the wrong shapes, dtypes or values stops the run with a
+``DataError`` naming it. ``predict_dataset`` names the training dataset whose scaler and task id apply (default:
+the checkpoint's first dataset). Output in the run dir: ``forecast.npz`` (``forecast`` (N, T_out, H, W) real
+scale, ``history`` the inputs) and ``forecast.png``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.lib.npyio import NpzFile
 from omegaconf import DictConfig
 from torch import nn
 
 from vlm4st.config import ConfigError
+from vlm4st.data.errors import DataFormatError, DataValueError
+from vlm4st.data.npyfile import load, member, real_values
 from vlm4st.data.resize import resize_maps
 from vlm4st.data.scaler import MinMaxScaler
 from vlm4st.data.timestamps import as_integers, check_window_steps, following
@@ -31,40 +36,69 @@ log = logging.getLogger(__name__)
 
 
 def _read_input(
-    path: Path, t_in: int, steps_per_day: int
+    path: Path, t_in: int, steps_per_day: int, n_channels: int
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Windows (N, T_in, H, W), timestamps (N, T_in, 2) or None (range- and step-checked), channel (N,) or None."""
+    """Windows (N, T_in, H, W) float32, timestamps (N, T_in, 2) int64 or None (range- and step-checked), channel
+    (N,) int64 in 0..n_channels-1 or None. A missing file or another suffix is a ``ConfigError`` (the setting is
+    wrong); anything wrong with what the file holds is a ``DataError`` naming it."""
     if not path.is_file():
         raise ConfigError(f"predict_input: file '{path}' does not exist")
-    stamps = channel = None
-    if path.suffix == ".npy":
-        frames = np.load(path, allow_pickle=False)
-    elif path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            if "frames" not in z:
-                raise ConfigError(f"predict_input '{path}': no 'frames' array (found {sorted(z.files)})")
-            frames = z["frames"]
-            stamps = z.get("timestamps")
-            channel = z.get("channel")
-    else:
+    if path.suffix not in (".npy", ".npz"):
         raise ConfigError(f"predict_input '{path}': expected a .npy or .npz file")
+    source = str(path)
+    frames, stamps, channel = _arrays(path, source)
+    frames = real_values(frames, source, "frames")
     if frames.ndim == 3:  # (T, H, W): forecast after the last T_in frames
         if len(frames) < t_in:
-            raise ConfigError(f"predict_input '{path}': {len(frames)} frames, the model needs at least T_in={t_in}")
+            raise DataValueError(source, f"{len(frames)} frames; the model needs at least T_in={t_in}")
+        if stamps is not None and stamps.shape != (len(frames), 2):
+            raise DataFormatError(source, f"timestamps of shape {stamps.shape}; expected {(len(frames), 2)}, "
+                                          "one [weekday, slot] per frame")
         frames = frames[None, -t_in:]
         stamps = None if stamps is None else stamps[None, -t_in:]
     if frames.ndim != 4 or frames.shape[1] != t_in:
-        raise ConfigError(f"predict_input '{path}': frames of shape {frames.shape}; expected (T, H, W) or "
-                          f"(N, T_in={t_in}, H, W)")
+        raise DataFormatError(source, f"frames of shape {frames.shape}; expected (T, H, W) or (N, T_in={t_in}, H, W)")
+    if 0 in frames.shape:
+        raise DataValueError(source, f"frames of shape {frames.shape} hold no values")
     if not np.isfinite(frames).all():
-        raise ConfigError(f"predict_input '{path}': frames contain NaN or Inf")
-    if stamps is not None and stamps.shape != (*frames.shape[:2], 2):
-        raise ConfigError(f"predict_input '{path}': timestamps of shape {stamps.shape}; expected "
-                          f"{(*frames.shape[:2], 2)}")
+        raise DataValueError(source, "frames contain NaN or Inf")
     if stamps is not None:
-        stamps = as_integers(stamps, str(path), "timestamps")
-        check_window_steps(stamps, steps_per_day, str(path), "timestamps")
+        if stamps.shape != (*frames.shape[:2], 2):
+            raise DataFormatError(source, f"timestamps of shape {stamps.shape}; expected {(*frames.shape[:2], 2)}")
+        stamps = as_integers(stamps, source, "timestamps")
+        check_window_steps(stamps, steps_per_day, source, "timestamps")
+    if channel is not None:
+        channel = _channels(channel, len(frames), n_channels, source)
     return frames.astype(np.float32), stamps, channel
+
+
+def _arrays(path: Path, source: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``frames``, ``timestamps`` and ``channel`` as stored (an ``.npy`` holds the frames alone)."""
+    z = load(path, source)
+    if path.suffix == ".npy":
+        if not isinstance(z, np.ndarray):
+            z.close()
+            raise DataFormatError(source, "expected one .npy array of frames, found an .npz archive")
+        return z, None, None
+    if not isinstance(z, NpzFile):
+        raise DataFormatError(source, "expected an .npz archive holding 'frames', found one .npy array")
+    with z:
+        if "frames" not in z.files:
+            raise DataFormatError(source, f"no 'frames' array (found {sorted(z.files)})")
+        stamps, channel = (member(z, key, source) if key in z.files else None for key in ("timestamps", "channel"))
+        return member(z, "frames", source), stamps, channel
+
+
+def _channels(channel: np.ndarray, n: int, n_channels: int, source: str) -> np.ndarray:
+    """The per-window channel (N,) int64, each in 0..n_channels-1 (the channels the checkpoint's dataset has)."""
+    channel = as_integers(channel, source, "channel")
+    if channel.shape != (n,):
+        raise DataFormatError(source, f"channel of shape {channel.shape}; expected ({n},), one per window")
+    outside = (channel < 0) | (channel >= n_channels)
+    if outside.any():
+        raise DataValueError(source, f"channel {int(channel[outside][0])} is out of range; the dataset has "
+                                     f"{n_channels} channel(s), 0..{n_channels - 1}")
+    return channel
 
 
 def run_predict(cfg: DictConfig, payload: dict[str, Any], model: nn.Module, rt: Runtime) -> Path:
@@ -81,9 +115,11 @@ def run_predict(cfg: DictConfig, payload: dict[str, Any], model: nn.Module, rt: 
         raise ConfigError(f"predict_dataset={name!r}; the checkpoint knows {sorted(datasets)}")
     info = datasets[name]
     scaler = MinMaxScaler.from_state_dict(info["scaler"])
-    frames, stamps, channel = _read_input(Path(str(cfg.predict_input)), int(data["t_in"]), int(info["steps_per_day"]))
+    frames, stamps, channel = _read_input(
+        Path(str(cfg.predict_input)), int(data["t_in"]), int(info["steps_per_day"]), int(info["channels"])
+    )
     n = len(frames)
-    channel_t = torch.from_numpy(channel.astype(np.int64)) if channel is not None else torch.zeros(n, dtype=torch.int64)
+    channel_t = torch.from_numpy(channel) if channel is not None else torch.zeros(n, dtype=torch.int64)
     x = scaler.transform(torch.from_numpy(frames), channel_t if scaler.per_channel else None)  # (N, T_in, H, W)
     native_hw = tuple(frames.shape[-2:])
     x = resize_maps(x.float(), tuple(info["model_hw"]))  # (N, T_in, h, w)
