@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 
 import pytest
 from omegaconf import OmegaConf
@@ -88,3 +89,18 @@ def test_shared_data_path_has_one_spelling_from_every_checkout() -> None:
     assert ".." not in path.split(os.sep)
     assert path == os.path.normpath(REPO_ROOT / ".." / "shared" / "data" / "nyc_bike_stdn_10x20_30min.series.npz")
     assert OmegaConf.create({"p": "${normpath:/a/b/../c}"}).p == "/a/c"
+
+
+@pytest.mark.parametrize(("overrides", "node", "key"), [
+    (["+model.vlm.weights_only=false"], "model", "model.vlm.weights_only"),
+    (["lora_type=mtl", "+lora_type.task_dim=8"], "model", "model.vlm.adapter.task_dim"),
+    (["+trainer.optimizer.momentum=0.9"], "trainer.optimizer", "trainer.optimizer.momentum"),
+    (["+dataset.sources.city_a.colour=red"], "dataset.sources.city_a", "dataset.sources.city_a.colour"),
+])
+def test_an_argument_the_class_does_not_take_names_its_key(overrides: list[str], node: str, key: str) -> None:
+    """A key added with ``+`` that the class has no parameter for is a ConfigError before anything is built
+    (keys handed up through ``**kwargs`` count: ``lora_type.num_experts`` reaches the routed base class)."""
+    cfg = compose(overrides)
+    with pytest.raises(ConfigError, match=rf"config key '{re.escape(key)}': .* takes no argument") as err:
+        instantiate(OmegaConf.select(cfg, node), path=node)
+    assert "\n" not in str(err.value)

@@ -7,6 +7,7 @@ other code.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import warnings
@@ -20,7 +21,7 @@ from vlm4st import REPO_ROOT
 from vlm4st.config_guard import install_hydra_guard
 from vlm4st.data.errors import DataError
 from vlm4st.errors import CheckpointError, ConfigError
-from vlm4st.registry import check_targets
+from vlm4st.registry import check_targets, plain
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,51 @@ def instantiate(cfg: Any, *args: Any, path: str = "", **kwargs: Any) -> Any:
         raise ConfigError(f"config key '{path or '<root>'}' is null; expected a node with a _target_")
     check_targets(cfg, path)
     check_targets(kwargs, path)
+    check_arguments(cfg, path)
     try:
         return hydra.utils.instantiate(cfg, *args, **kwargs)
     except InstantiationException as err:
         raise _user_error_behind(err) from None
+
+
+def check_arguments(cfg: Any, path: str = "") -> None:
+    """Raise ``ConfigError`` naming the key when a node gives its (registered) class an argument it does not take,
+    such as a key typed with ``+`` that the class has no parameter for; Hydra would raise a ``TypeError``."""
+    node = plain(cfg)
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            check_arguments(item, f"{path}[{i}]")
+        return
+    if not isinstance(node, dict):
+        return
+    target = node.get("_target_")
+    names = _arguments(hydra.utils.get_class(target)) if isinstance(target, str) else None
+    for key in node if names is not None else ():
+        if isinstance(key, str) and not key.startswith("_") and key not in names:
+            raise ConfigError(f"config key '{_join(path, key)}': {target} takes no argument '{key}'; expected one "
+                              f"of {sorted(names)}")
+    for key, value in node.items():
+        if key != "_target_":
+            check_arguments(value, _join(path, str(key)))
+
+
+def _arguments(cls: type) -> set[str] | None:
+    """The keyword arguments ``cls(...)`` takes, following ``**kwargs`` handed up the class hierarchy; None when
+    it takes any."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = list(inspect.signature(init).parameters.values())[1:]  # without self
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if all(p.kind is not p.VAR_KEYWORD for p in params):
+            return names
+    return None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 def _user_error_behind(err: InstantiationException) -> BaseException:

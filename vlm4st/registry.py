@@ -23,11 +23,12 @@ from typing import Any, TypeVar
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from vlm4st.errors import ConfigError
 
 __all__ = ["HYDRA_PLUGIN_TARGETS", "PROJECT_TARGETS", "TORCH_TARGETS", "check_targets", "is_registered",
-           "iter_targets", "register_target", "registered_targets"]
+           "iter_targets", "plain", "register_target", "registered_targets"]
 
 #: The project's classes, spelled as ``conf/`` spells them.
 PROJECT_TARGETS: frozenset[str] = frozenset({
@@ -125,11 +126,22 @@ def registered_targets() -> frozenset[str]:
     return _BUILTIN | frozenset(_user_targets)
 
 
+def plain(cfg: Any) -> Any:
+    """``cfg`` as plain containers, resolved where it resolves (a node reached through an interpolation such as
+    ``adapter: ${lora_type}`` is then looked into); as written when some value cannot be resolved here (e.g.
+    ``${hydra:...}`` outside a run), where every node still stands literally somewhere in the tree."""
+    if not isinstance(cfg, DictConfig | ListConfig):
+        return cfg
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException:
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
 def iter_targets(cfg: Any, path: str = "") -> Iterator[tuple[str, Any]]:
-    """Yield ``(key path, target)`` for every ``_target_`` in a config tree (a ``DictConfig`` or plain containers),
-    as written: an interpolation is not resolved, and is refused by ``check_targets`` like any unregistered name."""
-    if isinstance(cfg, DictConfig | ListConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=False)
+    """Yield ``(key path, target)`` for every ``_target_`` in a config tree (a ``DictConfig`` or plain containers);
+    a target left unresolved (``${...}``) is refused by ``check_targets`` like any unregistered name."""
+    cfg = plain(cfg)
     if isinstance(cfg, dict):
         for key, value in cfg.items():
             sub = f"{path}.{key}" if path else str(key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
 
-from vlm4st.backbones import albef
+from vlm4st.backbones import albef, convert
 from vlm4st.backbones.albef import load_albef_checkpoint
 from vlm4st.config import ConfigError
 from vlm4st.errors import CheckpointError
@@ -223,3 +224,36 @@ def test_albef_file_with_nothing_to_fill_is_a_config_error(tmp_path: Path, albef
     with pytest.raises(ConfigError, match=r"model\.vlm\.pretrained_path is set, but no encoder takes ALBEF"):
         VLMModule(None, TEXT, freeze="auto", pretrained_path=save(tmp_path, albef_sd),
                   text_pretrained_path=str(folder))
+
+
+def test_a_pickled_file_is_refused_by_every_config_and_converted_only_by_its_owner(tmp_path: Path, albef_sd: dict,
+                                                                                    capsys) -> None:
+    """No config can turn full unpickling on (``weights_only`` is no argument of the model); the refusal tells the
+    owner of a trusted file the one command that makes a tensors-only copy, which then loads as the original."""
+    pickled = tmp_path / "ALBEF.pth"
+    torch.save({"model": albef_sd, "args": argparse.Namespace(lr=1e-4)}, pickled)  # ALBEF-style extra objects
+    with pytest.raises(CheckpointError, match=r"weights-only unpickler refused.*vlm4st\.backbones\.convert "
+                                              r"--trust-pickle") as err:
+        VLMModule(VISION, TEXT, freeze="auto", pretrained_path=str(pickled))
+    assert str(pickled) in str(err.value)
+    with pytest.raises(TypeError, match="weights_only"):
+        VLMModule(VISION, TEXT, freeze="auto", pretrained_path=str(pickled), weights_only=False)  # type: ignore[call-arg]
+
+    with pytest.raises(SystemExit) as refused:  # the trust must be said
+        convert.main([str(pickled), str(tmp_path / "copy.pth")])
+    assert refused.value.code == 2
+    convert.main(["--trust-pickle", str(pickled), str(tmp_path / "copy.pth")])
+    vlm = VLMModule(VISION, TEXT, freeze="auto", pretrained_path=str(tmp_path / "copy.pth"))
+    assert vlm.encoder_weights["vision"].pretrained and vlm.encoder_weights["text"].pretrained
+    reference = VLMModule(VISION, TEXT, freeze="auto", pretrained_path=save(tmp_path, albef_sd))
+    assert all(torch.equal(a, b) for a, b in zip(vlm.state_dict().values(), reference.state_dict().values()))
+
+
+def test_convert_reports_a_damaged_file_in_one_line(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "ALBEF.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as stop:
+        convert.main(["--trust-pickle", str(bad), str(tmp_path / "copy.pth")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and str(bad) in err and "\n" not in err

@@ -25,6 +25,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from timm.layers import resample_abs_pos_embed
@@ -103,20 +104,31 @@ def _load_failure(err: Exception) -> str:
     return f"the weights-only unpickler refused it ({reason})"
 
 
-def read_state_dict(path: str | Path, weights_only: bool = True, key: str = PATH_KEY) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file on CPU; unwrap ``{'model': sd}``; keys must be strings and values tensors.
+def read_state_dict(path: str | Path, key: str = PATH_KEY) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file on CPU with ``weights_only=True``; unwrap ``{'model': sd}``; keys must be strings and
+    values tensors.
 
-    Every way the file can fail (missing, a folder, unreadable, not a torch file, truncated, no state dict) is a
-    ``CheckpointError`` naming the file and ``key``.
+    No config can turn pickle loading on: a file that holds more than tensors and plain values is refused, and
+    ``python -m vlm4st.backbones.convert`` turns one its owner trusts into a tensors-only copy. Every way the file
+    can fail (missing, a folder, unreadable, not a torch file, truncated, no state dict) is a ``CheckpointError``
+    naming the file and ``key``.
     """
     p = weights_file(path, key)
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=weights_only)
+        obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file (pickle, zip, EOF, OS errors)
+        hint = ""
+        if "WeightsUnpickler error" in str(e):
+            hint = ("; if you trust the file, convert it once with python -m vlm4st.backbones.convert "
+                    f"--trust-pickle {p} <tensors-only copy>")
         raise CheckpointError(
-            f"'{p}': cannot read it as a torch checkpoint (config key {key}, weights_only={weights_only}): "
-            f"{_load_failure(e)}"
+            f"'{p}': cannot read it as a torch checkpoint (config key {key}): {_load_failure(e)}{hint}"
         ) from e
+    return state_dict_of(obj, p, key)
+
+
+def state_dict_of(obj: Any, p: Path, key: str) -> dict[str, torch.Tensor]:
+    """The state dict in a loaded file: ``obj`` itself or its ``'model'`` entry, string keys and tensors only."""
     sd = obj["model"] if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else obj
     expected = "expected a state dict of tensors or a dict with 'model'"
     if not isinstance(sd, dict):
@@ -247,7 +259,6 @@ def load_albef_checkpoint(
     path: str | Path,
     visual_encoder: VisionTransformer | None,
     text_encoder: AlbefTextEncoder | None,
-    weights_only: bool = True,
 ) -> LoadReport:
     """Load an ALBEF checkpoint into the encoders that exist and have keys in it; log and return a ``LoadReport``.
 
@@ -255,7 +266,7 @@ def load_albef_checkpoint(
     skipped with a warning (partial checkpoint). Raises ``CheckpointError`` when no built encoder loads anything.
     """
     source = f"{path} (config key {PATH_KEY})"  # errors name the file and the key that set it
-    vision_sd, text_sd, dropped = split_albef_state_dict(read_state_dict(path, weights_only), source)
+    vision_sd, text_sd, dropped = split_albef_state_dict(read_state_dict(path), source)
     report = LoadReport(path=str(path), dropped=dropped)
     if visual_encoder is not None and vision_sd:
         vision_sd, report.pos_embed = fit_vision_state_dict(vision_sd, visual_encoder, source)

