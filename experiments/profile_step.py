@@ -45,9 +45,9 @@ def profile(overrides: list[str], batch: int, grid: tuple[int, int], steps: int,
     """Milliseconds per step (``step``) and per forward of each child module, averaged over ``steps`` steps."""
     torch.manual_seed(0)
     cfg = compose(["experiment=nyc_study", *overrides])
-    model = build_model(cfg.model, 1).train()
-    H, W = grid
     t_in, t_out, per_day = cfg.dataset.t_in, cfg.dataset.t_out, cfg.dataset.steps_per_day
+    model = build_model(cfg.model, 1, t_in, t_out).train()
+    H, W = grid
     x = torch.rand(batch, t_in, H, W) * 2 - 1  # (B, T_in, H, W) in [-1, 1]
     stamps = torch.stack([torch.randint(0, 7, (batch, t_in)), torch.randint(0, per_day, (batch, t_in))], -1)
     future = torch.stack([torch.randint(0, 7, (batch, t_out)), torch.randint(0, per_day, (batch, t_out))], -1)

@@ -33,7 +33,7 @@ def test_training_validation_checkpoints_and_test_run_on_a_non_cpu_device(tmp_pa
     cfg = make_cfg(tmp_path, "trainer.epochs=1", "trainer.max_steps=3", "trainer.checkpoint_every_steps=2",
                    "trainer.log_every_steps=2", "trainer.schedule.warmup_epochs=0")
     dm = tasks.build_data(cfg)
-    model = tasks.build_model(cfg.model, len(dm.names))
+    model = tasks.build_model(cfg.model, len(dm.names), dm.t_in, dm.t_out)
     rt = Runtime(device=META, dtype=None, dist=DistInfo(), run_dir=tmp_path)
     trainer = Trainer(model, dm, cfg.trainer, rt, {"config": {}, "data": dm.state_dict()})
     assert all(p.is_meta for p in model.parameters())

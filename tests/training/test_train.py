@@ -126,3 +126,11 @@ def test_a_signal_during_the_last_validation_still_stops_the_run(tmp_path, run_e
 def test_resume_takes_auto_true_or_false_only(value, tmp_path, run_entry) -> None:
     with pytest.raises(ConfigError, match=r"resume=.*expected auto, true or false"):
         run_entry(make_cfg(tmp_path / "run", "trainer.epochs=1", "trainer.max_steps=1", f"resume={value}"))
+
+
+@pytest.mark.parametrize(("override", "key"), [("model.t_in=4", "model.t_in"), ("model.t_out=3", "model.t_out"),
+                                               ("model.out_channels=2", "model.out_channels")])
+def test_a_model_that_does_not_fit_the_data_windows_is_refused_before_training(override, key, tmp_path,
+                                                                               run_entry) -> None:
+    with pytest.raises(ConfigError, match=rf"{key}: .*expected {key}="):
+        run_entry(make_cfg(tmp_path / "run", "trainer.epochs=1", "trainer.max_steps=1", override))

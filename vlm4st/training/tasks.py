@@ -47,12 +47,14 @@ def build_data(cfg: DictConfig) -> DataModule:
     return build_datamodule(cfg.dataset, cfg.shot_ratio, seed=int(cfg.seed), cache_dir=str(cfg.paths.cache_dir))
 
 
-def build_model(model_cfg: DictConfig | dict[str, Any], num_datasets: int) -> Any:
-    """Instantiate the model tree (``model`` config node) through the guarded ``instantiate``.
+def build_model(model_cfg: DictConfig | dict[str, Any], num_datasets: int, t_in: int, t_out: int) -> Any:
+    """Instantiate the model tree (``model`` config node) through the guarded ``instantiate`` and check it
+    against the data it will see: ``num_datasets`` task ids and windows of ``t_in`` inputs and ``t_out`` steps.
 
     Every per-task table (cell embeddings, routed adapters) must hold a row for each of the ``num_datasets``
     task ids the data module hands out (0 .. n-1) plus the unknown task (id ``num_tasks``); checking it here,
-    once, keeps the range check out of the forward pass.
+    once, keeps the range check out of the forward pass. The data serves one channel per window, so the
+    forecast has one channel.
     """
     node = model_cfg if isinstance(model_cfg, DictConfig) else OmegaConf.create(model_cfg)
     model = instantiate(node, path="model")
@@ -63,6 +65,11 @@ def build_model(model_cfg: DictConfig | dict[str, Any], num_datasets: int) -> An
                 f"model: {name or type(module).__name__} has num_tasks={tasks} but the data has {num_datasets} "
                 f"dataset(s) (dataset.sources); expected num_tasks >= {num_datasets}"
             )
+    for key, built, data in (("t_in", model.t_in, t_in), ("t_out", model.t_out, t_out), ("out_channels",
+                             model.out_channels, 1)):
+        if built != data:
+            raise ConfigError(f"model.{key}: {built}, but the data's windows need {data} (dataset.t_in / t_out; "
+                              f"one channel per window); expected model.{key}={data}")
     return model
 
 
@@ -170,7 +177,7 @@ def _train(cfg: DictConfig, rt: Runtime) -> float:
     started = time.perf_counter()
     dm = build_data(cfg)
     log.info("data:\n%s", dm.summary())
-    model = build_model(cfg.model, len(dm.names))
+    model = build_model(cfg.model, len(dm.names), dm.t_in, dm.t_out)
     params = model.get_trainable_parameters()
     log.info("model: %s parameters, %s trainable (%s in adapters)", f"{params['total']:,}",
              f"{params['trainable']:,}", f"{params['adapter']['trainable']:,}")
@@ -233,7 +240,7 @@ def test(cfg: DictConfig) -> float:
     with run_context(run_cfg) as rt:
         dm = build_data(run_cfg)
         dm.verify_state_dict(payload["data"], str(cfg.checkpoint))
-        model = build_model(trained.model, len(dm.names)).to(rt.device)
+        model = build_model(trained.model, len(dm.names), dm.t_in, dm.t_out).to(rt.device)
         load_model_state(model, payload["model"], str(cfg.checkpoint))
         loss = instantiate(run_cfg.trainer.loss, path="trainer.loss")
         unseen = plan_stages(run_cfg, dm, rt.run_dir / "checkpoints").unseen
@@ -254,5 +261,6 @@ def predict(cfg: DictConfig) -> None:
     payload, trained = _checkpoint_config(cfg)
     run_cfg = _as_trained(cfg, trained)
     with run_context(run_cfg) as rt:
-        model = build_model(trained.model, len(payload["data"]["datasets"])).to(rt.device)
+        data = payload["data"]
+        model = build_model(trained.model, len(data["datasets"]), data["t_in"], data["t_out"]).to(rt.device)
         run_predict(run_cfg, payload, model, rt)
