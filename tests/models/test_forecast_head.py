@@ -151,6 +151,6 @@ def test_per_task_tables_must_cover_every_dataset(override: str) -> None:
     from vlm4st.training.tasks import build_model as build_for_data
 
     cfg = compose(["model=tiny", "lora_type=moe", f"dataset.t_in={T_IN}", f"dataset.t_out={T_OUT}", override])
-    build_for_data(cfg.model, 1)  # one dataset: ids 0 and 1 (unknown) fit
+    build_for_data(cfg.model, 1, T_IN, T_OUT)  # one dataset: ids 0 and 1 (unknown) fit
     with pytest.raises(ConfigError, match=r"num_tasks=1 but the data has 2 dataset\(s\)"):
-        build_for_data(cfg.model, 2)
+        build_for_data(cfg.model, 2, T_IN, T_OUT)
