@@ -20,8 +20,9 @@ from vlm4st.training.checkpoint_layout import ANY, CHECKPOINT, PLAIN, DictOf, Li
 
 pytestmark = pytest.mark.timeout(300)
 
-#: The layout cases take milliseconds each: more of them than the profile's default, still bounded.
-MANY = settings(max_examples=150)
+#: The layout cases take milliseconds each: more of them than the "ci" profile's default (still bounded), and at
+#: least as many as a longer profile asks for.
+MANY = settings(max_examples=max(150, settings().max_examples))
 
 Path_ = tuple[Any, ...]
 
