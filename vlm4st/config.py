@@ -21,7 +21,7 @@ from vlm4st import REPO_ROOT
 from vlm4st.config_guard import install_hydra_guard
 from vlm4st.data.errors import DataError
 from vlm4st.errors import CheckpointError, ConfigError
-from vlm4st.registry import check_targets, plain
+from vlm4st.registry import check_targets, join_key, plain
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +82,11 @@ def check_arguments(cfg: Any, path: str = "") -> None:
     names = _arguments(hydra.utils.get_class(target)) if isinstance(target, str) else None
     for key in node if names is not None else ():
         if isinstance(key, str) and not key.startswith("_") and key not in names:
-            raise ConfigError(f"config key '{_join(path, key)}': {target} takes no argument '{key}'; expected one "
+            raise ConfigError(f"config key '{join_key(path, key)}': {target} takes no argument '{key}'; expected one "
                               f"of {sorted(names)}")
     for key, value in node.items():
         if key != "_target_":
-            check_arguments(value, _join(path, str(key)))
+            check_arguments(value, join_key(path, key))
 
 
 def _arguments(cls: type) -> set[str] | None:
@@ -102,10 +102,6 @@ def _arguments(cls: type) -> set[str] | None:
         if all(p.kind is not p.VAR_KEYWORD for p in params):
             return names
     return None
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
 
 
 def _user_error_behind(err: InstantiationException) -> BaseException:

@@ -28,7 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 from vlm4st.errors import ConfigError
 
 __all__ = ["HYDRA_PLUGIN_TARGETS", "PROJECT_TARGETS", "TORCH_TARGETS", "check_targets", "is_registered",
-           "iter_targets", "plain", "register_target", "registered_targets"]
+           "iter_targets", "join_key", "plain", "register_target", "registered_targets"]
 
 #: The project's classes, spelled as ``conf/`` spells them.
 PROJECT_TARGETS: frozenset[str] = frozenset({
@@ -126,6 +126,11 @@ def registered_targets() -> frozenset[str]:
     return _BUILTIN | frozenset(_user_targets)
 
 
+def join_key(path: str, key: object) -> str:
+    """The dotted config key of ``key`` under ``path`` (``path`` empty: the root)."""
+    return f"{path}.{key}" if path else str(key)
+
+
 def plain(cfg: Any) -> Any:
     """``cfg`` as plain containers, resolved where it resolves (a node reached through an interpolation such as
     ``adapter: ${lora_type}`` is then looked into); as written when some value cannot be resolved here (e.g.
@@ -144,7 +149,7 @@ def iter_targets(cfg: Any, path: str = "") -> Iterator[tuple[str, Any]]:
     cfg = plain(cfg)
     if isinstance(cfg, dict):
         for key, value in cfg.items():
-            sub = f"{path}.{key}" if path else str(key)
+            sub = join_key(path, key)
             yield from ([(sub, value)] if key == "_target_" else iter_targets(value, sub))
     elif isinstance(cfg, list | tuple):
         for i, value in enumerate(cfg):

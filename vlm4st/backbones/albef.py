@@ -94,14 +94,16 @@ def weights_file(path: str | Path, key: str) -> Path:
     return p
 
 
-def _load_failure(err: Exception) -> str:
-    """Why ``torch.load`` failed, on one line; torch's advice around a weights-only refusal is cut to the reason."""
+def _load_failure(err: Exception, p: Path) -> str:
+    """Why ``torch.load`` failed, on one line; torch's advice around a weights-only refusal is cut to the reason
+    and followed by the command that makes a tensors-only copy of a file its owner trusts."""
     text = one_line(err)
     marker = "WeightsUnpickler error: "
     if marker not in text:
         return text
     reason = re.split(r"\. | Check the documentation", text.split(marker, 1)[1], maxsplit=1)[0].rstrip(".")
-    return f"the weights-only unpickler refused it ({reason})"
+    return (f"the weights-only unpickler refused it ({reason}); if you trust the file, convert it once with "
+            f"python -m vlm4st.backbones.convert --trust-pickle {p} <tensors-only copy>")
 
 
 def read_state_dict(path: str | Path, key: str = PATH_KEY) -> dict[str, torch.Tensor]:
@@ -117,12 +119,8 @@ def read_state_dict(path: str | Path, key: str = PATH_KEY) -> dict[str, torch.Te
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file (pickle, zip, EOF, OS errors)
-        hint = ""
-        if "WeightsUnpickler error" in str(e):
-            hint = ("; if you trust the file, convert it once with python -m vlm4st.backbones.convert "
-                    f"--trust-pickle {p} <tensors-only copy>")
         raise CheckpointError(
-            f"'{p}': cannot read it as a torch checkpoint (config key {key}): {_load_failure(e)}{hint}"
+            f"'{p}': cannot read it as a torch checkpoint (config key {key}): {_load_failure(e, p)}"
         ) from e
     return state_dict_of(obj, p, key)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from vlm4st.backbones.albef import PATH_KEY, state_dict_of, weights_file
+from vlm4st.checks import one_line
 from vlm4st.errors import CheckpointError, exit_on_user_error
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def convert(source: str | Path, target: str | Path) -> int:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # the file is the only input: whatever the unpickler trips on is damage in it
-        raise CheckpointError(f"'{path}': cannot read it as a torch checkpoint: {err}") from err
+        raise CheckpointError(f"'{path}': cannot read it as a torch checkpoint: {one_line(err)}") from err
     sd = {k: v.detach().clone().contiguous() for k, v in state_dict_of(obj, path, PATH_KEY).items()}
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": sd}, target)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 import vlm4st
+from vlm4st.checks import one_line
 from vlm4st.errors import CheckpointError, ConfigError
 from vlm4st.registry import check_targets
 from vlm4st.training.checkpoint_layout import check_layout
@@ -71,7 +72,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # the file is the only input: whatever the unpickler trips on is damage in it
-        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        reason = f"{type(err).__name__}: {one_line(err)}"[:300]
         raise CheckpointError(f"checkpoint '{path}' is truncated or corrupted and cannot be read ({reason})") from err
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"checkpoint '{path}' is not a vlm4st checkpoint (no 'format_version' key)")

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from vlm4st.checks import one_line
 from vlm4st.config import ConfigError, instantiate
 from vlm4st.data.module import DataModule
 from vlm4st.errors import CheckpointError
@@ -373,7 +374,7 @@ class Trainer:
             ckpt.set_rng_state(payload["rng"])
         except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as err:
             raise CheckpointError(f"checkpoint '{path}': its optimiser, schedule or random state does not fit this "
-                                  f"run: {' '.join(str(err).split())}") from None
+                                  f"run: {one_line(err)}") from None
         state = TrainState.from_dict(dict(payload["trainer_state"]), str(path))
         log.info("resumed stage '%s' from %s at epoch %d, step %d", run.stage.name, path, state.epoch, state.step)
         return state

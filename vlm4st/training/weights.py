@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlm4st.checks import one_line
 from vlm4st.errors import CheckpointError
 from vlm4st.training import host
 
@@ -44,7 +45,7 @@ def load_model_state(model: nn.Module, state: dict[str, Any], source: str) -> No
         result = model.load_state_dict(weights, strict=False)
     except RuntimeError as err:  # a stored tensor of another shape than the model built from the config
         raise CheckpointError(f"checkpoint '{source}' does not fit the model built from its config: "
-                              f"{' '.join(str(err).split())}") from None
+                              f"{one_line(err)}") from None
     unexpected = list(result.unexpected_keys)
     missing = list(result.missing_keys)
     if state.get("trainable_only"):
