@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch.utils import flop_counter
 
+from vlm4st.data.timestamps import random_codes
 from vlm4st.models.loss import ForecastLoss
 
 log = logging.getLogger("bench")
@@ -123,9 +124,9 @@ def build_model(args: argparse.Namespace, preset: str) -> torch.nn.Module:
 def make_batch(args: argparse.Namespace, B: int) -> tuple[torch.Tensor, ...]:
     H, W = args.grid
     x = torch.rand(B, args.t_in, H, W) * 2 - 1
-    ts = torch.stack([torch.randint(0, 7, (B, args.t_in)), torch.randint(0, 48, (B, args.t_in))], dim=-1)
+    ts = torch.from_numpy(random_codes(B, args.t_in, seed=1))  # (B, T_in, 3)
     y = torch.rand(B, args.t_out, H, W) * 2 - 1
-    target_ts = torch.stack([torch.randint(0, 7, (B, args.t_out)), torch.randint(0, 48, (B, args.t_out))], dim=-1)
+    target_ts = torch.from_numpy(random_codes(B, args.t_out, seed=2))  # (B, T_out, 3)
     batch = (x, ts, torch.zeros(B, dtype=torch.long), target_ts, y)
     return tuple(t.to(args.device) for t in batch)
 

@@ -21,6 +21,7 @@ from collections import defaultdict
 import torch
 
 from vlm4st.config import compose
+from vlm4st.data.timestamps import random_codes
 from vlm4st.training.tasks import build_model
 
 log = logging.getLogger("profile_step")
@@ -45,12 +46,12 @@ def profile(overrides: list[str], batch: int, grid: tuple[int, int], steps: int,
     """Milliseconds per step (``step``) and per forward of each child module, averaged over ``steps`` steps."""
     torch.manual_seed(0)
     cfg = compose(["experiment=nyc_study", *overrides])
-    t_in, t_out, per_day = cfg.dataset.t_in, cfg.dataset.t_out, cfg.dataset.steps_per_day
+    t_in, t_out = cfg.dataset.t_in, cfg.dataset.t_out
     model = build_model(cfg.model, 1, t_in, t_out).train()
     H, W = grid
     x = torch.rand(batch, t_in, H, W) * 2 - 1  # (B, T_in, H, W) in [-1, 1]
-    stamps = torch.stack([torch.randint(0, 7, (batch, t_in)), torch.randint(0, per_day, (batch, t_in))], -1)
-    future = torch.stack([torch.randint(0, 7, (batch, t_out)), torch.randint(0, per_day, (batch, t_out))], -1)
+    stamps = torch.from_numpy(random_codes(batch, t_in, seed=1))  # (B, T_in, 3)
+    future = torch.from_numpy(random_codes(batch, t_out, seed=2))  # (B, T_out, 3)
     task = torch.zeros(batch, dtype=torch.long)  # (B,) task 0
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=fused)
     net = torch.compile(model) if compile_model else model

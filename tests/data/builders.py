@@ -91,12 +91,21 @@ def source_cfg(target: str, **kwargs: Any) -> dict[str, Any]:
     return {"_target_": f"vlm4st.data.{target}", **kwargs}
 
 
+def series_source(path: Path, **kwargs: Any) -> dict[str, Any]:
+    """A ``SeriesReader`` node for a test file of 30-minute frames (the test files store no interval)."""
+    return source_cfg("SeriesReader", path=str(path), **{"interval_minutes": 30, **kwargs})
+
+
+def shots(ratio: float) -> dict[str, Any]:
+    """A ``shot_ratio`` node: ratio 1 trains every dataset, 0 is zero-shot, anything between few-shot."""
+    return {"ratio": ratio, "protocol": "full" if ratio == 1.0 else "zero" if ratio == 0.0 else "few"}
+
+
 def dataset_cfg(sources: dict[str, dict], **kwargs: Any) -> dict[str, Any]:
     cfg = {
         "name": "test",
         "t_in": 3,
         "t_out": 2,
-        "steps_per_day": 48,
         "resize_to": None,
         "scaler": {"fit_on": "train", "per_channel": False},
         "target": None,

@@ -12,7 +12,7 @@ from vlm4st.data import build_datamodule
 from vlm4st.evaluation.baselines import evaluate_baselines
 from vlm4st.evaluation.metrics import ForecastMetrics
 
-from .builders import dataset_cfg, source_cfg, synthetic_sources
+from .builders import dataset_cfg, series_source, shots, source_cfg, synthetic_sources
 
 
 def test_streaming_metrics_are_over_all_points_not_batch_means() -> None:
@@ -47,7 +47,7 @@ def test_pack_unpack_sums_like_an_all_reduce() -> None:
 
 
 def test_update_maps_predictions_to_real_scale_on_the_native_grid() -> None:
-    dm = build_datamodule(dataset_cfg(synthetic_sources(1), resize_to=12), {"ratio": 1.0}, 0)
+    dm = build_datamodule(dataset_cfg(synthetic_sources(1), resize_to=12), shots(1.0), 0)
     m = ForecastMetrics(2)
     for batch in dm.eval_batches("c0", "test", 50):
         m.update(batch["y"][..., None], batch, dm.to_real)  # perfect model on the resized grid, (B,T,H,W,1)
@@ -85,8 +85,8 @@ def _check(res: dict, name: str, horizon: int, n_windows: int) -> None:
 @pytest.mark.parametrize(("city", "horizon"), list(EXPECTED))
 def test_baselines_reproduce_results_on_the_series(shared_data, city, horizon) -> None:
     path = shared_data / f"nyc_{city}_stdn_10x20_30min.series.npz"
-    cfg = dataset_cfg({city: source_cfg("SeriesReader", path=str(path))}, t_in=horizon, t_out=horizon)
-    res = evaluate_baselines(build_datamodule(cfg, {"ratio": 1.0}, 0))
+    cfg = dataset_cfg({city: series_source(path)}, t_in=horizon, t_out=horizon)
+    res = evaluate_baselines(build_datamodule(cfg, shots(1.0), 0))
     _check(res, city, horizon, 2 * (574 if horizon == 6 else 572))
 
 
@@ -94,12 +94,12 @@ def test_baselines_reproduce_results_on_the_series(shared_data, city, horizon) -
 def test_baselines_reproduce_results_on_stored_windows(shared_data, city) -> None:
     path = shared_data / f"nyc_{city}_stdn_10x20_30min.unist.npz"
     cfg = dataset_cfg({city: source_cfg("WindowNpzReader", path=str(path))}, t_in=6, t_out=6)
-    res = evaluate_baselines(build_datamodule(cfg, {"ratio": 1.0}, 0))
+    res = evaluate_baselines(build_datamodule(cfg, shots(1.0), 0))
     _check(res, city, 6, 2 * 574)
 
 
 def test_zero_shot_target_skips_time_of_day_mean() -> None:
-    dm = build_datamodule(dataset_cfg(synthetic_sources(), target="c1"), {"ratio": 0.0}, 0)
+    dm = build_datamodule(dataset_cfg(synthetic_sources(), target="c1"), shots(0.0), 0)
     res = evaluate_baselines(dm)
     assert "c1" in res["skipped"]["time_of_day_mean"] and res["time_of_day_mean"] == {}
     assert set(res["last_value"]) == {"c1"}

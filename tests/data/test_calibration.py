@@ -10,14 +10,23 @@ from vlm4st.config import ConfigError
 from vlm4st.data import DataValueError, build_datamodule, generate_city
 from vlm4st.data.windows import split_counts
 
-from .builders import dataset_cfg, series, source_cfg, stamps_for, synthetic_sources, write_window_npz
+from .builders import (
+    dataset_cfg,
+    series,
+    series_source,
+    shots,
+    source_cfg,
+    stamps_for,
+    synthetic_sources,
+    write_window_npz,
+)
 
 T_IN, T_OUT, STEPS = 3, 2, 10
 
 
 def zero_shot(**kwargs):
     cfg = dataset_cfg(synthetic_sources(), target="c1", **{"zero_shot_calibration_steps": STEPS, **kwargs})
-    return build_datamodule(cfg, {"ratio": 0.0}, 0)
+    return build_datamodule(cfg, shots(0.0), 0)
 
 
 def test_no_scored_target_frame_enters_the_fit_set() -> None:
@@ -43,7 +52,7 @@ def test_no_scored_target_frame_enters_the_fit_set() -> None:
 
 
 def test_test_windows_drop_by_the_prefix_less_one_input_window() -> None:
-    full = build_datamodule(dataset_cfg(synthetic_sources()), {"ratio": 1.0}, 0).by_name["c1"]
+    full = build_datamodule(dataset_cfg(synthetic_sources()), shots(1.0), 0).by_name["c1"]
     calibrated = zero_shot().by_name["c1"]
     opt_in = zero_shot(zero_shot_scaler="train").by_name["c1"]
     n_test = len(full.windows["test"])
@@ -59,9 +68,9 @@ def test_two_channels_each_get_a_prefix(tmp_path) -> None:
     s = series(T=T, C=2)
     path = tmp_path / "two.npz"
     np.savez(path, data=s, timestamps=stamps_for(T))
-    sources = {"two": source_cfg("SeriesReader", path=str(path)), **synthetic_sources(1)}
+    sources = {"two": series_source(path), **synthetic_sources(1)}
     cfg = dataset_cfg(sources, target="two", zero_shot_calibration_steps=STEPS, scaler={"per_channel": True})
-    ds = build_datamodule(cfg, {"ratio": 0.0}, 0).by_name["two"]
+    ds = build_datamodule(cfg, shots(0.0), 0).by_name["two"]
     n = split_counts(T - T_IN - T_OUT + 1, 0.6, 0.2)
     first_test = n["train"] + n["val"]
     assert len(ds.windows["test"]) == 2 * (n["test"] - (STEPS - T_IN))
@@ -76,7 +85,7 @@ def test_calibration_steps_below_t_in_name_the_key() -> None:
     with pytest.raises(ConfigError, match=r"dataset\.zero_shot_calibration_steps is missing"):
         cfg = dataset_cfg(synthetic_sources())
         del cfg["zero_shot_calibration_steps"]
-        build_datamodule(cfg, {"ratio": 1.0}, 0)
+        build_datamodule(cfg, shots(1.0), 0)
 
 
 def test_a_prefix_longer_than_the_test_period_raises() -> None:
@@ -105,7 +114,7 @@ def _stored(tmp_path, stride: int):
 @pytest.mark.parametrize("stride", [1, 12])  # overlapping rows, or rows that follow each other back to back
 def test_stored_continuous_windows_calibrate_like_a_series(tmp_path, stride) -> None:
     cfg, s, first_test = _stored(tmp_path, stride)
-    ds = build_datamodule(cfg, {"ratio": 0.0}, 0).by_name["w"]
+    ds = build_datamodule(cfg, shots(0.0), 0).by_name["w"]
     dropped = (STEPS - 1 - T_IN) // stride + 1  # rows whose first target step lies inside the prefix
     assert len(ds.windows["test"]) == 15 - dropped
     assert ds.scaler.maximum == [float(s[first_test : first_test + STEPS].max())]
@@ -118,6 +127,6 @@ def test_stored_windows_that_overlap_by_more_than_one_step_cannot_be_calibrated(
     cfg, _, _ = _stored(tmp_path, 2)  # rows two steps apart: the same instant is stored in several rows
     match = r"stride2\.unist\.npz: zero-shot calibration needs .*frame 12 does not follow frame 11.*scaler=train"
     with pytest.raises(DataValueError, match=match):
-        build_datamodule(cfg, {"ratio": 0.0}, 0)
+        build_datamodule(cfg, shots(0.0), 0)
     cfg["zero_shot_scaler"] = "train"
-    assert len(build_datamodule(cfg, {"ratio": 0.0}, 0).by_name["w"].windows["test"]) == 15
+    assert len(build_datamodule(cfg, shots(0.0), 0).by_name["w"].windows["test"]) == 15

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from vlm4st import CONF_DIR
-from vlm4st.config import compose
+from vlm4st.config import ConfigError, compose
 from vlm4st.data import DataFileError, build_datamodule
 
 from .builders import stored_windows, write_unist_json
@@ -18,10 +18,27 @@ def build(overrides: list[str], tmp_path):
     return build_datamodule(cfg.dataset, cfg.shot_ratio, cfg.seed, str(tmp_path / "cache"))
 
 
-@pytest.mark.parametrize(("option", "ratio"), [("full", 1.0), ("zero", 0.0), ("few5", 0.05), ("few10", 0.10)])
-def test_shot_ratio_options(tmp_path, option, ratio) -> None:
+@pytest.mark.parametrize(("option", "ratio", "protocol"), [("full", 1.0, "full"), ("zero", 0.0, "zero"),
+                                                          ("few5", 0.05, "few"), ("few10", 0.10, "few"),
+                                                          ("few100", 1.0, "few")])
+def test_shot_ratio_options(tmp_path, option, ratio, protocol) -> None:
     cfg = compose([f"shot_ratio={option}", "dataset.target=city_b"], output_dir=str(tmp_path))
-    assert cfg.shot_ratio.name == option and cfg.shot_ratio.ratio == ratio
+    assert cfg.shot_ratio.name == option and cfg.shot_ratio.ratio == ratio and cfg.shot_ratio.protocol == protocol
+
+
+def test_the_whole_target_split_as_a_transfer_share(tmp_path) -> None:
+    """few100: a few-shot protocol whose share is every training window of the target (a source stage first)."""
+    full = build(["shot_ratio=full"], tmp_path)
+    whole = build(["shot_ratio=few100", "dataset.target=city_b"], tmp_path)
+    assert whole.mode == "few" and whole.train_names() == ["city_a", "city_b", "city_c"]
+    assert len(whole.by_name["city_b"].windows["train"]) == len(full.by_name["city_b"].windows["train"])
+    assert whole.eval_names("test") == ["city_b"]
+
+
+@pytest.mark.parametrize(("ratio", "protocol"), [(0.5, "full"), (0.0, "few"), (1.0, "zero"), (1.5, "few")])
+def test_a_ratio_that_does_not_fit_its_protocol_is_refused(tmp_path, ratio, protocol) -> None:
+    with pytest.raises(ConfigError, match=r"shot_ratio\.ratio="):
+        build([f"shot_ratio.ratio={ratio}", f"shot_ratio.protocol={protocol}", "dataset.target=city_b"], tmp_path)
 
 
 def test_default_dataset_needs_no_files(tmp_path) -> None:

@@ -89,7 +89,7 @@ def test_unist_json(
 ) -> None:
     path = tmp_path / "City_short.json"
     path.write_bytes(case.raw)
-    reader = UniSTJsonReader(str(path), case.fmt, load_period=load_period)
+    reader = UniSTJsonReader(str(path), case.fmt, interval_minutes=30, load_period=load_period)
     data = read_or_refuse(lambda: reader.read(window_len, splits), path)
     if data is None:
         return
@@ -235,7 +235,7 @@ def test_series(
     path = tmp_path / f"city{suffix}"
     path.write_bytes(raw)
     generate = {"start_weekday": START[0], "start_slot": START[1]} if suffix == ".npy" else None
-    reader = SeriesReader(str(path), generate_timestamps=generate)
+    reader = SeriesReader(str(path), interval_minutes=30, generate_timestamps=generate)
     data = read_or_refuse(lambda: reader.read(window_len, splits, allow_gaps=allow_gaps), path)
     if data is None:
         return

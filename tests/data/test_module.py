@@ -12,13 +12,13 @@ from vlm4st.config import ConfigError
 from vlm4st.data import DataMismatchError, DataValueError, build_datamodule
 from vlm4st.data.sampling import epoch_plan, few_shot_positions
 
-from .builders import dataset_cfg, series, source_cfg, stamps_for, synthetic_sources
+from .builders import dataset_cfg, series, series_source, shots, stamps_for, synthetic_sources
 
 KEYS = {"x", "y", "timestamps", "target_timestamps", "task_id", "channel", "index", "dataset"}
 
 
 def module(ratio: float = 1.0, seed: int = 0, **kwargs):
-    return build_datamodule(dataset_cfg(synthetic_sources(), **kwargs), {"name": "r", "ratio": ratio}, seed)
+    return build_datamodule(dataset_cfg(synthetic_sources(), **kwargs), {"name": "r", **shots(ratio)}, seed)
 
 
 def test_batch_contents_and_alignment() -> None:
@@ -29,15 +29,16 @@ def test_batch_contents_and_alignment() -> None:
     B, (h, w) = len(batch["x"]), ds.model_hw
     assert batch["x"].shape == (B, 3, h, w) and batch["y"].shape == (B, 2, h, w)
     assert batch["x"].dtype == torch.float32 and batch["timestamps"].dtype == torch.int64
-    assert batch["timestamps"].shape == (B, 3, 2) and batch["target_timestamps"].shape == (B, 2, 2)
+    assert batch["timestamps"].shape == (B, 3, 3) and batch["target_timestamps"].shape == (B, 2, 3)
     assert (batch["task_id"] == ds.task_id).all()
     starts = torch.from_numpy(ds.windows["train"].starts[batch["index"].numpy()])
     for i in range(B):  # y is exactly the frames after x; timestamps belong to the frames
         s = int(starts[i])
         assert torch.equal(batch["x"][i], ds.frames[s : s + 3]) and torch.equal(batch["y"][i], ds.frames[s + 3 : s + 5])
-        assert torch.equal(batch["target_timestamps"][i], ds.stamps[s + 3 : s + 5])
-    slots = torch.cat([batch["timestamps"], batch["target_timestamps"]], 1)[..., 1]
-    assert ((slots.diff(dim=1) % 48) == 1).all()  # consecutive 30-min steps
+        stamps = ds.stamps[s + 3 : s + 5]  # (2, 2) [weekday, slot] of the forecast steps
+        assert batch["target_timestamps"][i].tolist() == [[int(d), int(k) * 30, 30] for d, k in stamps]
+    minutes = torch.cat([batch["timestamps"], batch["target_timestamps"]], 1)[..., 1]
+    assert ((minutes.diff(dim=1) % 1440) == 30).all()  # consecutive 30-min steps
 
 
 def test_batches_are_homogeneous_and_interleaving_is_seeded() -> None:
@@ -117,9 +118,9 @@ def test_few_shot_head_interleaves_channels_in_time_order(tmp_path) -> None:
     path = tmp_path / "two.npz"
     np.savez(path, data=series(T=60, C=2), timestamps=stamps_for(60))
     cfg = dataset_cfg(
-        {"two": source_cfg("SeriesReader", path=str(path)), "c0": synthetic_sources(1)["c0"]}, target="two"
+        {"two": series_source(path), "c0": synthetic_sources(1)["c0"]}, target="two"
     )
-    dm = build_datamodule(cfg, {"ratio": 0.2}, 0)
+    dm = build_datamodule(cfg, shots(0.2), 0)
     w = dm.by_name["two"].windows["train"]
     n_per_channel = dm.by_name["two"].available["train"] // 2
     assert len(w) == int(2 * n_per_channel * 0.2)
@@ -198,7 +199,7 @@ def test_config_errors_name_the_key(kwargs, ratio, match) -> None:
 def test_summary_describe_and_state_dict() -> None:
     dm = module(ratio=0.1, target="c1")
     text = dm.summary()
-    for word in ("mode=few", "c0", "c1", "c2", "6x8", "5x5", "target", "steps/day"):
+    for word in ("mode=few", "c0", "c1", "c2", "6x8", "5x5", "target", "interval", "30 min"):
         assert word in text
     d = dm.describe()
     assert [x["task_id"] for x in d["datasets"]] == [0, 1, 2]
@@ -246,5 +247,5 @@ def test_bad_values_in_a_series_stop_the_build_naming_the_file(tmp_path, edit, m
     path = tmp_path / "bad.npz"
     np.savez(path, data=s, timestamps=ts)
     with pytest.raises(DataValueError, match=match) as info:
-        build_datamodule(dataset_cfg({"bad": source_cfg("SeriesReader", path=str(path))}), {"ratio": 1.0}, 0)
+        build_datamodule(dataset_cfg({"bad": series_source(path)}), shots(1.0), 0)
     assert str(path) in str(info.value)

@@ -46,10 +46,11 @@ def test_series_windows_follow_the_series(tmp_path, suffix, C) -> None:
     path = tmp_path / f"city{suffix}"
     if suffix == ".npy":
         np.save(path, s[:, 0] if C == 1 else s)  # (T, H, W) or (T, C, H, W)
-        reader = SeriesReader(str(path), generate_timestamps={"start_weekday": 2, "start_slot": 40})
+        start = {"start_weekday": 2, "start_slot": 40}
+        reader = SeriesReader(str(path), interval_minutes=30, generate_timestamps=start)
     else:
         np.savez(path, data=s, timestamps=stamps_for(T))
-        reader = SeriesReader(str(path))
+        reader = SeriesReader(str(path), interval_minutes=30)
     data = reader.read(L, SPLITS)
     counts = split_counts(T - L + 1, 0.6, 0.2)
     first = {"train": 0, "val": counts["train"], "test": counts["train"] + counts["val"]}
@@ -74,7 +75,7 @@ def test_series_test_only_read_drops_earlier_frames(tmp_path) -> None:
     s = series(T=T, C=2)
     path = tmp_path / "city.npz"
     np.savez(path, data=s, timestamps=stamps_for(T))
-    data = SeriesReader(str(path)).read(L, ["test"])
+    data = SeriesReader(str(path), interval_minutes=30).read(L, ["test"])
     counts = split_counts(T - L + 1, 0.6, 0.2)
     assert set(data.windows) == {"test"}
     assert len(data.frames) == 2 * (counts["test"] + L - 1)  # only the frames test windows touch
@@ -122,7 +123,7 @@ def test_series_bad_input(tmp_path, arrays, error, match) -> None:
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
     with pytest.raises(error, match=match) as info:
-        SeriesReader(str(path)).read(6, SPLITS)
+        SeriesReader(str(path), interval_minutes=30).read(6, SPLITS)
     assert str(path) in str(info.value)
 
 

@@ -9,7 +9,7 @@ import torch
 from vlm4st.data import DataValueError, MinMaxScaler, build_datamodule
 from vlm4st.data.windows import split_counts
 
-from .builders import dataset_cfg, series, source_cfg, stamps_for
+from .builders import dataset_cfg, series, series_source, shots, stamps_for
 
 
 def test_round_trip_pooled_and_per_channel() -> None:
@@ -56,8 +56,8 @@ def test_fit_on_train_versus_all(tmp_path, fit_on) -> None:
     s = series(T=60, C=2)  # ramp: later frames are larger
     path = tmp_path / "city.npz"
     np.savez(path, data=s, timestamps=stamps_for(len(s)))
-    cfg = dataset_cfg({"city": source_cfg("SeriesReader", path=str(path))}, scaler={"fit_on": fit_on})
-    dm = build_datamodule(cfg, {"ratio": 1.0}, 0)
+    cfg = dataset_cfg({"city": series_source(path)}, scaler={"fit_on": fit_on})
+    dm = build_datamodule(cfg, shots(1.0), 0)
     ds = dm.by_name["city"]
     train_frames = ds.train_frame_indices()
     raw_train = s.transpose(1, 0, 2, 3).reshape(-1, *s.shape[2:])[train_frames]
@@ -75,8 +75,8 @@ def test_per_channel_scaler_in_the_module(tmp_path) -> None:
     s[:, 1] *= 100
     path = tmp_path / "city.npz"
     np.savez(path, data=s, timestamps=stamps_for(len(s)))
-    cfg = dataset_cfg({"city": source_cfg("SeriesReader", path=str(path))}, scaler={"per_channel": True})
-    dm = build_datamodule(cfg, {"ratio": 1.0}, 0)
+    cfg = dataset_cfg({"city": series_source(path)}, scaler={"per_channel": True})
+    dm = build_datamodule(cfg, shots(1.0), 0)
     sc = dm.by_name["city"].scaler
     assert sc.per_channel and len(sc.maximum) == 2 and sc.maximum[1] > 50 * sc.maximum[0]
     batch = next(dm.eval_batches("city", "test", 64))

@@ -11,12 +11,12 @@ import torch
 
 from vlm4st.data import DataError, DataMismatchError, build_datamodule
 
-from .builders import dataset_cfg, series, source_cfg, stamps_for, synthetic_sources
+from .builders import dataset_cfg, series, series_source, shots, stamps_for, synthetic_sources
 
 
 def file_module(path, **kwargs):
-    sources = {"city": source_cfg("SeriesReader", path=str(path)), **synthetic_sources(1)}
-    return build_datamodule(dataset_cfg(sources, **kwargs), {"ratio": 1.0}, 0)
+    sources = {"city": series_source(path), **synthetic_sources(1)}
+    return build_datamodule(dataset_cfg(sources, **kwargs), shots(1.0), 0)
 
 
 @pytest.fixture
@@ -67,10 +67,10 @@ def test_a_changed_t_in_is_detected_and_named(city_file) -> None:
 
 
 def test_generated_data_is_fingerprinted_by_its_parameters() -> None:
-    a = build_datamodule(dataset_cfg(synthetic_sources()), {"ratio": 1.0}, 0)
+    a = build_datamodule(dataset_cfg(synthetic_sources()), shots(1.0), 0)
     sources = synthetic_sources()
     sources["c2"]["seed"] = 9
-    b = build_datamodule(dataset_cfg(sources), {"ratio": 1.0}, 0)
+    b = build_datamodule(dataset_cfg(sources), shots(1.0), 0)
     assert a.content_hashes()["c0"] == b.content_hashes()["c0"] != b.content_hashes()["c2"]
     assert a.content_hashes()["c2"] != b.content_hashes()["c2"]
     with pytest.raises(DataMismatchError, match=r"datasets\.c2\.fingerprint\.sha256 differs"):
@@ -86,20 +86,20 @@ def test_content_hashes_cover_every_dataset_in_task_order(city_file) -> None:
 def test_few_shot_selection_is_part_of_the_state() -> None:
     def few(seed):
         cfg = dataset_cfg(synthetic_sources(), target="c1", few_shot_sampling="random")
-        return build_datamodule(cfg, {"ratio": 0.1}, seed)
+        return build_datamodule(cfg, shots(0.1), seed)
 
     with pytest.raises(DataMismatchError, match=r"datasets\.c1\.layout\.few_shot_seed differs: stored 1, current 2"):
         few(2).verify_state_dict(few(1).state_dict(), source="ckpt")
 
 
 def test_a_source_checkpoint_is_verified_on_the_sources_only() -> None:
-    zero = build_datamodule(dataset_cfg(synthetic_sources(), target="c1"), {"ratio": 0.0}, 0)
-    few = build_datamodule(dataset_cfg(synthetic_sources(), target="c1"), {"ratio": 0.1}, 0)
+    zero = build_datamodule(dataset_cfg(synthetic_sources(), target="c1"), shots(0.0), 0)
+    few = build_datamodule(dataset_cfg(synthetic_sources(), target="c1"), shots(0.1), 0)
     few.verify_state_dict(zero.state_dict(), source="source.pt", scope="sources")
     with pytest.raises(DataMismatchError, match=r"source\.pt: mode differs: stored 'zero', current 'few'"):
         few.verify_state_dict(zero.state_dict(), source="source.pt")
     sources = synthetic_sources()
     sources["c0"]["days"] = 15
-    other = build_datamodule(dataset_cfg(sources, target="c1"), {"ratio": 0.1}, 0)
+    other = build_datamodule(dataset_cfg(sources, target="c1"), shots(0.1), 0)
     with pytest.raises(DataMismatchError, match=r"datasets\.c0\.fingerprint\.sha256 differs"):
         other.verify_state_dict(zero.state_dict(), source="source.pt", scope="sources")

@@ -13,7 +13,7 @@ from vlm4st import CONF_DIR
 from vlm4st.data import DataValueError, build_datamodule, generate_city
 from vlm4st.evaluation.baselines import evaluate_baselines
 
-from .builders import dataset_cfg
+from .builders import dataset_cfg, shots
 
 
 def test_generation_is_deterministic_by_seed() -> None:
@@ -38,7 +38,7 @@ def test_daily_weekly_and_zone_structure() -> None:
 
 
 def test_default_config_builds_several_grids_without_files() -> None:
-    dm = build_datamodule(OmegaConf.load(CONF_DIR / "dataset" / "synthetic.yaml"), {"ratio": 1.0}, 0)
+    dm = build_datamodule(OmegaConf.load(CONF_DIR / "dataset" / "synthetic.yaml"), shots(1.0), 0)
     grids = {dm.by_name[n].native_hw for n in dm.names}
     assert len(dm.names) >= 3 and len(grids) == len(dm.names)
     for name in dm.names:
@@ -48,7 +48,7 @@ def test_default_config_builds_several_grids_without_files() -> None:
 
 def test_time_of_day_mean_clearly_beats_persistence() -> None:
     """On the default dataset a model that uses timestamps has something to learn."""
-    dm = build_datamodule(OmegaConf.load(CONF_DIR / "dataset" / "synthetic.yaml"), {"ratio": 1.0}, 0)
+    dm = build_datamodule(OmegaConf.load(CONF_DIR / "dataset" / "synthetic.yaml"), shots(1.0), 0)
     res = evaluate_baselines(dm)
     for name in dm.names:
         tod, last = res["time_of_day_mean"][name], res["last_value"][name]
@@ -59,7 +59,7 @@ def test_bad_parameters_name_the_dataset() -> None:
     with pytest.raises(DataValueError, match="synthetic:c9"):
         build_datamodule(
             dataset_cfg({"c9": {"_target_": "vlm4st.data.SyntheticCityReader", "height": 0, "width": 4}}),
-            {"ratio": 1.0},
+            shots(1.0),
             0,
         )
 

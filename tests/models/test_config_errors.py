@@ -30,7 +30,7 @@ CASES = [
     (["model.dix.cross_mlp_ratio=0"], "model.dix.cross_mlp_ratio"),
     (["model.dix.cross_mlp_ratio=0.001"], "model.dix.cross_mlp_ratio"),
     (["model.dix.summaries=maybe"], "model.dix.summaries"),
-    (["dataset.steps_per_day=0"], "model.dix.steps_per_day"),
+    (["model.dims.calendar_harmonics=0"], "model.dix.harmonics"),
     # AdaptiveGatedFusion (model.fusion)
     (["model.fusion.gate_dim=0"], "model.fusion.gate_dim"),
     (["model.fusion.dropout=1.0"], "model.fusion.dropout"),

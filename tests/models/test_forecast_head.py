@@ -44,7 +44,7 @@ def test_missing_target_timestamps_is_an_error() -> None:
     x, ts, task, _ = batch(1, 8, 8)
     with pytest.raises(ValueError, match="target_timestamps"):
         model(x, ts, task)
-    with pytest.raises(ValueError, match=r"target_timestamps: expected shape"):
+    with pytest.raises(ValueError, match=r"target_timestamps: expected time codes of shape"):
         model(x, ts, task, target_timestamps=torch.zeros(1, T_OUT + 1, 2, dtype=torch.long))
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vlm4st.config import ConfigError
+from vlm4st.data.timestamps import time_codes
 from vlm4st.models.dix_attention import DiXAttention
 from vlm4st.models.format_image import ImageProjector
 from vlm4st.models.format_sequence import SequenceResampler
@@ -16,7 +17,7 @@ from vlm4st.models.layers import pool_grid, sincos_2d
 from vlm4st.models.prediction_head import PredictionHead
 from vlm4st.models.step_readout import StepReadout
 
-D_MODEL, STEPS_PER_DAY = 16, 48
+D_MODEL, STEPS_PER_DAY, HARMONICS = 16, 48, 24
 GRIDS = [(10, 20), (32, 32)]
 
 
@@ -24,12 +25,14 @@ def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def timestamps(B: int, T: int) -> torch.Tensor:
-    return torch.stack([torch.randint(0, 7, (B, T)), torch.randint(0, STEPS_PER_DAY, (B, T))], dim=-1)
+def timestamps(B: int, T: int, steps_per_day: int = STEPS_PER_DAY) -> torch.Tensor:
+    """Random (B, T, 3) time codes of a city with ``steps_per_day`` steps (30-minute by default)."""
+    stamps = torch.stack([torch.randint(0, 7, (B, T)), torch.randint(0, steps_per_day, (B, T))], dim=-1)
+    return torch.from_numpy(time_codes(stamps.numpy(), steps_per_day))
 
 
 def dix(**kw) -> DiXAttention:
-    return DiXAttention(D_MODEL, STEPS_PER_DAY, num_heads=2, spatial_pool=4, cross_pool=3, dropout=0.0, **kw)
+    return DiXAttention(D_MODEL, HARMONICS, num_heads=2, spatial_pool=4, cross_pool=3, dropout=0.0, **kw)
 
 
 @pytest.mark.parametrize(("H", "W"), GRIDS)
@@ -65,7 +68,7 @@ def test_dix_without_summaries_returns_the_same_features_and_no_summary() -> Non
 
 
 def test_input_projection_without_summaries() -> None:
-    proj = InputProjection(D_MODEL, STEPS_PER_DAY, summaries=False)
+    proj = InputProjection(D_MODEL, HARMONICS, summaries=False)
     feats = proj(torch.rand(2, 3, 5, 4), timestamps(2, 3))
     assert proj.summary_names == () and feats.summaries == {} and feats.x_input.shape == (2, 3, 5, 4, D_MODEL)
 
@@ -73,7 +76,7 @@ def test_input_projection_without_summaries() -> None:
 @pytest.mark.parametrize("module", [DiXAttention, InputProjection])
 def test_summaries_flag_must_be_a_bool(module: type) -> None:
     with pytest.raises(ConfigError, match=r"model\.dix\.summaries"):
-        module(D_MODEL, STEPS_PER_DAY, summaries="no")
+        module(D_MODEL, HARMONICS, summaries="no")
 
 
 def test_cross_exchange_heads_read_projected_keys() -> None:
@@ -111,22 +114,24 @@ def test_dix_sees_position_time_order_and_calendar() -> None:
     assert not torch.allclose(out_rev, out, atol=1e-4)
     ts = timestamps(1, 4)
     ts2 = ts.clone()
-    ts2[..., 1] = (ts2[..., 1] + 1) % STEPS_PER_DAY
+    ts2[..., 1] = (ts2[..., 1] + 30) % 1440  # half an hour later
     assert not torch.allclose(module(x, ts).x_input, module(x, ts2).x_input)
 
 
 def test_dix_rejects_bad_timestamps() -> None:
-    """Shapes and dtypes are checked in the forward pass; an out-of-range value fails in the calendar lookup
+    """Shapes and dtypes are checked in the forward pass; an out-of-range weekday fails in the calendar lookup
     (the data readers and task=predict range-check stamps before they reach the model)."""
     module = dix()
     ts = timestamps(1, 3)
-    ts[0, 0, 1] = STEPS_PER_DAY
+    ts[0, 0, 0] = 7
     with pytest.raises(IndexError):
         module(torch.rand(1, 3, 4, 4), ts)
     with pytest.raises(ValueError, match="integer"):
         module(torch.rand(1, 3, 4, 4), timestamps(1, 3).float())
-    with pytest.raises(ValueError, match=r"\(B, T_in, 2\)"):
+    with pytest.raises(ValueError, match=r"\(1, 3, 3\)"):
         module(torch.rand(1, 3, 4, 4), ts[:, :2])
+    with pytest.raises(ValueError, match="time codes"):
+        module(torch.rand(1, 3, 4, 4), ts[..., :2])
 
 
 def test_dix_parameters_do_not_depend_on_grid_or_length() -> None:
@@ -139,7 +144,7 @@ def test_dix_parameters_do_not_depend_on_grid_or_length() -> None:
 
 
 def _dix_loss(module: DiXAttention, x: torch.Tensor) -> torch.Tensor:
-    feats = module(x, timestamps(x.shape[0], x.shape[1]))
+    feats = module(x, timestamps(x.shape[0], x.shape[1], steps_per_day=24))  # hourly: the interval weight learns too
     return sum(b.square().mean() for b in feats.branches()) + sum(s.square().mean() for s in feats.summaries.values())
 
 
@@ -159,7 +164,7 @@ def test_dix_grad_checkpointing_matches_and_every_parameter_learns() -> None:
 
 
 def test_input_projection_builds_no_encoder() -> None:
-    proj = InputProjection(D_MODEL, STEPS_PER_DAY)
+    proj = InputProjection(D_MODEL, HARMONICS)
     feats = proj(torch.rand(2, 3, 10, 20), timestamps(2, 3))
     assert feats.x_input.shape == (2, 3, 10, 20, D_MODEL)
     assert feats.x_temporal is None and feats.x_spatial is None and feats.x_cross is None
@@ -228,7 +233,7 @@ def tasks(batch: int) -> torch.Tensor:
 
 
 def head(**kw) -> PredictionHead:
-    return PredictionHead(D_MODEL, context_dim=24, t_in=4, steps_per_day=STEPS_PER_DAY, num_heads=2, cell_heads=2,
+    return PredictionHead(D_MODEL, context_dim=24, t_in=4, harmonics=HARMONICS, num_heads=2, cell_heads=2,
                           hidden_dim=8, dropout=0.0, **kw)
 
 
@@ -272,7 +277,7 @@ def test_prediction_head_starts_from_the_direct_path() -> None:
 
 
 def test_prediction_head_has_no_grid_sized_parameter() -> None:
-    module = PredictionHead(256, context_dim=768, t_in=6, steps_per_day=48, num_heads=12, hidden_dim=128,
+    module = PredictionHead(256, context_dim=768, t_in=6, harmonics=24, num_heads=12, hidden_dim=128,
                             visual_dim=768)
     assert max(p.numel() for p in module.parameters()) <= 768 * 768 * 2
 

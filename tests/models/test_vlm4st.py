@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.models.conftest import T_IN, T_OUT, batch, build_model, future
+from tests.models.conftest import T_IN, T_OUT, batch, build_model, codes, future
 from vlm4st.models import INTERMEDIATE_KEYS, VLM4ST
 from vlm4st.models.loss import ForecastLoss
 
@@ -109,7 +109,7 @@ def test_tiny_model_overfits_a_few_windows() -> None:
     phase = torch.rand(n, 1, 1, 1) * 6.28
     series = torch.sin(0.7 * t.view(1, -1, 1, 1) + phase + 3 * xx + 2 * yy) * 0.8  # (n, T_in + T_out, H, W)
     x, y = series[:, :T_IN], series[:, T_IN:]
-    ts = torch.stack([torch.zeros(n, T_IN, dtype=torch.long), torch.arange(T_IN).repeat(n, 1)], -1)
+    ts = codes(torch.stack([torch.zeros(n, T_IN, dtype=torch.long), torch.arange(T_IN).repeat(n, 1)], -1).numpy())
     target_ts = future(ts, T_OUT)
     tasks = torch.zeros(n, dtype=torch.long)  # (n,)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from vlm4st.errors import CheckpointError
 from vlm4st.registry import is_registered
-from vlm4st.training.checkpoint import load_checkpoint
+from vlm4st.training.checkpoint import FORMAT_VERSION, load_checkpoint
 from vlm4st.training.checkpoint_layout import ANY, CHECKPOINT, PLAIN, DictOf, ListOf, Nullable, Record
 
 pytestmark = pytest.mark.timeout(300)
@@ -102,7 +102,7 @@ def layout_sites(clean: dict[str, Any]) -> list[tuple[Path_, Any]]:
 
 
 def test_the_clean_checkpoints_load(trained_checkpoint: Path, clean: dict[str, Any], tmp_path: Path) -> None:
-    assert load_checkpoint(trained_checkpoint)["format_version"] == 1
+    assert load_checkpoint(trained_checkpoint)["format_version"] == FORMAT_VERSION
     torch.save(clean, tmp_path / "slim.pt")
     assert load_checkpoint(tmp_path / "slim.pt")["stage"] == "main"
 

@@ -125,13 +125,13 @@ def test_task_test_detects_a_changed_data_file(tmp_path, run_entry) -> None:
     frames = rng.poisson(30.0, size=(days * steps, 6, 8)).astype(np.float32)
     slots = np.arange(days * steps)
     stamps = np.stack([(slots // steps) % 7, slots % steps], axis=1)
-    np.savez(series, data=frames, timestamps=stamps)
+    np.savez(series, data=frames, timestamps=stamps, interval_minutes=np.int32(30))
     data = ["dataset=taxinyc", f"dataset.sources.taxinyc.path={series}"]
     train_dir = tmp_path / "train"
     run_entry(make_cfg(train_dir, *data, "trainer.epochs=1", "trainer.max_steps=3"))
     best = train_dir / "checkpoints" / "best.pt"
     frames[10, 2, 3] += 1.0
-    np.savez(series, data=frames, timestamps=stamps)
+    np.savez(series, data=frames, timestamps=stamps, interval_minutes=np.int32(30))
     with pytest.raises(ValueError, match=r"best\.pt.*sha256|sha256.*best\.pt"):
         run_entry(make_cfg(tmp_path / "test", *data, "task=test", f"checkpoint={best}"))
 

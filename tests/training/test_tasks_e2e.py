@@ -17,6 +17,7 @@ import torch
 from tests.runs import FAST, SHORT_CITIES, make_cfg, read_metrics
 from vlm4st import REPO_ROOT
 from vlm4st.data.build import build_datamodule
+from vlm4st.data.timestamps import slots_of
 from vlm4st.training import checkpoint as ckpt
 
 QUICK = ["trainer.epochs=1", "trainer.max_steps=4", "trainer.schedule.warmup_epochs=0"]
@@ -56,7 +57,8 @@ def test_predict_reproduces_the_saved_test_forecasts(tmp_path, run_entry) -> Non
     batch = ds.batch("test", positions, with_real=True)
     frames = ds.to_real(batch["x"], batch["channel"]).numpy()  # (5, T_in, H, W) raw scale
     source = tmp_path / "windows.npz"
-    np.savez(source, frames=frames, timestamps=batch["timestamps"].numpy(), channel=batch["channel"].numpy())
+    stamps = slots_of(batch["timestamps"].numpy())  # (5, T_in, 2) [weekday, slot], as a predict file holds them
+    np.savez(source, frames=frames, timestamps=stamps, channel=batch["channel"].numpy())
     pred_dir = tmp_path / "predict"
     run_entry(make_cfg(pred_dir, "task=predict", f"checkpoint={best}", f"predict_input={source}",
                        "predict_dataset=city_a"))

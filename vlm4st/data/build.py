@@ -3,8 +3,9 @@ config groups into a ``DataModule``.
 
 Readers are built from ``dataset.sources.<name>`` with ``vlm4st.config.instantiate``; the order of
 ``sources`` is the task-id order. Each reader gets its source name, the config key of its file (for error
-messages), the dataset-level ``steps_per_day`` unless the source sets its own, and the run's cache folder
-where the source leaves ``cache_dir`` null. Every reader is read with the dataset-level ``allow_gaps`` and
+messages) and the run's cache folder where the source leaves ``cache_dir`` null. Each source declares its own
+step length (``interval_minutes`` in its node, or read from its file), so one run may mix 15-, 30- and
+60-minute cities; there is no run-wide interval. Every reader is read with the dataset-level ``allow_gaps`` and
 states its content fingerprint (sha256 of the file, or of the generating parameters), which the data module's
 ``state_dict`` stores with the window settings.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from vlm4st import checks
 from vlm4st.config import ConfigError, instantiate
 from vlm4st.data.calibration import CONFIG_KEY as CALIBRATION_KEY
 from vlm4st.data.fingerprint import array_sha256
@@ -56,6 +58,30 @@ def _grid_pair(value: Any, key: str) -> tuple[int, int]:
     raise ConfigError(f"{key}={value!r}; expected an int or [H, W]")
 
 
+#: ``shot_ratio.protocol``: every dataset trains in one stage (``full``), the target trains on its share after a
+#: source stage (``few``; a share of 1.0 is the whole training split), or the target is never trained on (``zero``).
+PROTOCOLS = ("full", "few", "zero")
+
+
+def shot_protocol(shot_ratio_cfg: DictConfig | Mapping) -> tuple[float, str]:
+    """``(ratio, protocol)`` of a ``shot_ratio`` node; the ratio must fit the protocol (full: 1, zero: 0, few: a
+    share in (0, 1])."""
+    for key in ("ratio", "protocol"):
+        if key not in shot_ratio_cfg:
+            raise ConfigError(
+                f"shot_ratio.{key} is missing; each conf/shot_ratio file sets it (conf/shot_ratio/few5.yaml)"
+            )
+    mode = checks.choice(shot_ratio_cfg["protocol"], PROTOCOLS, "shot_ratio.protocol")
+    ratio = shot_ratio_cfg["ratio"]
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
+        raise ConfigError(f"shot_ratio.ratio={ratio!r}; expected a value in [0, 1]")
+    fits = {"full": ratio == 1.0, "zero": ratio == 0.0, "few": ratio > 0.0}[mode]
+    if not fits:
+        expected = {"full": "1.0", "zero": "0.0", "few": "a share in (0, 1]"}[mode]
+        raise ConfigError(f"shot_ratio.ratio={ratio} with shot_ratio.protocol={mode}; expected ratio {expected}")
+    return float(ratio), mode
+
+
 def build_datamodule(
     dataset_cfg: DictConfig | Mapping, shot_ratio_cfg: DictConfig | Mapping, seed: int, cache_dir: str | None = None
 ) -> DataModule:
@@ -65,10 +91,7 @@ def build_datamodule(
     t_in, t_out = int(dataset_cfg.get("t_in", 6)), int(dataset_cfg.get("t_out", 6))
     if t_in < 1 or t_out < 1:
         raise ConfigError(f"dataset.t_in={t_in}, dataset.t_out={t_out}; both must be >= 1")
-    ratio = float(shot_ratio_cfg["ratio"])
-    if not 0.0 <= ratio <= 1.0:
-        raise ConfigError(f"shot_ratio.ratio={ratio}; expected a value in [0, 1]")
-    mode = "full" if ratio == 1.0 else "zero" if ratio == 0.0 else "few"
+    ratio, mode = shot_protocol(shot_ratio_cfg)
     sources = dataset_cfg.get("sources")
     if not sources:
         raise ConfigError("dataset.sources is empty; expected {<name>: {_target_: vlm4st.data.<Reader>, ...}}")
@@ -86,7 +109,11 @@ def build_datamodule(
     sampling = _choice(dataset_cfg, "few_shot_sampling", FEW_SHOT_SAMPLING, "head")
     zero_scaler = _choice(dataset_cfg, "zero_shot_scaler", ("inputs", "train"), "inputs")
     min_grid = _grid_pair(dataset_cfg.get("min_grid", 1), "dataset.min_grid")
-    steps_per_day = int(dataset_cfg.get("steps_per_day", 48))
+    if "steps_per_day" in dataset_cfg:
+        raise ConfigError(
+            "dataset.steps_per_day is no longer read: each source sets its own step length, "
+            "dataset.sources.<name>.interval_minutes (null: the file's); remove dataset.steps_per_day"
+        )
     allow_gaps = _required(dataset_cfg, "allow_gaps", bool)
     calibration_steps = _required(dataset_cfg, "zero_shot_calibration_steps", int)
     if calibration_steps < t_in:
@@ -102,7 +129,7 @@ def build_datamodule(
         splits = SPLITS
         if zero_target:  # never read the target's train/val windows unless the UniST-style scaler is asked for
             splits = ("train", "test") if zero_scaler == "train" else ("test",)
-        reader = _reader(node, name, steps_per_day, cache_dir)
+        reader = _reader(node, name, cache_dir)
         data = reader.read(t_in + t_out, splits, allow_gaps=allow_gaps)
         accessed.update((name, s) for s in data.windows)
         model_hw = target_size(dataset_cfg.get("resize_to"), data.grid, data.source)
@@ -161,10 +188,8 @@ def build_datamodule(
     return DataModule(datasets, mode, target, seed, accessed, settings)
 
 
-def _reader(node: DictConfig, name: str, steps_per_day: int, cache_dir: str | None) -> Any:
+def _reader(node: DictConfig, name: str, cache_dir: str | None) -> Any:
     kwargs: dict[str, Any] = {"name": name, "config_key": f"dataset.sources.{name}.path"}
-    if "steps_per_day" not in node:
-        kwargs["steps_per_day"] = steps_per_day
     if "cache_dir" in node and node.get("cache_dir") is None and not node.get("cache_beside_file", False):
         kwargs["cache_dir"] = cache_dir
     return instantiate(node, path=f"dataset.sources.{name}", **kwargs)

@@ -1,7 +1,8 @@
 """The multi-dataset ``DataModule``: datasets at native grids, task ids, shot protocols, batch iterators.
 
 A batch is a dict with ``x`` (B, T_in, H, W) float32 normalised, ``y`` (B, T_out, H, W), ``timestamps``
-(B, T_in, 2) int64, ``target_timestamps`` (B, T_out, 2), ``task_id`` (B,), ``channel`` (B,), ``index`` (B,)
+(B, T_in, 3) int64 time codes ``[weekday, minute of day, interval minutes]``, ``target_timestamps`` (B, T_out, 3)
+of the forecast steps, ``task_id`` (B,), ``channel`` (B,), ``index`` (B,)
 window ids within the split, and ``dataset`` (str). Evaluation batches add ``y_real`` (B, T_out, H0, W0): the
 raw-scale targets on the native grid. Every batch holds one dataset's windows (one grid size).
 
@@ -146,7 +147,7 @@ class DataModule:
                     "native_hw": list(d.native_hw),
                     "model_hw": list(d.model_hw),
                     "channels": d.n_channels,
-                    "steps_per_day": d.steps_per_day,
+                    "interval_minutes": d.interval_minutes,
                     "layout": _plain(d.layout),
                 }
                 for d in self.datasets
@@ -206,7 +207,7 @@ class DataModule:
             "val",
             "test",
             "scaler min..max",
-            "steps/day",
+            "interval",
             "source",
         ]
         rows = []
@@ -228,7 +229,7 @@ class DataModule:
                     n["val"],
                     n["test"],
                     scale,
-                    str(d.steps_per_day),
+                    f"{d.interval_minutes} min",
                     d.source,
                 ]
             )

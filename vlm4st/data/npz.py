@@ -10,21 +10,49 @@ from numpy.lib.npyio import NpzFile
 from vlm4st.data.errors import DataFormatError, DataValueError
 from vlm4st.data.fingerprint import file_fingerprint
 from vlm4st.data.npyfile import load, member, real_values
-from vlm4st.data.records import GridData, check_splits, resolve_path
-from vlm4st.data.timestamps import as_integers, generate
+from vlm4st.data.records import GridData, check_splits, node_key, resolve_path
+from vlm4st.data.timestamps import MINUTES_PER_DAY, as_integers, generate, steps_per_day_of
 from vlm4st.data.windows import from_series, from_stored
 from vlm4st.errors import ConfigError
 
 
-def _check_scalar(z: NpzFile, key: str, expected: int, source: str, config_key: str) -> None:
-    """A whole number stored in the file (e.g. ``steps_per_day``) must agree with the config."""
-    if key in z.files:
-        stored = member(z, key, source)
-        if stored.shape != ():
-            raise DataFormatError(source, f"'{key}' holds an array of shape {stored.shape}; expected one integer")
-        value = int(as_integers(stored, source, key))
-        if value != expected:
-            raise DataValueError(source, f"file stores {key}={value} but the config sets {config_key}={expected}")
+def _stored_int(z: NpzFile, key: str, source: str) -> int:
+    stored = member(z, key, source)
+    if stored.shape != ():
+        raise DataFormatError(source, f"'{key}' holds an array of shape {stored.shape}; expected one integer")
+    return int(as_integers(stored, source, key))
+
+
+def declared_interval(z: NpzFile | None, configured: int | None, source: str, key: str) -> int:
+    """The source's minutes per step: what the file stores (``interval_minutes`` and/or ``steps_per_day``) and what
+    the config's ``key`` sets must agree; null in the config takes the file's; neither is an error."""
+    stored: dict[str, int] = {}
+    if z is not None and "interval_minutes" in z.files:
+        stored["interval_minutes"] = _stored_int(z, "interval_minutes", source)
+    if z is not None and "steps_per_day" in z.files:
+        spd = _stored_int(z, "steps_per_day", source)
+        if not 1 <= spd <= MINUTES_PER_DAY or MINUTES_PER_DAY % spd:
+            raise DataValueError(source, f"file stores steps_per_day={spd}; expected a divisor of {MINUTES_PER_DAY}")
+        stored["steps_per_day"] = MINUTES_PER_DAY // spd
+    said = ", ".join(f"{k}={v if k == 'interval_minutes' else MINUTES_PER_DAY // v}" for k, v in stored.items())
+    if len(set(stored.values())) > 1:
+        raise DataValueError(source, f"file stores {said}, which disagree about the step length")
+    if configured is not None:
+        steps_per_day_of(configured, key)
+        if stored and configured not in stored.values():
+            raise DataValueError(source, f"file stores {said} but the config sets {key}={configured}")
+        return int(configured)
+    if not stored:
+        raise ConfigError(
+            f"{key} is null and {source} stores no step length ('interval_minutes' or 'steps_per_day'); set {key} "
+            "to the minutes between its frames"
+        )
+    interval = next(iter(stored.values()))
+    if MINUTES_PER_DAY % interval or interval < 1:
+        raise DataValueError(
+            source, f"file stores interval_minutes={interval}; expected a divisor of {MINUTES_PER_DAY}"
+        )
+    return interval
 
 
 class WindowNpzReader:
@@ -36,14 +64,14 @@ class WindowNpzReader:
     def __init__(
         self,
         path: str,
-        steps_per_day: int = 48,
+        interval_minutes: int | None = None,
         data_dir: str | None = None,
         name: str = "windows",
         config_key: str = "path",
     ) -> None:
         self.name, self.config_key = name, config_key
         self.path = resolve_path(path, data_dir, config_key, name)
-        self.steps_per_day = int(steps_per_day)
+        self.interval_minutes = interval_minutes
 
     @property
     def source(self) -> str:
@@ -61,8 +89,9 @@ class WindowNpzReader:
         if not isinstance(z, NpzFile):
             raise DataFormatError(self.source, "expected an .npz archive with X_<split>/ts_<split> arrays")
         with z:
-            spd_key = self.config_key.rsplit(".", 1)[0] + ".steps_per_day"
-            _check_scalar(z, "steps_per_day", self.steps_per_day, self.source, spd_key)
+            interval = declared_interval(
+                z, self.interval_minutes, self.source, node_key(self.config_key, "interval_minutes")
+            )
             parts = {}
             for s in splits:
                 for key in (f"X_{s}", f"ts_{s}"):
@@ -75,12 +104,13 @@ class WindowNpzReader:
                 else:
                     chan = np.zeros(x.shape[:1], dtype=np.int64)
                 parts[s] = (x, ts, chan)
-        return from_stored(self.name, self.source, parts, window_len, self.steps_per_day)
+        return from_stored(self.name, self.source, parts, window_len, MINUTES_PER_DAY // interval)
 
 
 class SeriesReader:
     """A raw series (T, H, W) or (T, C, H, W) from ``.npy`` or ``.npz`` (array under ``key``), cut into windows.
 
+    The step length is ``interval_minutes``, or with null the file's ``interval_minutes`` / ``steps_per_day``.
     Timestamps are the (T, 2) ``[weekday, slot]`` array under ``timestamps_key``; a file without it is refused
     unless ``generate_timestamps`` = ``{start_weekday, start_slot}`` asks for consecutive stamps from that start
     (the only way for ``.npy`` files, which hold one array). A file that holds stamps never gets generated ones.
@@ -94,7 +124,7 @@ class SeriesReader:
         key: str = "data",
         timestamps_key: str = "timestamps",
         generate_timestamps: Mapping[str, int] | None = None,
-        steps_per_day: int = 48,
+        interval_minutes: int | None = None,
         train_ratio: float = 0.6,
         val_ratio: float = 0.2,
         data_dir: str | None = None,
@@ -104,7 +134,7 @@ class SeriesReader:
         self.name, self.config_key = name, config_key
         self.path = resolve_path(path, data_dir, config_key, name)
         self.key, self.timestamps_key = key, timestamps_key
-        self.steps_per_day = int(steps_per_day)
+        self.interval_minutes = interval_minutes
         self.train_ratio, self.val_ratio = float(train_ratio), float(val_ratio)
         self.generated_start = self._generated_start(generate_timestamps)
 
@@ -113,7 +143,7 @@ class SeriesReader:
         return str(self.path)
 
     def _node(self, leaf: str) -> str:
-        return (self.config_key.rsplit(".", 1)[0] + "." if "." in self.config_key else "") + leaf
+        return node_key(self.config_key, leaf)
 
     def _generated_start(self, spec: Mapping[str, int] | None) -> tuple[int, int] | None:
         """``(start_weekday, start_slot)`` of generated stamps, or None when the file must hold its stamps."""
@@ -125,8 +155,8 @@ class SeriesReader:
         weekday, slot = int(spec["start_weekday"]), int(spec["start_slot"])
         if not 0 <= weekday < 7:
             raise ConfigError(f"{key}.start_weekday={weekday}; expected 0..6 (Monday = 0)")
-        if not 0 <= slot < self.steps_per_day:
-            raise ConfigError(f"{key}.start_slot={slot}; expected 0..{self.steps_per_day - 1} (steps_per_day)")
+        if slot < 0:
+            raise ConfigError(f"{key}.start_slot={slot}; expected a slot >= 0 (below the source's steps per day)")
         return weekday, slot
 
     def fingerprint(self) -> dict[str, str]:
@@ -135,7 +165,7 @@ class SeriesReader:
 
     def read(self, window_len: int, splits: Collection[str], allow_gaps: bool = False) -> GridData:
         """Windows of the requested splits; with ``allow_gaps`` only inside the series' gap-free runs."""
-        series, stamps, stamps_key = self._load()
+        series, stamps, stamps_key, steps_per_day = self._load()
         if series.ndim == 3:
             series = series[:, None]  # (T, 1, H, W)
         return from_series(
@@ -147,15 +177,16 @@ class SeriesReader:
             splits,
             self.train_ratio,
             self.val_ratio,
-            self.steps_per_day,
+            steps_per_day,
             allow_gaps,
             stamps_key,
         )
 
-    def _load(self) -> tuple[np.ndarray, np.ndarray, str]:
-        """The series, its (T, 2) stamps and the name of the stamps for error messages."""
+    def _load(self) -> tuple[np.ndarray, np.ndarray, str, int]:
+        """The series, its (T, 2) stamps, the name of the stamps for error messages, and its steps per day."""
         z = load(self.path, self.source)
         files: list[str] = []
+        interval_key = self._node("interval_minutes")
         if isinstance(z, NpzFile):
             with z:
                 files = sorted(z.files)
@@ -163,11 +194,13 @@ class SeriesReader:
                     raise DataFormatError(
                         self.source, f"missing key '{self.key}' (set {self._node('key')}); found {files}"
                     )
-                _check_scalar(z, "steps_per_day", self.steps_per_day, self.source, self._node("steps_per_day"))
+                interval = declared_interval(z, self.interval_minutes, self.source, interval_key)
                 series = member(z, self.key, self.source)
                 stamps = member(z, self.timestamps_key, self.source) if self.timestamps_key in z.files else None
         else:
+            interval = declared_interval(None, self.interval_minutes, self.source, interval_key)
             series, stamps = z, None
+        steps_per_day = MINUTES_PER_DAY // interval
         series = real_values(series, self.source, f"'{self.key}'" if files else "the series")
         if series.ndim not in (3, 4):
             raise DataFormatError(self.source, f"expected a (T, H, W) or (T, C, H, W) series, got shape {series.shape}")
@@ -179,7 +212,7 @@ class SeriesReader:
                     f"the file holds timestamps under '{self.timestamps_key}' but {gen_key} asks for generated "
                     f"ones; set {gen_key}=null to use the file's stamps",
                 )
-            return series, as_integers(stamps, self.source, self.timestamps_key), self.timestamps_key
+            return series, as_integers(stamps, self.source, self.timestamps_key), self.timestamps_key, steps_per_day
         if self.generated_start is None:
             where = f"no key '{self.timestamps_key}' (found {files})" if files else "no timestamps (a .npy file)"
             raise DataFormatError(
@@ -188,4 +221,6 @@ class SeriesReader:
                 f"or {gen_key}={{start_weekday: .., start_slot: ..}} to generate consecutive stamps",
             )
         weekday, slot = self.generated_start
-        return series, generate(len(series), weekday, slot, self.steps_per_day), "generated timestamps"
+        if slot >= steps_per_day:
+            raise ConfigError(f"{gen_key}.start_slot={slot}; expected 0..{steps_per_day - 1} ({interval}-minute steps)")
+        return series, generate(len(series), weekday, slot, steps_per_day), "generated timestamps", steps_per_day

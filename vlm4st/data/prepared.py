@@ -20,7 +20,7 @@ from vlm4st.data.errors import DataValueError
 from vlm4st.data.records import GridData, Windows
 from vlm4st.data.resize import resize_frames, resize_maps
 from vlm4st.data.scaler import MinMaxScaler
-from vlm4st.data.timestamps import check_range
+from vlm4st.data.timestamps import MINUTES_PER_DAY, check_range, time_codes
 
 
 @dataclass
@@ -32,7 +32,8 @@ class PreparedDataset:
     role: str  # "source" or "target"
     source: str
     frames: torch.Tensor  # (F, h, w) float32 in [-1, 1] (training frames), model grid
-    stamps: torch.Tensor  # (F, 2) int64
+    stamps: torch.Tensor  # (F, 2) int64 [weekday, slot]
+    codes: torch.Tensor  # (F, 3) int64 [weekday, minute of day, interval minutes]: the model's time input
     frame_channel: np.ndarray  # (F,) int64
     native: torch.Tensor | None  # (F, H, W) float32 raw scale; only kept when the model grid differs
     windows: dict[str, Windows]  # per split, after few-shot selection
@@ -56,13 +57,13 @@ class PreparedDataset:
         starts = torch.from_numpy(w.starts[positions])  # (B,)
         idx = starts[:, None] + torch.arange(L)  # (B, L) frame indices
         seq = self.frames[idx]  # (B, L, h, w)
-        st = self.stamps[idx]  # (B, L, 2)
+        st = self.codes[idx]  # (B, L, 3)
         channel = torch.from_numpy(w.channel[positions])
         out: dict[str, Any] = {
             "x": seq[:, : self.t_in],  # (B, T_in, h, w)
             "y": seq[:, self.t_in :],  # (B, T_out, h, w)
-            "timestamps": st[:, : self.t_in],  # (B, T_in, 2)
-            "target_timestamps": st[:, self.t_in :],  # (B, T_out, 2)
+            "timestamps": st[:, : self.t_in],  # (B, T_in, 3)
+            "target_timestamps": st[:, self.t_in :],  # (B, T_out, 3)
             "task_id": torch.full((len(positions),), self.task_id, dtype=torch.int64),
             "channel": channel,
             "index": torch.from_numpy(w.ids[positions]),
@@ -84,6 +85,10 @@ class PreparedDataset:
         pred = resize_maps(pred.float(), self.native_hw)  # (B, T_out, H, W)
         return self.scaler.inverse(pred, channel, dtype=torch.float64)
 
+    @property
+    def interval_minutes(self) -> int:
+        return MINUTES_PER_DAY // self.steps_per_day
+
     def train_frame_indices(self) -> np.ndarray:
         """Frames covered by the (selected) training windows: the training part of the series."""
         return self.windows["train"].frame_indices(self.t_in + self.t_out)
@@ -101,7 +106,7 @@ class PreparedDataset:
             "windows_available": dict(self.available),
             "scaler": self.scaler.state_dict(),
             "scaler_fit": self.scaler_fit,
-            "steps_per_day": self.steps_per_day,
+            "interval_minutes": self.interval_minutes,
         }
 
 
@@ -176,6 +181,7 @@ def prepare(
         source=data.source,
         frames=torch.from_numpy(normed),
         stamps=torch.from_numpy(np.ascontiguousarray(data.stamps)),
+        codes=torch.from_numpy(time_codes(data.stamps, data.steps_per_day)),
         frame_channel=data.frame_channel,
         native=native,
         windows=windows,

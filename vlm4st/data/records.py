@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from vlm4st.data.errors import DataFileError, DataFormatError
+from vlm4st.data.timestamps import MINUTES_PER_DAY
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -67,6 +68,11 @@ class GridData:
     def grid(self) -> tuple[int, int]:
         return int(self.frames.shape[1]), int(self.frames.shape[2])
 
+    @property
+    def interval_minutes(self) -> int:
+        """Minutes between consecutive frames (readers only accept step lengths that divide a day)."""
+        return MINUTES_PER_DAY // self.steps_per_day
+
 
 def check_splits(splits: Collection[str], source: str) -> tuple[str, ...]:
     """Validate a requested split list; returns it in canonical order."""
@@ -74,6 +80,12 @@ def check_splits(splits: Collection[str], source: str) -> tuple[str, ...]:
     if unknown or not splits:
         raise DataFormatError(source, f"unknown or empty split request {sorted(splits)}; expected a subset of {SPLITS}")
     return tuple(s for s in SPLITS if s in splits)
+
+
+def node_key(config_key: str, leaf: str) -> str:
+    """The config key of ``leaf`` beside a reader's ``config_key`` (``dataset.sources.<name>.path`` ->
+    ``dataset.sources.<name>.<leaf>``), for error messages."""
+    return (config_key.rsplit(".", 1)[0] + "." if "." in config_key else "") + leaf
 
 
 def resolve_path(path: str | Path | None, data_dir: str | Path | None, config_key: str, source: str) -> Path:

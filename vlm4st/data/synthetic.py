@@ -18,8 +18,8 @@ import numpy as np
 
 from vlm4st.data.errors import DataValueError
 from vlm4st.data.fingerprint import config_fingerprint
-from vlm4st.data.records import GridData
-from vlm4st.data.timestamps import generate
+from vlm4st.data.records import GridData, node_key
+from vlm4st.data.timestamps import generate, steps_per_day_of
 from vlm4st.data.windows import from_series
 
 GENERATOR_VERSION = 1  # raise when generate_city changes its output for the same parameters
@@ -103,7 +103,7 @@ class SyntheticCityReader:
         width: int,
         days: int = 28,
         seed: int = 0,
-        steps_per_day: int = 48,
+        interval_minutes: int = 30,
         start_weekday: int = 0,
         events_per_week: float = 5.0,
         peak_rate: float = 60.0,
@@ -113,11 +113,12 @@ class SyntheticCityReader:
         config_key: str = "",
     ) -> None:
         self.name = name
+        steps_per_day = steps_per_day_of(interval_minutes, node_key(config_key, "interval_minutes"))
         if height < 1 or width < 1 or days < 1 or steps_per_day < 12:
             raise DataValueError(
                 self.source,
-                f"height/width/days must be >= 1 and steps_per_day >= 12 (got {height}x{width}, "
-                f"{days} days, {steps_per_day} steps/day)",
+                f"height/width/days must be >= 1 and steps at most 2 hours apart (got {height}x{width}, "
+                f"{days} days, {interval_minutes}-minute steps)",
             )
         self.kwargs = dict(
             height=int(height),

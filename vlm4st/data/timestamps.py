@@ -1,4 +1,11 @@
-"""Timestamp encodings -> int64 ``[weekday 0..6 (Mon=0), slot 0..steps_per_day-1]`` per frame.
+"""Timestamp encodings -> int64 ``[weekday 0..6 (Mon=0), slot 0..steps_per_day-1]`` per frame, and the time codes
+the model sees.
+
+Every dataset has its own step length, ``interval_minutes`` (a divisor of a day; ``steps_per_day`` = 1440 /
+interval), so a slot means different clock times in a 30-minute and a 60-minute city. The data keeps ``[weekday,
+slot]`` stamps (what files store and what the step checks read); batches hand the model interval-free time codes
+``[weekday, minute of day, interval_minutes]`` (``time_codes``), so 08:00 is minute 480 in every city and the model
+is told how far apart its frames are.
 
 The encoding of a file is chosen by the config key ``timestamp_format``, never guessed from its name:
 
@@ -20,9 +27,43 @@ from __future__ import annotations
 import numpy as np
 
 from vlm4st.data.errors import DataFormatError, DataValueError
+from vlm4st.errors import ConfigError
 
 TIMESTAMP_FORMATS: tuple[str, ...] = ("pairs", "datetime", "halfhour_index")
 _DATETIME_LEN = 19
+MINUTES_PER_DAY = 1440
+
+
+def steps_per_day_of(interval_minutes: object, key: str) -> int:
+    """Steps per day of a configured step length; a ``ConfigError`` naming ``key`` unless it divides a day."""
+    ok = isinstance(interval_minutes, int) and not isinstance(interval_minutes, bool)
+    if not ok or not 1 <= interval_minutes <= MINUTES_PER_DAY or MINUTES_PER_DAY % interval_minutes:
+        raise ConfigError(
+            f"{key}={interval_minutes!r}; expected minutes per step that divide a day (5, 10, 15, 20, 30, 60, ...)"
+        )
+    return MINUTES_PER_DAY // interval_minutes
+
+
+def random_codes(batch: int, steps: int, interval_minutes: int = 30, seed: int = 0) -> np.ndarray:
+    """(batch, steps, 3) time codes of random [weekday, slot] stamps (benchmarks and profiles need plausible ones)."""
+    rng = np.random.default_rng(seed)
+    steps_per_day = MINUTES_PER_DAY // interval_minutes
+    stamps = np.stack([rng.integers(0, 7, (batch, steps)), rng.integers(0, steps_per_day, (batch, steps))], axis=-1)
+    return time_codes(stamps, steps_per_day)
+
+
+def slots_of(codes: np.ndarray) -> np.ndarray:
+    """(..., 3) time codes -> (..., 2) int64 ``[weekday, slot]`` at each code's own interval (``time_codes``
+    inverted)."""
+    codes = np.asarray(codes).astype(np.int64)
+    return np.stack([codes[..., 0], codes[..., 1] // codes[..., 2]], axis=-1)
+
+
+def time_codes(stamps: np.ndarray, steps_per_day: int) -> np.ndarray:
+    """(..., 2) ``[weekday, slot]`` stamps of a dataset -> (..., 3) int64 ``[weekday, minute of day, interval]``."""
+    interval = MINUTES_PER_DAY // steps_per_day
+    stamps = stamps.astype(np.int64)
+    return np.stack([stamps[..., 0], stamps[..., 1] * interval, np.full_like(stamps[..., 0], interval)], axis=-1)
 
 
 def check_format(timestamp_format: str, source: str, config_key: str) -> str:
@@ -64,7 +105,10 @@ def decode_pairs(values: np.ndarray, source: str, what: str) -> np.ndarray:
 def decode_halfhour_index(values: np.ndarray, steps_per_day: int, source: str, what: str) -> np.ndarray:
     """(...) half-hour indices -> (..., 2) int64; the encoding implies 48 steps per day."""
     if steps_per_day != 48:
-        raise DataValueError(source, f"{what}: halfhour_index timestamps need steps_per_day=48, got {steps_per_day}")
+        raise DataValueError(
+            source, f"{what}: halfhour_index timestamps are 30 minutes apart; the source declares "
+                    f"{MINUTES_PER_DAY // steps_per_day}-minute steps (set its interval_minutes to 30)"
+        )
     i = as_integers(values, source, what)
     if (i < 0).any():
         raise DataValueError(source, f"{what}: negative half-hour index")
@@ -91,9 +135,7 @@ def decode_datetime(chars: np.ndarray, steps_per_day: int, source: str, what: st
     hour, minute, second = d[:, 8] * 10 + d[:, 9], d[:, 10] * 10 + d[:, 11], d[:, 12] * 10 + d[:, 13]
     if (hour > 23).any() or (minute > 59).any() or (second > 59).any():
         raise DataValueError(source, f"{what}: time of day out of range")
-    if 1440 % steps_per_day:
-        raise DataValueError(source, f"{what}: steps_per_day={steps_per_day} does not divide a day into whole minutes")
-    slot = (hour * 60 + minute) // (1440 // steps_per_day)
+    slot = (hour * 60 + minute) // (MINUTES_PER_DAY // steps_per_day)
     weekday = (days + 3) % 7  # 1970-01-01 was a Thursday (weekday 3)
     return np.stack([weekday, slot], axis=-1).reshape(*lead, 2)
 
@@ -114,7 +156,8 @@ def check_range(stamps: np.ndarray, steps_per_day: int, source: str, what: str) 
     if slot.size and (slot.min() < 0 or slot.max() >= steps_per_day):
         raise DataValueError(
             source,
-            f"{what}: slot out of range 0..{steps_per_day - 1} (found {slot.min()}..{slot.max()}); check steps_per_day",
+            f"{what}: slot out of range 0..{steps_per_day - 1} (found {slot.min()}..{slot.max()}); the source declares "
+            f"{MINUTES_PER_DAY // steps_per_day}-minute steps: check its interval_minutes",
         )
 
 

@@ -20,8 +20,14 @@ from vlm4st.data import cache
 from vlm4st.data.errors import DataFormatError
 from vlm4st.data.fingerprint import file_fingerprint
 from vlm4st.data.jsonscan import JsonIndex
-from vlm4st.data.records import GridData, check_splits, resolve_path
-from vlm4st.data.timestamps import check_format, decode_datetime, decode_halfhour_index, decode_pairs
+from vlm4st.data.records import GridData, check_splits, node_key, resolve_path
+from vlm4st.data.timestamps import (
+    check_format,
+    decode_datetime,
+    decode_halfhour_index,
+    decode_pairs,
+    steps_per_day_of,
+)
 from vlm4st.data.windows import from_stored
 
 log = logging.getLogger(__name__)
@@ -35,7 +41,8 @@ class UniSTJsonReader:
     Args:
         path: the JSON file; relative paths are looked up under ``data_dir``.
         timestamp_format: ``pairs`` | ``datetime`` | ``halfhour_index``.
-        steps_per_day: time steps per day (slot range).
+        interval_minutes: minutes per step (UniST files do not store it: 30 for the 48-slot sets, 60 for the 24-slot
+            ones); the stamps are checked at this step length.
         load_period: also parse the period arrays (kept in ``GridData.extras['period_<split>']``).
         cache_dir: folder of the binary cache; None disables it unless ``cache_beside_file``.
         cache_beside_file: with no ``cache_dir``, cache in ``.vlm4st_cache/`` next to the file.
@@ -45,7 +52,7 @@ class UniSTJsonReader:
         self,
         path: str,
         timestamp_format: str,
-        steps_per_day: int = 48,
+        interval_minutes: int,
         load_period: bool = False,
         cache_dir: str | None = None,
         cache_beside_file: bool = False,
@@ -55,9 +62,9 @@ class UniSTJsonReader:
     ) -> None:
         self.name, self.config_key = name, config_key
         self.path = resolve_path(path, data_dir, config_key, name)
-        fmt_key = config_key.rsplit(".", 1)[0] + ".timestamp_format" if "." in config_key else "timestamp_format"
+        fmt_key = node_key(config_key, "timestamp_format")
         self.timestamp_format = check_format(timestamp_format, str(self.path), fmt_key)
-        self.steps_per_day = int(steps_per_day)
+        self.steps_per_day = steps_per_day_of(interval_minutes, node_key(config_key, "interval_minutes"))
         self.load_period = bool(load_period)
         if cache_dir is not None:
             self.cache_dir: Path | None = Path(cache_dir).expanduser()

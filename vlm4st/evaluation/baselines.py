@@ -74,7 +74,8 @@ class TimeOfDayMean:
 
     def predict(self, batch: dict[str, Any]) -> torch.Tensor:
         table = self.tables[batch["dataset"]]
-        slots = batch["target_timestamps"][..., 1]  # (B, T_out)
+        codes = batch["target_timestamps"]  # (B, T_out, 3) [weekday, minute, interval]
+        slots = codes[..., 1] // codes[..., 2]  # (B, T_out): slot of day at the dataset's own step length
         return table[batch["channel"][:, None], slots]  # (B, T_out, H, W)
 
 

@@ -179,7 +179,7 @@ class CrossExchange(nn.Module):
 class DiXAttention(nn.Module):
     """Temporal, spatial and cross branches over the embedded grid series; see the module docstring.
 
-    ``forward(x (B, T, H, W), timestamps (B, T, 2) | None)`` -> ``STFeatures`` with X_input, X_temporal,
+    ``forward(x (B, T, H, W), timestamps (B, T, 3) | None)`` -> ``STFeatures`` with X_input, X_temporal,
     X_spatial, X_cross (B, T, H, W, d) and summaries ``temporal``, ``spatial``, ``cross`` (B, d), or no summaries
     with ``summaries=False`` (then ``summary_names`` is empty).
     """
@@ -190,7 +190,7 @@ class DiXAttention(nn.Module):
     def __init__(
         self,
         d_model: int,
-        steps_per_day: int,
+        harmonics: int,
         num_heads: int = 8,
         num_layers: int = 1,
         mlp_ratio: float = 2.0,
@@ -205,7 +205,7 @@ class DiXAttention(nn.Module):
         super().__init__()
         self.summaries = checks.flag(summaries, "model.dix.summaries")
         self.summary_names: tuple[str, ...] = self.SUMMARY_NAMES if summaries else ()
-        self.embed = InputEmbedding(d_model, steps_per_day, in_channels, dropout, temporal_patch)  # checks d_model
+        self.embed = InputEmbedding(d_model, harmonics, in_channels, dropout, temporal_patch)  # checks d_model
         self.d_model = self.embed.d_model
         checks.num_heads(num_heads, d_model, HEADS_KEY, WIDTH_KEY)
         num_layers = checks.positive_int(num_layers, "model.dix.num_layers")

@@ -4,7 +4,7 @@ Every cell value becomes a ``d_model`` vector carrying three kinds of position (
 tell cells, steps or times of day apart):
 - spatial: a factorised row/column sinusoid of the cell, computed for the grid at hand (any H x W);
 - temporal: a sinusoid of the step index relative to the most recent observation (any T_in; the last step is 0);
-- calendar: learned weekday and slot-of-day embeddings when timestamps are given (``steps_per_day`` from config).
+- calendar: a weekday embedding and minute-of-day harmonics of the time codes when they are given.
 Sinusoids go through learned projections, so no parameter depends on the grid or the window length.
 """
 
@@ -17,7 +17,7 @@ from torch import nn
 
 from vlm4st import checks
 from vlm4st.errors import ConfigError
-from vlm4st.models.calendar import CalendarEmbedding
+from vlm4st.models.calendar import CalendarEmbedding, check_codes
 from vlm4st.models.layers import relative_steps, sincos_1d, sincos_2d
 
 
@@ -49,7 +49,7 @@ class InputEmbedding(nn.Module):
     """
 
     def __init__(
-        self, d_model: int, steps_per_day: int, in_channels: int = 1, dropout: float = 0.0, temporal_patch: int = 1
+        self, d_model: int, harmonics: int, in_channels: int = 1, dropout: float = 0.0, temporal_patch: int = 1
     ) -> None:
         super().__init__()
         self.temporal_patch = checks.positive_int(temporal_patch, "model.dix.temporal_patch")
@@ -61,24 +61,15 @@ class InputEmbedding(nn.Module):
             )
         self.d_model = d_model
         self.in_channels = checks.positive_int(in_channels, "model.dix.in_channels")
-        self.steps_per_day = checks.positive_int(steps_per_day, "model.dix.steps_per_day")
         self.value = nn.Linear(in_channels * temporal_patch, d_model)
         self.spatial_pos = nn.Linear(d_model, d_model, bias=False)
         self.temporal_pos = nn.Linear(d_model, d_model, bias=False)
-        self.calendar = CalendarEmbedding(d_model, steps_per_day, key="model.dix.steps_per_day")
+        self.calendar = CalendarEmbedding(d_model, harmonics, key="model.dix.harmonics")
         self.norm = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(checks.probability(dropout, "model.dix.dropout"))
 
-    def _check_timestamps(self, timestamps: torch.Tensor, B: int, T: int) -> None:
-        if timestamps.shape != (B, T, 2):
-            raise ValueError(f"timestamps: expected shape (B, T_in, 2) = {(B, T, 2)}, got {tuple(timestamps.shape)}")
-        if timestamps.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"timestamps: expected an integer (long) tensor, got {timestamps.dtype}")
-        # Value ranges are checked where stamps enter (the data readers and task=predict), not here: reading
-        # values would synchronise the host with the device on every forward pass.
-
     def forward(self, x: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, T, H, W) (or (B, T, H, W, C_in)); timestamps (B, T, 2) long [weekday, slot] or None."""
+        """x (B, T, H, W) (or (B, T, H, W, C_in)); timestamps (B, T, 3) long time codes or None."""
         if x.dim() == 4:
             x = x.unsqueeze(-1)  # (B, T, H, W, 1)
         if x.dim() != 5 or x.shape[-1] != self.in_channels:
@@ -91,7 +82,7 @@ class InputEmbedding(nn.Module):
             raise ValueError(f"model.dix.temporal_patch: {p} does not divide T_in = {T_in}; expected a divisor")
         T = T_in // p
         if timestamps is not None:
-            self._check_timestamps(timestamps, B, T_in)
+            check_codes(timestamps, (B, T_in), "timestamps")
         if p > 1:
             x = x.view(B, T, p, H, W, C).permute(0, 1, 3, 4, 2, 5).reshape(B, T, H, W, p * C)  # (B, T, H, W, p*C)
         h = self.value(x)  # (B, T, H, W, d)
@@ -99,7 +90,7 @@ class InputEmbedding(nn.Module):
         pos_t = self.temporal_pos(sincos_1d(relative_steps(T, device=x.device), d).to(h.dtype))  # (T, d)
         h = h + pos_s.view(1, 1, H, W, d) + pos_t.view(1, T, 1, 1, d)  # (B, T, H, W, d)
         if timestamps is not None:
-            last = timestamps[:, p - 1 :: p]  # (B, T, 2): the calendar of each token's last step
+            last = timestamps[:, p - 1 :: p]  # (B, T, 3): the calendar of each token's last step
             cal = self.calendar(last)  # (B, T, d)
             h = h + cal.view(B, T, 1, 1, d)  # (B, T, H, W, d)
         return self.drop(self.norm(h))  # (B, T, H, W, d)
@@ -119,7 +110,7 @@ class InputProjection(nn.Module):
     def __init__(
         self,
         d_model: int,
-        steps_per_day: int,
+        harmonics: int,
         in_channels: int = 1,
         dropout: float = 0.0,
         summaries: bool = True,
@@ -128,7 +119,7 @@ class InputProjection(nn.Module):
         super().__init__()
         self.summaries = checks.flag(summaries, "model.dix.summaries")
         self.summary_names: tuple[str, ...] = self.SUMMARY_NAMES if summaries else ()
-        self.embed = InputEmbedding(d_model, steps_per_day, in_channels, dropout, temporal_patch)
+        self.embed = InputEmbedding(d_model, harmonics, in_channels, dropout, temporal_patch)
         self.d_model = self.embed.d_model
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:

@@ -33,7 +33,7 @@ from torch import nn
 
 from vlm4st import checks
 from vlm4st.errors import ConfigError
-from vlm4st.models.calendar import CalendarEmbedding
+from vlm4st.models.calendar import CalendarEmbedding, check_codes
 from vlm4st.models.cell_embedding import CellEmbedding
 from vlm4st.models.layers import MLP, Block, pool_grid, sincos_1d, sincos_2d
 from vlm4st.models.step_readout import StepReadout
@@ -64,7 +64,7 @@ class PredictionHead(nn.Module):
         d_model: int,
         context_dim: int,
         t_in: int,
-        steps_per_day: int,
+        harmonics: int,
         out_channels: int = 1,
         in_channels: int = 1,
         hidden_dim: int = 64,
@@ -120,7 +120,7 @@ class PredictionHead(nn.Module):
         self.cell_embedding = cell_embedding
         self.cell_id = nn.Linear(cell_embedding.dim, h, bias=False) if cell_embedding is not None else None
         self.visual_proj = nn.Linear(visual_dim, h) if visual_dim is not None else None
-        self.cell_calendar = CalendarEmbedding(h, steps_per_day, key=f"{KEY}.steps_per_day")
+        self.cell_calendar = CalendarEmbedding(h, harmonics, key=f"{KEY}.harmonics")
         # 2. cell queries read the VLM tokens
         self.read = Block(h, cell_heads, mlp_ratio, dropout, cross=True, kv_dim=context_dim,
                           heads_key=f"{KEY}.cell_heads", width_key=f"{KEY}.hidden_dim", mlp_key=f"{KEY}.mlp_ratio")
@@ -134,7 +134,7 @@ class PredictionHead(nn.Module):
         # 3. horizon queries
         self.query_base = nn.Parameter(torch.randn(1, 1, context_dim) * 0.02)
         self.query_pos = nn.Linear(context_dim, context_dim, bias=False)
-        self.query_calendar = CalendarEmbedding(context_dim, steps_per_day, key=f"{KEY}.steps_per_day")
+        self.query_calendar = CalendarEmbedding(context_dim, harmonics, key=f"{KEY}.harmonics")
         self.horizon = Block(context_dim, num_heads, mlp_ratio, dropout, cross=True, heads_key=f"{KEY}.num_heads",
                              width_key=f"{KEY}.context_dim", mlp_key=f"{KEY}.mlp_ratio")
         self.norm_query = nn.LayerNorm(context_dim)
@@ -142,7 +142,7 @@ class PredictionHead(nn.Module):
         nn.init.zeros_(self.film.weight)  # the VLM context starts as no modulation
         nn.init.zeros_(self.film.bias)
         # 4. per step and cell
-        self.step_calendar = CalendarEmbedding(h, steps_per_day, key=f"{KEY}.steps_per_day")
+        self.step_calendar = CalendarEmbedding(h, harmonics, key=f"{KEY}.harmonics")
         self.step_mlp = ResidualMLP(h, step_layers, mlp_ratio, dropout) if step_layers > 0 else None
         self.out = nn.Linear(h, out_channels)
         # 5. a readout per forecast step
@@ -227,7 +227,7 @@ class PredictionHead(nn.Module):
         visual: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """features (B, T_in, H, W, d); series (B, T_in, H, W[, C_in]); context (B, N, D);
-        target_timestamps (B, T_out, 2) | None; task_id (B,) long (id num_tasks: the unknown task);
+        target_timestamps (B, T_out, 3) | None; task_id (B,) long (id num_tasks: the unknown task);
         visual (B, 1+P, D) iff ``visual_dim``."""
         B = features.shape[0]
         if (visual is None) != (self.visual_proj is None):
@@ -235,11 +235,8 @@ class PredictionHead(nn.Module):
                 "PredictionHead: visual tokens must be given exactly when model.head.visual_dim is set "
                 f"(visual_dim={self.visual_dim}, visual given: {visual is not None})"
             )
-        if target_timestamps is not None and tuple(target_timestamps.shape) != (B, t_out, 2):
-            raise ValueError(
-                f"target_timestamps: expected shape (B, T_out, 2) = {(B, t_out, 2)}, "
-                f"got {tuple(target_timestamps.shape)}"
-            )
+        if target_timestamps is not None:
+            check_codes(target_timestamps, (B, t_out), "target_timestamps")
         # (B, H, W, h) and each cell's input window (B, H, W, T_in*C_in)
         state, hist = self._cell_state(features, series, task_id, visual, target_timestamps)
         state = self.cell_mlp(self._read_context(state, context))  # (B, H, W, h)

@@ -17,7 +17,7 @@ from torch import nn
 
 from vlm4st import checks
 from vlm4st.errors import ConfigError
-from vlm4st.models.calendar import DAYS_PER_WEEK
+from vlm4st.models.calendar import DAYS_PER_WEEK, ClockEncoding, check_codes
 from vlm4st.models.cell_embedding import CellEmbedding
 from vlm4st.models.vlm4st import count_parameters
 
@@ -42,7 +42,7 @@ class STID(nn.Module):
         self,
         t_in: int,
         t_out: int,
-        steps_per_day: int,
+        harmonics: int,
         cell_embedding: CellEmbedding | None,
         in_channels: int = 1,
         out_channels: int = 1,
@@ -55,7 +55,6 @@ class STID(nn.Module):
         self.t_out = t_out = checks.positive_int(t_out, "model.t_out")
         self.in_channels = in_channels = checks.positive_int(in_channels, "model.in_channels")
         self.out_channels = out_channels = checks.positive_int(out_channels, "model.out_channels")
-        self.steps_per_day = steps_per_day = checks.positive_int(steps_per_day, "model.steps_per_day")
         embed_dim = checks.positive_int(embed_dim, "model.embed_dim")
         num_layers = checks.non_negative_int(num_layers, "model.num_layers")
         dropout = checks.probability(dropout, "model.dropout")
@@ -65,10 +64,9 @@ class STID(nn.Module):
             )
         self.series = nn.Linear(t_in * in_channels, embed_dim)
         self.cell_embedding = cell_embedding
-        self.time_of_day = nn.Embedding(steps_per_day, embed_dim)
+        self.time_of_day = ClockEncoding(embed_dim, harmonics, key="model.harmonics")  # any step length
         self.day_of_week = nn.Embedding(DAYS_PER_WEEK, embed_dim)
-        for emb in (self.time_of_day, self.day_of_week):
-            nn.init.xavier_uniform_(emb.weight)
+        nn.init.xavier_uniform_(self.day_of_week.weight)
         parts = 3 + int(cell_embedding is not None)  # series, time of day, day of week (+ cell)
         self.hidden = parts * embed_dim
         self.encoder = nn.Sequential(*(ResidualLayer(self.hidden, dropout) for _ in range(num_layers)))
@@ -82,8 +80,8 @@ class STID(nn.Module):
         return_intermediate: bool = False,
         target_timestamps: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, Any]]:
-        """x (B, T_in, H, W) or (B, T_in, H, W, C_in); timestamps (B, T_in, 2) (required: STID embeds the last
-        input step's calendar); task_id (B,) long in [0, num_tasks] (num_tasks: the unknown task);
+        """x (B, T_in, H, W) or (B, T_in, H, W, C_in); timestamps (B, T_in, 3) time codes (required: STID embeds
+        the last input step's calendar); task_id (B,) long in [0, num_tasks] (num_tasks: the unknown task);
         target_timestamps unused (STID conditions on the last input step only, as published)."""
         if x.dim() == 4:
             x = x.unsqueeze(-1)  # (B, T, H, W, 1)
@@ -92,11 +90,12 @@ class STID(nn.Module):
                 f"input: expected (B, T_in={self.t_in}, H, W) with {self.in_channels} channel(s), got {tuple(x.shape)}"
             )
         if timestamps is None:
-            raise ValueError("STID: timestamps (B, T_in, 2) are required (time-of-day and day-of-week embeddings)")
+            raise ValueError("STID: timestamps (B, T_in, 3) are required (time-of-day and day-of-week embeddings)")
         B, T, H, W, C = x.shape
+        check_codes(timestamps, (B, T), "timestamps")
         hist = x.permute(0, 2, 3, 1, 4).reshape(B, H, W, T * C)  # (B, H, W, T*C)
-        last = timestamps[:, -1].long()  # (B, 2) [weekday, slot]
-        tod = self.time_of_day(last[:, 1])[:, None, None].expand(B, H, W, -1)  # (B, H, W, e)
+        last = timestamps[:, -1].long()  # (B, 3) [weekday, minute, interval]
+        tod = self.time_of_day(last)[:, None, None].expand(B, H, W, -1)  # (B, H, W, e)
         dow = self.day_of_week(last[:, 0])[:, None, None].expand(B, H, W, -1)  # (B, H, W, e)
         parts = [self.series(hist), tod, dow]
         if self.cell_embedding is not None:

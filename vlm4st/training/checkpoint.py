@@ -24,7 +24,11 @@ from vlm4st.training.checkpoint_layout import check_layout
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+#: 2: every dataset records its own ``interval_minutes`` and the model reads time codes (weekday, minute of day,
+#: interval) instead of a run-wide slot table; a version-1 checkpoint's weights and data record do not fit.
+FORMAT_VERSION = 2
+_UPGRADES = {1: "it was written before datasets carried their own step length (interval_minutes) and the model "
+                "encoded minute of day; retrain it with this version"}
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
@@ -76,10 +80,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint '{path}' is truncated or corrupted and cannot be read ({reason})") from err
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"checkpoint '{path}' is not a vlm4st checkpoint (no 'format_version' key)")
-    if payload["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(
-            f"checkpoint '{path}' has format_version {payload['format_version']}, expected {FORMAT_VERSION}"
-        )
+    version = payload["format_version"]
+    if version != FORMAT_VERSION:
+        why = _UPGRADES.get(version, "") if isinstance(version, int) else ""
+        expected = f"expected {FORMAT_VERSION}" + (f": {why}" if why else "")
+        raise CheckpointError(f"checkpoint '{path}' has format_version {version!r}, {expected}")
     check_layout(payload, str(path))
     try:
         check_targets(payload["config"], source=f"checkpoint '{path}'")

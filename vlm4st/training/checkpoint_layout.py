@@ -67,7 +67,7 @@ _DATASET = Record({
     "native_hw": ListOf(int),
     "model_hw": ListOf(int),
     "channels": int,
-    "steps_per_day": int,
+    "interval_minutes": int,
     "layout": DictOf(str, PLAIN),
 })
 

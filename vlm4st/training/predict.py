@@ -2,11 +2,11 @@
 
 Input (``predict_input``): ``.npy`` holding frames (T, H, W) (the last T_in frames are the history) or windows
 (N, T_in, H, W); or ``.npz`` with ``frames`` in either shape plus optional ``timestamps`` ((T, 2) or
-(N, T_in, 2), [weekday, slot]) and ``channel`` ((N,) integers, each one of the dataset's channels, for
-per-channel scalers). A file that cannot be read or holds the wrong shapes, dtypes or values stops the run with a
-``DataError`` naming it. ``predict_dataset`` names the training dataset whose scaler and task id apply (default:
-the checkpoint's first dataset). Output in the run dir: ``forecast.npz`` (``forecast`` (N, T_out, H, W) real
-scale, ``history`` the inputs) and ``forecast.png``.
+(N, T_in, 2), [weekday, slot] at the dataset's own step length) and ``channel`` ((N,) integers, each one of the
+dataset's channels, for per-channel scalers). A file that cannot be read or holds the wrong shapes, dtypes or
+values stops the run with a ``DataError`` naming it. ``predict_dataset`` names the training dataset whose scaler,
+task id and interval apply (default: the checkpoint's first dataset). Output in the run dir: ``forecast.npz``
+(``forecast`` (N, T_out, H, W) real scale, ``history`` the inputs) and ``forecast.png``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from vlm4st.data.errors import DataFormatError, DataValueError
 from vlm4st.data.npyfile import load, member, real_values
 from vlm4st.data.resize import resize_maps
 from vlm4st.data.scaler import MinMaxScaler
-from vlm4st.data.timestamps import as_integers, check_window_steps, following
+from vlm4st.data.timestamps import MINUTES_PER_DAY, as_integers, check_window_steps, following, time_codes
 from vlm4st.logging.figures import frame_rows_image
 from vlm4st.training import host
 from vlm4st.training.runtime import Runtime
@@ -115,8 +115,9 @@ def run_predict(cfg: DictConfig, payload: dict[str, Any], model: nn.Module, rt: 
         raise ConfigError(f"predict_dataset={name!r}; the checkpoint knows {sorted(datasets)}")
     info = datasets[name]
     scaler = MinMaxScaler.from_state_dict(info["scaler"])
+    steps_per_day = MINUTES_PER_DAY // int(info["interval_minutes"])  # the stamps count steps of the dataset's own
     frames, stamps, channel = _read_input(
-        Path(str(cfg.predict_input)), int(data["t_in"]), int(info["steps_per_day"]), int(info["channels"])
+        Path(str(cfg.predict_input)), int(data["t_in"]), steps_per_day, int(info["channels"])
     )
     n = len(frames)
     channel_t = torch.from_numpy(channel) if channel is not None else torch.zeros(n, dtype=torch.int64)
@@ -125,9 +126,9 @@ def run_predict(cfg: DictConfig, payload: dict[str, Any], model: nn.Module, rt: 
     x = resize_maps(x.float(), tuple(info["model_hw"]))  # (N, T_in, h, w)
     ts = target_ts = None
     if stamps is not None:
-        ts = torch.from_numpy(stamps.astype(np.int64))  # (N, T_in, 2)
-        future = following(stamps[:, -1], int(data["t_out"]), int(info["steps_per_day"]))  # (N, T_out, 2)
-        target_ts = torch.from_numpy(future)
+        ts = torch.from_numpy(time_codes(stamps, steps_per_day))  # (N, T_in, 3)
+        future = following(stamps[:, -1], int(data["t_out"]), steps_per_day)  # (N, T_out, 2)
+        target_ts = torch.from_numpy(time_codes(future, steps_per_day))  # (N, T_out, 3)
     task = torch.full((n,), int(info["task_id"]), dtype=torch.int64)
     dev = rt.device
     with torch.no_grad(), rt.autocast():
