@@ -3,7 +3,8 @@ as an unseen dataset.
 
 - full data (``shot_ratio=full``): one stage, ``main``, trains and validates on every dataset.
 - few-shot (a ratio below 1 with ``dataset.target``): ``source`` on every other dataset, then ``target`` on the
-  target's share, starting from the source stage's best weights.
+  target's share, starting from the source stage's best weights. With ``transfer.init: scratch`` (the control)
+  there is no source stage: ``target`` alone trains the share from the weights as built.
 - zero-shot (ratio 0): ``source`` only; the test evaluates the target with the unknown-task id.
 The source stage is either trained here, trained in (or reused from) the source-model cache
 (``transfer.source_cache``), or replaced by a given ``source_checkpoint``.
@@ -11,12 +12,20 @@ The source stage is either trained here, trained in (or reused from) the source-
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from vlm4st import checks
 from vlm4st.data.module import DataModule
+from vlm4st.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: ``transfer.init``: the target stage starts from the source stage, or from the weights as built (the control).
+TRANSFER_INITS = ("source", "scratch")
 
 
 @dataclass
@@ -50,10 +59,22 @@ class Plan:
 def plan_stages(cfg: DictConfig, dm: DataModule, checkpoint_dir: Path) -> Plan:
     """The run's stages from its config and data mode (``full``, ``few`` or ``zero``)."""
     tr = cfg.trainer
+    init = checks.choice(cfg.transfer.init, TRANSFER_INITS, "transfer.init")
     if dm.mode == "full":
         main = Stage("main", dm.train_names(), dm.eval_names("val"), int(tr.epochs), float(tr.optimizer.lr),
                      checkpoint_dir)
         return Plan([main])
+    target = Stage("target", [str(dm.target)], [str(dm.target)], int(tr.fewshot.epochs), float(tr.fewshot.lr),
+                   checkpoint_dir / "target", start="previous")
+    if init == "scratch":
+        if dm.mode == "zero":
+            raise ConfigError("transfer.init=scratch with shot_ratio=zero: a zero-shot target has no share to train "
+                              "from scratch; expected transfer.init=source, or a few-shot ratio (few5, few10)")
+        target.start = "model"
+        if cfg.source_checkpoint:
+            log.info("transfer.init=scratch: source_checkpoint %s is not loaded (the control trains from scratch)",
+                     cfg.source_checkpoint)
+        return Plan([target])
     sources = [n for n in dm.names if n != dm.target]
     source = Stage("source", sources, sources, int(tr.epochs), float(tr.optimizer.lr), checkpoint_dir / "source")
     if cfg.source_checkpoint:
@@ -62,6 +83,4 @@ def plan_stages(cfg: DictConfig, dm: DataModule, checkpoint_dir: Path) -> Plan:
         source.cached = True
     if dm.mode == "zero":
         return Plan([source], unseen=[str(dm.target)])
-    target = Stage("target", [str(dm.target)], [str(dm.target)], int(tr.fewshot.epochs), float(tr.fewshot.lr),
-                   checkpoint_dir / "target", start="previous")
     return Plan([source, target])

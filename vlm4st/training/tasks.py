@@ -199,7 +199,8 @@ def _train(cfg: DictConfig, rt: Runtime) -> float:
              trainer.global_step_offset)
     objective = float(result.best_val_loss) if result is not None else float("nan")
     metrics = {
-        "run": {"task": "train", "seed": int(cfg.seed), "mode": dm.mode, "target": dm.target, **rt.choices},
+        "run": {"task": "train", "seed": int(cfg.seed), "mode": dm.mode, "target": dm.target,
+                "init": str(cfg.transfer.init), **rt.choices},
         "params": params,
         "stages": stages,
         "best_val_loss": objective,

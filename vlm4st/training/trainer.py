@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from vlm4st import checks
 from vlm4st.checks import one_line
 from vlm4st.config import ConfigError, instantiate
 from vlm4st.data.module import DataModule
@@ -48,7 +49,7 @@ __all__ = ["NonFiniteLossError", "RunInterrupted", "StageResult", "Trainer"]
 #: data, the seed, and every trainer key that shapes the schedule or the batches.
 RESUME_KEYS = ("model", "dataset", "shot_ratio", "seed")
 RESUME_TRAINER_KEYS = ("epochs", "batch_size", "drop_last", "max_steps", "time_budget_min", "optimizer", "schedule",
-                       "loss", "grad_clip", "fewshot")
+                       "loss", "grad_clip", "fewshot", "unknown_task_rate")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -106,6 +107,7 @@ class Trainer:
         self.run_meta = dict(run_meta)
         self.loss = instantiate(cfg.loss, path="trainer.loss")
         self.progress = ProgressConfig.from_trainer(cfg, runtime.dist.is_main)
+        self.unknown_task_rate = checks.probability(cfg.unknown_task_rate, "trainer.unknown_task_rate")
         self.global_step_offset = 0  # steps of earlier stages, so logger steps keep increasing
 
     # -- public ---------------------------------------------------------------------------------------------------
@@ -229,8 +231,9 @@ class Trainer:
         any other optimiser it reads the loss once, to refuse a non-finite update.
         """
         b = to_device(batch, self.rt.device)
+        task = self._hide_tasks(b["task_id"])  # (B,)
         with self.rt.autocast():
-            pred = net(b["x"], b["timestamps"], b["task_id"], target_timestamps=b["target_timestamps"])
+            pred = net(b["x"], b["timestamps"], task, target_timestamps=b["target_timestamps"])
         loss, parts = self.loss(pred.float(), b["y"])  # fp32 loss outside autocast
         if not window.skips_on_device and not math.isfinite(host.host_float(loss)):
             return None
@@ -244,6 +247,15 @@ class Trainer:
         run.optimizer.step()
         run.scheduler.step()
         return parts
+
+    def _hide_tasks(self, task: torch.Tensor) -> torch.Tensor:
+        """``trainer.unknown_task_rate`` of the samples train as the unknown task (id = number of datasets), so the
+        path a zero-shot city takes (no cell identity, the unknown adapter route) is trained, not left at its
+        initial weights. Drawn on the device from the checkpointed torch RNG; a rate of 0 draws nothing."""
+        if self.unknown_task_rate == 0.0:
+            return task
+        hide = torch.rand(task.shape, device=task.device) < self.unknown_task_rate  # (B,)
+        return torch.where(hide, torch.full_like(task, len(self.data.names)), task)  # (B,)
 
     def _read(self, window: LossWindow, run: _StageRun, progress: Progress) -> None:
         """Read the window on the host: log the last step's losses, update the progress, stop at a bad step."""
