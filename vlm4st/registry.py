@@ -46,6 +46,7 @@ PROJECT_TARGETS: frozenset[str] = frozenset({
     "vlm4st.models.prediction_head.PredictionHead",
     "vlm4st.models.step_readout.StepReadout",
     "vlm4st.models.cell_embedding.CellEmbedding",
+    "vlm4st.models.window_norm.WindowNorm",
     # adapters
     "vlm4st.adapters.none.NoAdapter",
     "vlm4st.adapters.StandardLora",

@@ -68,6 +68,8 @@ def test_zero_shot_to_an_hourly_city_from_half_hourly_sources(run_entry, tmp_pat
     metrics = read_metrics(run_dir)
     assert list(metrics["test"]) == ["city_b"] and np.isfinite(metrics["test"]["city_b"]["rmse"])
     assert "last_value" in metrics["baselines"]
+    blend = metrics["zero_shot_blend"]["city_b"]  # fitted on the 24-frame (one day) calibration prefix
+    assert blend["prefix_windows"] == 24 - 12 + 1 and all(0.0 <= w <= 1.0 for w in blend["weights"])
 
 
 def test_scratch_control_loads_no_source_weight(trained_checkpoint, run_entry, tmp_path, monkeypatch) -> None:
@@ -102,3 +104,27 @@ def test_a_checkpoint_from_before_per_dataset_intervals_is_refused_clearly(train
     torch.save(payload, old)
     with pytest.raises(CheckpointError, match=r"format_version 1, expected 2: .*interval_minutes.*retrain"):
         ckpt.load_checkpoint(old)
+
+
+def test_stid_trains_on_half_hourly_and_hourly_cities(run_entry, tmp_path) -> None:
+    run_dir = tmp_path / "stid"
+    run_entry(make_cfg(run_dir, HOURLY, "model=stid", *QUICK))
+    metrics = read_metrics(run_dir)
+    assert set(metrics["test"]) == {"city_a", "city_b", "city_c"}
+    assert all(np.isfinite(m["rmse"]) for m in metrics["test"].values())
+
+
+def test_unknown_task_rate_feeds_that_share_of_samples_as_the_unknown_task() -> None:
+    from types import SimpleNamespace
+
+    from vlm4st.training.trainer import Trainer
+
+    trainer = SimpleNamespace(unknown_task_rate=0.3, data=SimpleNamespace(names=["a", "b", "c"]))
+    torch.manual_seed(0)
+    task = torch.randint(0, 3, (20_000,))
+    hidden = Trainer._hide_tasks(trainer, task)
+    unknown = hidden == 3
+    assert abs(float(unknown.float().mean()) - 0.3) < 0.02
+    assert torch.equal(hidden[~unknown], task[~unknown])  # the others keep their own id
+    trainer.unknown_task_rate = 0.0
+    assert Trainer._hide_tasks(trainer, task) is task

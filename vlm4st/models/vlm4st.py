@@ -29,6 +29,7 @@ from vlm4st.models.format_transformer import DualPathFormatTransformer
 from vlm4st.models.gated_fusion import AdaptiveGatedFusion
 from vlm4st.models.prediction_head import PredictionHead
 from vlm4st.models.prompt_forge import PromptForge
+from vlm4st.models.window_norm import WindowNorm
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ class VLM4ST(nn.Module):
         prompt_forge: ``PromptForge`` or None (``no_prompt``: no prompt token at all).
         fusion: ``AdaptiveGatedFusion``, or None when ``dix`` yields a single branch (X_fused = X_input).
         out_channels: C of the forecast.
+        window_norm: ``WindowNorm`` or None: every window enters relative to its last frame and in units of its
+            own frame-to-frame change, and the forecast is mapped back (what carries a model to a city it never
+            trained on).
         dims: the preset-level sizes the module nodes interpolate (``model.dims``); ``d_model`` and ``vlm_width``
             are checked against the modules, and the mapping is kept as ``self.dims`` for logs.
     """
@@ -72,6 +76,7 @@ class VLM4ST(nn.Module):
         fusion: AdaptiveGatedFusion | None = None,
         out_channels: int = 1,
         dims: Mapping[str, Any] | None = None,
+        window_norm: WindowNorm | None = None,
     ) -> None:
         super().__init__()
         if isinstance(dims, DictConfig):
@@ -86,6 +91,7 @@ class VLM4ST(nn.Module):
         self.format_transformer = format_transformer
         self.vlm = vlm
         self.head = head
+        self.window_norm = window_norm
         self._check_wiring()
 
     def _check_wiring(self) -> None:
@@ -110,6 +116,9 @@ class VLM4ST(nn.Module):
             )
         if head.t_in != self.t_in:
             raise ConfigError(f"model.head.t_in: {head.t_in} differs from model.t_in; expected {self.t_in}")
+        if self.window_norm is not None and self.t_in < 2:
+            raise ConfigError(f"model.window_norm needs two input steps to measure change; model.t_in is {self.t_in}, "
+                              "expected >= 2 (or model.window_norm=null)")
         patch = self.dix.embed.temporal_patch
         if self.t_in % patch:
             raise ConfigError(
@@ -183,8 +192,8 @@ class VLM4ST(nn.Module):
         return_intermediate: bool = False,
         target_timestamps: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, Any]]:
-        """x (B, T_in, H, W); timestamps (B, T_in, 2) long [weekday, slot of day]; task_id (B,) long in
-        [0, num_tasks] (num_tasks: the unknown task); target_timestamps (B, T_out, 2) long, the stamps of
+        """x (B, T_in, H, W); timestamps (B, T_in, 3) long time codes [weekday, minute of day, interval]; task_id
+        (B,) long in [0, num_tasks] (num_tasks: the unknown task); target_timestamps (B, T_out, 3) long, the codes of
         the forecast steps (required with ``timestamps``: ``vlm4st.data.timestamps.following`` derives them).
 
         Returns the forecast (B, T_out, H, W, C); with ``return_intermediate`` also a dict (``INTERMEDIATE_KEYS``):
@@ -201,6 +210,9 @@ class VLM4ST(nn.Module):
                 "target_timestamps: missing; a model given input timestamps also needs the (B, T_out, 2) stamps of "
                 "the forecast steps (batches carry them as 'target_timestamps')"
             )
+        stats = None
+        if self.window_norm is not None:
+            x, stats = self.window_norm.normalise(x)  # (B, T_in, H, W) relative to the last frame
         feats = self.dix(x, timestamps)  # X_* (B, T, H, W, d)
         prompt, pattern_info = (None, None) if self.prompt_forge is None else self.prompt_forge(feats.summaries)
         if self.fusion is None:
@@ -214,6 +226,8 @@ class VLM4ST(nn.Module):
             context = torch.cat([context, fmt.prompt_token], dim=1)  # (B, N+1, D)
         visual = vlm_out["visual"] if self.head.visual_dim is not None else None
         pred = self.head(x_fused, x, context, self.t_out, target_timestamps, task_id, visual)  # (B, T_out, H, W, C)
+        if stats is not None:
+            pred = self.window_norm.restore(pred, stats)  # (B, T_out, H, W, C) on the data's scale
         if not return_intermediate:
             return pred
         return pred, {

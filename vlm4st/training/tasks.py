@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from vlm4st import checks
 from vlm4st.config import ConfigError, instantiate
 from vlm4st.data.build import build_datamodule
 from vlm4st.data.module import DataModule
@@ -36,6 +37,7 @@ from vlm4st.training.source_cache import locked_source_dir, source_key
 from vlm4st.training.stages import Plan, plan_stages
 from vlm4st.training.trainer import StageResult, Trainer
 from vlm4st.training.weights import load_model_state
+from vlm4st.training.zero_shot import BlendedForecast, fit_blend
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,20 @@ def _test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: ForecastLos
     return evaluate(model, dm, "test", dm.eval_names("test"), batch_size=int(cfg.trainer.eval_batch_size),
                     device=rt.device, dist=rt.dist, loss=loss, autocast=rt.autocast(), unseen=unseen,
                     collect=collect, progress=ProgressConfig.from_trainer(cfg.trainer, rt.dist.is_main))
+
+
+def _zero_shot(model, dm: DataModule, cfg: DictConfig, rt: Runtime, unseen: list[str],
+               loss: ForecastLoss) -> tuple[Any, dict[str, Any]]:
+    """The model the test runs: with ``transfer.zero_shot_blend`` and a zero-shot target, the model pulled toward
+    the last frame per forecast step by weights fitted on the target's unscored calibration prefix; and what was
+    fitted (for ``metrics.json``)."""
+    if not unseen or not checks.flag(cfg.transfer.zero_shot_blend, "transfer.zero_shot_blend"):
+        return model, {}
+    (name,) = unseen  # a zero-shot run has one target
+    blend = fit_blend(model, dm.by_name[name], len(dm.names), rt.device, rt.autocast(),
+                      int(cfg.trainer.eval_batch_size), loss)
+    fitted = {name: {"weights": [float(w) for w in blend.weights], "prefix_windows": blend.windows}}
+    return BlendedForecast(model, blend.weights).to(rt.device), fitted
 
 
 def _figures(model, dm: DataModule, cfg: DictConfig, rt: Runtime, unseen: list[str],
@@ -193,9 +209,10 @@ def _train(cfg: DictConfig, rt: Runtime) -> float:
     stages, result = _run_plan(plan, trainer, cfg, dm, rt, config)
     if result is not None:
         _load_best(model, result.best_path)
-    tested = _test(model, dm, cfg, rt, trainer.loss, plan.unseen)
+    forecaster, blend = _zero_shot(model, dm, cfg, rt, plan.unseen, trainer.loss)
+    tested = _test(forecaster, dm, cfg, rt, trainer.loss, plan.unseen)
     baselines = _baselines(dm, cfg, rt)
-    _figures(model, dm, cfg, rt, plan.unseen, {name: s["history"] for name, s in stages.items() if "history" in s},
+    _figures(forecaster, dm, cfg, rt, plan.unseen, {name: s["history"] for name, s in stages.items() if "history" in s},
              trainer.global_step_offset)
     objective = float(result.best_val_loss) if result is not None else float("nan")
     metrics = {
@@ -204,6 +221,7 @@ def _train(cfg: DictConfig, rt: Runtime) -> float:
         "params": params,
         "stages": stages,
         "best_val_loss": objective,
+        "zero_shot_blend": blend,
         "train_seconds": sum(s.get("train_seconds", 0.0) for s in stages.values()),
         "wall_seconds": time.perf_counter() - started,
     }
@@ -245,12 +263,14 @@ def test(cfg: DictConfig) -> float:
         load_model_state(model, payload["model"], str(cfg.checkpoint))
         loss = instantiate(run_cfg.trainer.loss, path="trainer.loss")
         unseen = plan_stages(run_cfg, dm, rt.run_dir / "checkpoints").unseen
-        result = _test(model, dm, run_cfg, rt, loss, unseen)
+        forecaster, blend = _zero_shot(model, dm, run_cfg, rt, unseen, loss)
+        result = _test(forecaster, dm, run_cfg, rt, loss, unseen)
         baselines = _baselines(dm, run_cfg, rt)
         state = payload["trainer_state"]
-        _figures(model, dm, run_cfg, rt, unseen, {str(payload["stage"]): list(state["history"])}, int(state["step"]))
+        _figures(forecaster, dm, run_cfg, rt, unseen, {str(payload["stage"]): list(state["history"])},
+                 int(state["step"]))
         metrics = {"run": {"task": "test", "checkpoint": str(cfg.checkpoint), "seed": int(run_cfg.seed),
-                           "mode": dm.mode, "target": dm.target}}
+                           "mode": dm.mode, "target": dm.target}, "zero_shot_blend": blend}
         write_report(rt, metrics, result, baselines, _model_name(rt))
         return result.loss
 
