@@ -34,7 +34,8 @@ TARGETS = ("taxinyc", "bikenyc")
 SHARES = ("few5", "few10")
 SEEDS = (0, 1, 2)
 #: (run-name part, overrides) of the learned few-shot columns.
-VARIANTS = (("source", []), ("scratch", ["transfer.init=scratch"]), ("stid", ["model=stid", "~model.window_norm", "transfer.init=scratch"]))
+VARIANTS = (("source", []), ("scratch", ["transfer.init=scratch"]),
+            ("stid", ["model=stid", "~model.window_norm", "transfer.init=scratch"]))
 
 
 def command(name: str, overrides: list[str]) -> list[str]:
