@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from vlm4st import CONF_DIR
 from vlm4st.config import compose, instantiate
-from vlm4st.data.timestamps import following, time_codes
+from vlm4st.data.timestamps import following, slots_of, time_codes
 from vlm4st.models import VLM4ST
 
 T_IN, T_OUT, STEPS_PER_DAY = 6, 4, 48
@@ -44,9 +44,7 @@ def codes(stamps: np.ndarray) -> torch.Tensor:
 
 def future(ts: torch.Tensor, t_out: int = T_OUT) -> torch.Tensor:
     """The (B, t_out, 3) codes of the steps after the last input step of the codes ``ts`` (B, T_in, 3)."""
-    last = ts[:, -1].numpy()  # (B, 3) [weekday, minute, interval]
-    slots = np.stack([last[:, 0], last[:, 1] // last[:, 2]], axis=-1)  # (B, 2)
-    return codes(following(slots, t_out, STEPS_PER_DAY))
+    return codes(following(slots_of(ts[:, -1].numpy()), t_out, STEPS_PER_DAY))  # from the last [weekday, slot]
 
 
 def batch(B: int, H: int, W: int, t_in: int = T_IN, seed: int = 0, t_out: int = T_OUT) -> tuple[torch.Tensor, ...]:
