@@ -13,6 +13,7 @@ from torch import nn
 
 from vlm4st.data.module import DataModule
 from vlm4st.evaluation.metrics import ForecastMetrics
+from vlm4st.evaluation.shuffle import shuffle_inputs
 from vlm4st.logging import figures
 from vlm4st.logging.progress import QUIET, ProgressConfig
 from vlm4st.models.loss import ForecastLoss
@@ -55,12 +56,16 @@ def evaluate(
     unseen: Iterable[str] = (),
     collect: bool = False,
     progress: ProgressConfig = QUIET,
+    frame_seed: int | None = None,
 ) -> EvalResult:
     """Run ``model`` over ``split`` of each dataset in ``names``; every rank takes a contiguous share.
 
     ``loss`` is the training loss over every normalised point of every dataset (pooled, not a mean of batch or
     dataset means). Datasets in ``unseen`` get the unknown-task id. ``collect`` keeps real-scale forecasts
-    (single process only). ``progress`` reports the windows of this rank's share.
+    (single process only). ``progress`` reports the windows of this rank's share. ``frame_seed``: None evaluates
+    the inputs as they are; an integer permutes each window's input frames along T_in by the permutation that the
+    seed and the window id give (``vlm4st.evaluation.shuffle``, the input-order test), on the host before the
+    batch moves to ``device``; time codes, targets and task ids stay in order.
     """
     was_training = model.training
     model.eval()
@@ -74,6 +79,8 @@ def evaluate(
     for name in names:
         for batch in data.eval_batches(name, split, batch_size, rank=dist.rank, world_size=dist.world_size):
             bar.advance(len(batch["x"]))
+            if frame_seed is not None:
+                batch = shuffle_inputs(batch, frame_seed)  # x: (B, T_in, H, W), frames reordered per window
             b = to_device(batch, device)
             with autocast:
                 pred = model(b["x"], b["timestamps"], task_ids_for(b, unseen, len(data.names)),

@@ -6,7 +6,8 @@ Every task enters ``run_context`` (device, seed, threads, precision, distributed
 zero-shot; the source stage trained, cached or reused from ``source_checkpoint``), runs them with one ``Trainer``,
 tests the selected weights and hands everything to ``write_report``. ``test`` and ``predict`` rebuild the
 checkpoint's model, data-shaping keys and seed, and ``test`` verifies that the rebuilt data is the data the
-checkpoint was trained on.
+checkpoint was trained on. With ``shuffle_test.enabled`` the test of ``train`` and of ``test`` runs a second time
+with each window's input frames permuted (the input-order test, ``vlm4st.evaluation.shuffle``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from vlm4st.data.build import build_datamodule
 from vlm4st.data.module import DataModule
 from vlm4st.errors import CheckpointError
 from vlm4st.evaluation.baselines import evaluate_baselines
+from vlm4st.evaluation.shuffle import ShuffleTest, log_degradation, shuffle_section
 from vlm4st.logging.progress import ProgressConfig
 from vlm4st.models.loss import ForecastLoss
 from vlm4st.training import checkpoint as ckpt
@@ -89,6 +91,21 @@ def _test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: ForecastLos
     return evaluate(model, dm, "test", dm.eval_names("test"), batch_size=int(cfg.trainer.eval_batch_size),
                     device=rt.device, dist=rt.dist, loss=loss, autocast=rt.autocast(), unseen=unseen,
                     collect=collect, progress=ProgressConfig.from_trainer(cfg.trainer, rt.dist.is_main))
+
+
+def _shuffle_test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: ForecastLoss, unseen: list[str],
+                  shuffle: ShuffleTest, ordered: EvalResult) -> dict[str, Any]:
+    """The input-order test (``shuffle_test``): the test split again with each window's input frames permuted;
+    the ``shuffle_test`` entry of ``metrics.json`` (empty when disabled)."""
+    if not shuffle.enabled:
+        return {}
+    shuffled = evaluate(model, dm, "test", dm.eval_names("test"), batch_size=int(cfg.trainer.eval_batch_size),
+                        device=rt.device, dist=rt.dist, loss=loss, autocast=rt.autocast(), unseen=unseen,
+                        progress=ProgressConfig.from_trainer(cfg.trainer, rt.dist.is_main), frame_seed=shuffle.seed)
+    section = shuffle_section(shuffle, ordered.metrics, shuffled.metrics, shuffled.loss)
+    if rt.dist.is_main:
+        log_degradation(section, ordered.metrics)
+    return section
 
 
 def _zero_shot(model, dm: DataModule, cfg: DictConfig, rt: Runtime, unseen: list[str],
@@ -191,7 +208,9 @@ def train(cfg: DictConfig) -> float:
 
 def _train(cfg: DictConfig, rt: Runtime) -> float:
     started = time.perf_counter()
+    shuffle = ShuffleTest.from_config(cfg.shuffle_test)
     dm = build_data(cfg)
+    shuffle.check_frames(dm.t_in)
     log.info("data:\n%s", dm.summary())
     model = build_model(cfg.model, len(dm.names), dm.t_in, dm.t_out)
     params = model.get_trainable_parameters()
@@ -211,6 +230,7 @@ def _train(cfg: DictConfig, rt: Runtime) -> float:
         _load_best(model, result.best_path)
     forecaster, blend = _zero_shot(model, dm, cfg, rt, plan.unseen, trainer.loss)
     tested = _test(forecaster, dm, cfg, rt, trainer.loss, plan.unseen)
+    shuffled = _shuffle_test(forecaster, dm, cfg, rt, trainer.loss, plan.unseen, shuffle, tested)
     baselines = _baselines(dm, cfg, rt)
     _figures(forecaster, dm, cfg, rt, plan.unseen, {name: s["history"] for name, s in stages.items() if "history" in s},
              trainer.global_step_offset)
@@ -222,6 +242,7 @@ def _train(cfg: DictConfig, rt: Runtime) -> float:
         "stages": stages,
         "best_val_loss": objective,
         "zero_shot_blend": blend,
+        "shuffle_test": shuffled,
         "train_seconds": sum(s.get("train_seconds", 0.0) for s in stages.values()),
         "wall_seconds": time.perf_counter() - started,
     }
@@ -253,24 +274,29 @@ def _as_trained(cfg: DictConfig, trained: DictConfig) -> DictConfig:
 
 
 def test(cfg: DictConfig) -> float:
-    """Evaluate ``checkpoint`` on the test split of the data it was trained with (verified); write the report."""
+    """Evaluate ``checkpoint`` on the test split of the data it was trained with (verified), and again with
+    shuffled input frames when ``shuffle_test.enabled``; write the report."""
+    shuffle = ShuffleTest.from_config(cfg.shuffle_test)
     payload, trained = _checkpoint_config(cfg)
     run_cfg = _as_trained(cfg, trained)
     with run_context(run_cfg) as rt:
         dm = build_data(run_cfg)
         dm.verify_state_dict(payload["data"], str(cfg.checkpoint))
+        shuffle.check_frames(dm.t_in)
         model = build_model(trained.model, len(dm.names), dm.t_in, dm.t_out).to(rt.device)
         load_model_state(model, payload["model"], str(cfg.checkpoint))
         loss = instantiate(run_cfg.trainer.loss, path="trainer.loss")
         unseen = plan_stages(run_cfg, dm, rt.run_dir / "checkpoints").unseen
         forecaster, blend = _zero_shot(model, dm, run_cfg, rt, unseen, loss)
         result = _test(forecaster, dm, run_cfg, rt, loss, unseen)
+        shuffled = _shuffle_test(forecaster, dm, run_cfg, rt, loss, unseen, shuffle, result)
         baselines = _baselines(dm, run_cfg, rt)
         state = payload["trainer_state"]
         _figures(forecaster, dm, run_cfg, rt, unseen, {str(payload["stage"]): list(state["history"])},
                  int(state["step"]))
         metrics = {"run": {"task": "test", "checkpoint": str(cfg.checkpoint), "seed": int(run_cfg.seed),
-                           "mode": dm.mode, "target": dm.target}, "zero_shot_blend": blend}
+                           "mode": dm.mode, "target": dm.target}, "zero_shot_blend": blend,
+                   "shuffle_test": shuffled}
         write_report(rt, metrics, result, baselines, _model_name(rt))
         return result.loss
 
