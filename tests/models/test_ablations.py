@@ -16,6 +16,9 @@ ABSENT = {  # intermediate outputs that each ablation must return as None
     "no_prompt": {"B_prompt", "pattern_info"},
     "no_seq": {"sequence"},
     "no_visual": {"image"},
+    "no_vlm": {"image", "sequence", "vlm_output"},
+    "vlm2attn": set(),
+    "vlm2trsf": set(),
 }
 
 

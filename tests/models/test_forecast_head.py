@@ -67,18 +67,20 @@ def test_head_at_two_grids_and_another_horizon(ablation: str) -> None:
 
 @pytest.mark.parametrize("ablation", options("ablation"))
 def test_changing_the_vlm_tokens_changes_every_cell(ablation: str) -> None:
+    """Every cell reads the context tokens: the VLM's, or under no_vlm the prompt token."""
     model = build_model("tiny", ablation, extra=["model.dims.dropout=0.0"]).eval()
     wake_deep_branches(model.head)
     x, ts, task, target_ts = batch(1, 7, 11)
-    captured: dict[str, torch.Tensor] = {}
+    source = model.vlm if model.vlm is not None else model.prompt_token
 
     def perturb(_module, _inputs, output):
-        captured["fused"] = output["fused"]
+        if isinstance(output, torch.Tensor):  # the prompt token (B, 1, D)
+            return output + torch.randn_like(output)
         return {**output, "fused": output["fused"] + torch.randn_like(output["fused"])}
 
     with torch.no_grad():
         base = model(x, ts, task, target_timestamps=target_ts)
-        handle = model.vlm.register_forward_hook(perturb)
+        handle = source.register_forward_hook(perturb)
         changed = model(x, ts, task, target_timestamps=target_ts)
         handle.remove()
     moved = (changed - base).abs().amax(dim=(0, 1, 4))  # (H, W)

@@ -1,4 +1,4 @@
-"""The six VLM4ST modules and the model that wires them.
+"""The six VLM4ST modules and the model that wires them, and the controls that stand in the VLM's place.
 
 Config targets name the defining modules (``vlm4st.models.dix_attention.DiXAttention`` ...); the model itself is
 ``vlm4st.models.VLM4ST``.
@@ -12,13 +12,17 @@ from vlm4st.models.gated_fusion import AdaptiveGatedFusion
 from vlm4st.models.input_projection import InputProjection, STFeatures
 from vlm4st.models.prediction_head import PredictionHead
 from vlm4st.models.prompt_forge import PromptForge
+from vlm4st.models.prompt_token import PromptToken
 from vlm4st.models.vlm4st import INTERMEDIATE_KEYS, VLM4ST
+from vlm4st.models.vlm_backbone import VLMBackbone
+from vlm4st.models.vlm_controls import AttentionControl, TransformerControl
 from vlm4st.models.vlm_module import VLMModule
 
 __all__ = [
     "INTERMEDIATE_KEYS",
     "VLM4ST",
     "AdaptiveGatedFusion",
+    "AttentionControl",
     "DiXAttention",
     "DualPathFormatTransformer",
     "FormatOutput",
@@ -26,7 +30,10 @@ __all__ = [
     "InputProjection",
     "PredictionHead",
     "PromptForge",
+    "PromptToken",
     "STFeatures",
     "SequenceResampler",
+    "TransformerControl",
+    "VLMBackbone",
     "VLMModule",
 ]

@@ -4,10 +4,11 @@
 - sequence path (``SequenceResampler``): (B, L, D) = [CLS?, PROMPT?, latents]; every token is real (no padding),
   so no attention mask is passed on (a mask of ones would only slow the fused attention kernels down).
 Either path may be absent (``no_seq``: image only; ``no_visual``: sequence only); an absent path is neither built
-nor computed, so an ablation costs nothing for the path it removes. The PROMPT token (a projection of
-PromptForge's output) exists only when PromptForge does (``prompt_dim`` set). Without a sequence path the token is
-returned on its own, and the model hands it to the prediction head as an extra context token, so ``no_seq``
-removes the sequence path but keeps the prompt (the prompt would otherwise be lost with the sequence).
+nor computed, so an ablation costs nothing for the path it removes. The PROMPT token (a ``PromptToken``
+projection of PromptForge's output) exists only when PromptForge does (``prompt_dim`` set). Without a sequence
+path the token is returned on its own, and the model hands it to the prediction head as an extra context token,
+so ``no_seq`` removes the sequence path but keeps the prompt (the prompt would otherwise be lost with the
+sequence).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from vlm4st import checks
 from vlm4st.errors import ConfigError
 from vlm4st.models.format_image import ImageProjector
 from vlm4st.models.format_sequence import SequenceResampler
+from vlm4st.models.prompt_token import PromptToken
 
 
 @dataclass
@@ -61,9 +63,7 @@ class DualPathFormatTransformer(nn.Module):
         self.prompt_dim = checks.optional_positive_int(prompt_dim, "model.format_transformer.prompt_dim", "no prompt")
         use_cls = checks.flag(use_cls, "model.format_transformer.use_cls")
         self.cls = nn.Parameter(torch.randn(1, 1, out_dim) * 0.02) if use_cls and sequence is not None else None
-        self.prompt_proj = (
-            nn.Sequential(nn.Linear(prompt_dim, out_dim), nn.LayerNorm(out_dim)) if prompt_dim is not None else None
-        )
+        self.prompt_proj = PromptToken(prompt_dim, out_dim) if prompt_dim is not None else None
 
     def num_tokens(self) -> int:
         """Sequence length L (0 without a sequence path)."""
@@ -87,7 +87,7 @@ class DualPathFormatTransformer(nn.Module):
             if image_size is None:
                 raise ValueError("DualPathFormatTransformer: the image path needs image_size (the VLM's image size)")
             image = self.image(x, image_size)  # (B, 3, S, S)
-        prompt_token = None if prompt is None else self.prompt_proj(prompt).unsqueeze(1)  # (B, 1, D)
+        prompt_token = None if prompt is None else self.prompt_proj(prompt)  # (B, 1, D)
         sequence = None
         if self.sequence is not None:
             parts = [] if self.cls is None else [self.cls.expand(B, -1, -1)]  # (B, 1, D)

@@ -15,6 +15,8 @@
 3. T_out horizon queries = a learned base + a projected sinusoid of the step (1..T_out) + the calendar embedding
    of the forecast step's timestamp; they cross-attend to the VLM tokens and give a FiLM scale and shift per step
    (zero-initialised: training starts from the unmodulated cell state).
+   Without context (``context_dim`` null: ``ablation=no_vlm`` without PromptForge) nothing of 2. is built or run,
+   and the horizon queries (width ``hidden_dim``) set the FiLM from the step and its calendar alone, no attention.
 4. Per forecast step and cell: FiLM(cell state) + a calendar embedding of that step, ``step_layers`` residual MLP
    layers, and a linear map to the C output channels. With ``step_layers: 0`` the map is linear in the cell state,
    so it is computed as one per-sample, per-step readout matrix and no (B, T_out, H, W, hidden) tensor is built.
@@ -57,12 +59,13 @@ class ResidualMLP(nn.Module):
 
 
 class PredictionHead(nn.Module):
-    """features (B, T_tok, H, W, d), series (B, T_in, H, W[, C_in]), context (B, N, D) -> (B, T_out, H, W, C)."""
+    """features (B, T_tok, H, W, d), series (B, T_in, H, W[, C_in]), context (B, N, D) | None ->
+    (B, T_out, H, W, C)."""
 
     def __init__(
         self,
         d_model: int,
-        context_dim: int,
+        context_dim: int | None,
         t_in: int,
         harmonics: int,
         out_channels: int = 1,
@@ -89,8 +92,8 @@ class PredictionHead(nn.Module):
             raise ConfigError(
                 f"{KEY}.hidden_dim: {hidden_dim} is not divisible by 4; expected a multiple of 4 (2-D sinusoidal codes)"
             )
-        context_dim = checks.positive_int(context_dim, f"{KEY}.context_dim")
-        if context_dim % 2 != 0:
+        context_dim = checks.optional_positive_int(context_dim, f"{KEY}.context_dim", "no context tokens to read")
+        if context_dim is not None and context_dim % 2 != 0:
             raise ConfigError(f"{KEY}.context_dim: {context_dim} is odd; expected an even width (sinusoidal codes)")
         self.query_pool = checks.optional_positive_int(query_pool, f"{KEY}.query_pool", "one query per cell")
         self.visual_dim = checks.optional_positive_int(visual_dim, f"{KEY}.visual_dim", "no ViT patch map")
@@ -121,24 +124,31 @@ class PredictionHead(nn.Module):
         self.cell_id = nn.Linear(cell_embedding.dim, h, bias=False) if cell_embedding is not None else None
         self.visual_proj = nn.Linear(visual_dim, h) if visual_dim is not None else None
         self.cell_calendar = CalendarEmbedding(h, harmonics, key=f"{KEY}.harmonics")
-        # 2. cell queries read the VLM tokens
-        self.read = Block(h, cell_heads, mlp_ratio, dropout, cross=True, kv_dim=context_dim,
-                          heads_key=f"{KEY}.cell_heads", width_key=f"{KEY}.hidden_dim", mlp_key=f"{KEY}.mlp_ratio")
+        # 2. cell queries read the VLM tokens (nothing to read without context)
+        self.read = None
+        if context_dim is not None:
+            self.read = Block(h, cell_heads, mlp_ratio, dropout, cross=True, kv_dim=context_dim,
+                              heads_key=f"{KEY}.cell_heads", width_key=f"{KEY}.hidden_dim", mlp_key=f"{KEY}.mlp_ratio")
         # The DiX, ViT and VLM-token branches start at zero, so training starts from the direct series / cell /
         # calendar path (quick to fit) and the deep branches grow in as their gradients make them useful, instead
         # of adding large random features to the cell state at initialisation.
-        for layer in (self.dix, self.visual_proj, self.read.attn.proj, self.read.mlp.fc2):
+        read = () if self.read is None else (self.read.attn.proj, self.read.mlp.fc2)
+        for layer in (self.dix, self.visual_proj, *read):
             if layer is not None:
                 nn.init.zeros_(layer.weight)
         self.cell_mlp = ResidualMLP(h, cell_layers, mlp_ratio, dropout)
-        # 3. horizon queries
-        self.query_base = nn.Parameter(torch.randn(1, 1, context_dim) * 0.02)
-        self.query_pos = nn.Linear(context_dim, context_dim, bias=False)
-        self.query_calendar = CalendarEmbedding(context_dim, harmonics, key=f"{KEY}.harmonics")
-        self.horizon = Block(context_dim, num_heads, mlp_ratio, dropout, cross=True, heads_key=f"{KEY}.num_heads",
-                             width_key=f"{KEY}.context_dim", mlp_key=f"{KEY}.mlp_ratio")
-        self.norm_query = nn.LayerNorm(context_dim)
-        self.film = nn.Linear(context_dim, 2 * h)
+        # 3. horizon queries, of the context's width (the cell state's without context, where they attend nothing)
+        q = context_dim if context_dim is not None else h
+        self.query_dim = q
+        self.query_base = nn.Parameter(torch.randn(1, 1, q) * 0.02)
+        self.query_pos = nn.Linear(q, q, bias=False)
+        self.query_calendar = CalendarEmbedding(q, harmonics, key=f"{KEY}.harmonics")
+        self.horizon = None
+        if context_dim is not None:
+            self.horizon = Block(q, num_heads, mlp_ratio, dropout, cross=True, heads_key=f"{KEY}.num_heads",
+                                 width_key=f"{KEY}.context_dim", mlp_key=f"{KEY}.mlp_ratio")
+        self.norm_query = nn.LayerNorm(q)
+        self.film = nn.Linear(q, 2 * h)
         nn.init.zeros_(self.film.weight)  # the VLM context starts as no modulation
         nn.init.zeros_(self.film.bias)
         # 4. per step and cell
@@ -206,30 +216,40 @@ class PredictionHead(nn.Module):
             delta = F.interpolate(grid, size=(H, W), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
         return state + delta.reshape(B, H, W, h)  # (B, H, W, h)
 
-    def _horizon(self, context: torch.Tensor, t_out: int, target_timestamps: torch.Tensor | None) -> torch.Tensor:
-        """Horizon queries -> FiLM scale and shift (B, T_out, 2h)."""
-        B = context.shape[0]
-        steps = torch.arange(1, t_out + 1, device=context.device)
-        pos = self.query_pos(sincos_1d(steps, self.context_dim).to(context.dtype))  # (T_out, D)
-        queries = (self.query_base + pos.unsqueeze(0)).expand(B, -1, -1)  # (B, T_out, D)
+    def _horizon(
+        self, ref: torch.Tensor, context: torch.Tensor | None, t_out: int, target_timestamps: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Horizon queries -> FiLM scale and shift (B, T_out, 2h); ``ref`` (the context, or the cell state without
+        one) gives the batch size, device and dtype."""
+        B = ref.shape[0]
+        steps = torch.arange(1, t_out + 1, device=ref.device)
+        pos = self.query_pos(sincos_1d(steps, self.query_dim).to(ref.dtype))  # (T_out, q)
+        queries = (self.query_base + pos.unsqueeze(0)).expand(B, -1, -1)  # (B, T_out, q)
         if target_timestamps is not None:
-            queries = queries + self.query_calendar(target_timestamps).to(queries.dtype)  # (B, T_out, D)
-        return self.film(self.norm_query(self.horizon(queries, context)))  # (B, T_out, 2h)
+            queries = queries + self.query_calendar(target_timestamps).to(queries.dtype)  # (B, T_out, q)
+        if self.horizon is not None:
+            queries = self.horizon(queries, context)  # (B, T_out, D)
+        return self.film(self.norm_query(queries))  # (B, T_out, 2h)
 
     def forward(
         self,
         features: torch.Tensor,
         series: torch.Tensor,
-        context: torch.Tensor,
+        context: torch.Tensor | None,
         t_out: int,
         target_timestamps: torch.Tensor | None,
         task_id: torch.Tensor,
         visual: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """features (B, T_in, H, W, d); series (B, T_in, H, W[, C_in]); context (B, N, D);
+        """features (B, T_in, H, W, d); series (B, T_in, H, W[, C_in]); context (B, N, D) iff ``context_dim``;
         target_timestamps (B, T_out, 3) | None; task_id (B,) long (id num_tasks: the unknown task);
         visual (B, 1+P, D) iff ``visual_dim``."""
         B = features.shape[0]
+        if (context is None) != (self.read is None):
+            raise ValueError(
+                "PredictionHead: context tokens must be given exactly when model.head.context_dim is set "
+                f"(context_dim={self.context_dim}, context given: {context is not None})"
+            )
         if (visual is None) != (self.visual_proj is None):
             raise ValueError(
                 "PredictionHead: visual tokens must be given exactly when model.head.visual_dim is set "
@@ -239,8 +259,11 @@ class PredictionHead(nn.Module):
             check_codes(target_timestamps, (B, t_out), "target_timestamps")
         # (B, H, W, h) and each cell's input window (B, H, W, T_in*C_in)
         state, hist = self._cell_state(features, series, task_id, visual, target_timestamps)
-        state = self.cell_mlp(self._read_context(state, context))  # (B, H, W, h)
-        gamma, beta = self._horizon(context, t_out, target_timestamps).chunk(2, dim=-1)  # (B, T_out, h) each
+        if context is not None:
+            state = self._read_context(state, context)  # (B, H, W, h)
+        state = self.cell_mlp(state)  # (B, H, W, h)
+        ref = state if context is None else context
+        gamma, beta = self._horizon(ref, context, t_out, target_timestamps).chunk(2, dim=-1)  # (B, T_out, h) each
         if target_timestamps is not None:
             beta = beta + self.step_calendar(target_timestamps).to(beta.dtype)  # (B, T_out, h)
         if self.step_mlp is None:

@@ -10,6 +10,11 @@ x (B, T_in, H, W) in [-1, 1]
 Every module arrives built (Hydra instantiates the nested ``_target_`` nodes first); an ablated module is None and
 is neither built nor computed. The constructor checks that the modules fit together and names the config key when
 they do not. The model keeps no state between calls.
+
+The VLM's place (``model.vlm``) holds any ``VLMBackbone``: the ALBEF ``VLMModule``, or a control of
+``vlm_controls`` (one random layer over the same tokens: ``vlm2attn`` / ``vlm2trsf``). Under ``no_vlm`` it is
+empty: no format transformer and no VLM; PromptForge's prompt, projected by ``model.prompt_token`` to the head's
+context width, is the head's only context token, and without PromptForge the head reads no context at all.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from vlm4st.models.format_transformer import DualPathFormatTransformer
 from vlm4st.models.gated_fusion import AdaptiveGatedFusion
 from vlm4st.models.prediction_head import PredictionHead
 from vlm4st.models.prompt_forge import PromptForge
+from vlm4st.models.prompt_token import PromptToken
+from vlm4st.models.vlm_backbone import VLMBackbone
 from vlm4st.models.window_norm import WindowNorm
 
 log = logging.getLogger(__name__)
@@ -50,8 +57,8 @@ class VLM4ST(nn.Module):
 
     Args:
         dix: ``DiXAttention`` or ``InputProjection`` (``no_dix``).
-        format_transformer: ``DualPathFormatTransformer``.
-        vlm: ``VLMModule``.
+        format_transformer: ``DualPathFormatTransformer``, or None with no VLM (``no_vlm``).
+        vlm: a ``VLMBackbone`` (``VLMModule``, or a control of ``vlm_controls``), or None (``no_vlm``).
         head: ``PredictionHead``.
         t_in, t_out: input and forecast lengths.
         prompt_forge: ``PromptForge`` or None (``no_prompt``: no prompt token at all).
@@ -62,13 +69,15 @@ class VLM4ST(nn.Module):
             trained on).
         dims: the preset-level sizes the module nodes interpolate (``model.dims``); ``d_model`` and ``vlm_width``
             are checked against the modules, and the mapping is kept as ``self.dims`` for logs.
+        prompt_token: ``PromptToken`` projecting the prompt to the head's context width when there is no VLM
+            (``no_vlm`` with PromptForge); None otherwise (with a VLM the format transformer projects it).
     """
 
     def __init__(
         self,
         dix: nn.Module,
-        format_transformer: DualPathFormatTransformer,
-        vlm: nn.Module,
+        format_transformer: DualPathFormatTransformer | None,
+        vlm: VLMBackbone | None,
         head: PredictionHead,
         t_in: int,
         t_out: int,
@@ -77,6 +86,7 @@ class VLM4ST(nn.Module):
         out_channels: int = 1,
         dims: Mapping[str, Any] | None = None,
         window_norm: WindowNorm | None = None,
+        prompt_token: PromptToken | None = None,
     ) -> None:
         super().__init__()
         if isinstance(dims, DictConfig):
@@ -90,25 +100,30 @@ class VLM4ST(nn.Module):
         self.fusion = fusion
         self.format_transformer = format_transformer
         self.vlm = vlm
+        self.prompt_token = prompt_token
         self.head = head
         self.window_norm = window_norm
         self._check_wiring()
+        if vlm is None:
+            log.info("model.vlm is null (no_vlm): no format transformer and no VLM; lora_type adapts nothing, and the "
+                     "head reads %s", "the prompt token only" if prompt_token is not None else "no context")
 
     def _check_wiring(self) -> None:
         """Raise ``ConfigError`` naming the key when modules do not fit together."""
-        fmt, vlm, head, pf = self.format_transformer, self.vlm, self.head, self.prompt_forge
+        self._check_spatiotemporal()
+        if self.vlm is None and self.format_transformer is None:
+            self._check_no_vlm()
+        else:
+            self._check_vlm()
+        self._check_prompt()
+
+    def _check_spatiotemporal(self) -> None:
+        """DiX, fusion and head agree on widths, lengths and the temporal patch."""
+        head = self.head
         d = self.dix.d_model
         for key, value in (("model.head.d_model", head.d_model), ("model.dims.d_model", self.dims.get("d_model", d))):
             if value != d:
                 raise ConfigError(f"{key}: {value} differs from the DiX width model.dix.d_model; expected {d}")
-        D = vlm.hidden_size
-        for key, value in (
-            ("model.format_transformer.out_dim", fmt.out_dim),
-            ("model.head.context_dim", head.context_dim),
-            ("model.dims.vlm_width", self.dims.get("vlm_width", D)),
-        ):
-            if value != D:
-                raise ConfigError(f"{key}: {value} differs from the VLM width (model.vlm); expected {D}")
         if head.out_channels != self.out_channels:
             raise ConfigError(
                 f"model.head.out_channels: {head.out_channels} differs from model.out_channels; expected "
@@ -142,40 +157,93 @@ class VLM4ST(nn.Module):
                 f"model.fusion: the DiX module yields {n_branches} branch(es) {list(self.dix.branch_names)}; "
                 "expected a fusion module exactly when there is more than one (null it for a single branch)"
             )
-        if (fmt.image is None) != (vlm.visual_encoder is None):
-            raise ConfigError(
-                f"model.format_transformer.image is {'null' if fmt.image is None else 'set'} but model.vlm.vision is "
-                f"{'null' if vlm.visual_encoder is None else 'set'}; expected both set or both null"
-            )
-        if (fmt.sequence is None) != (vlm.text_encoder is None):
-            raise ConfigError(
-                f"model.format_transformer.sequence is {'null' if fmt.sequence is None else 'set'} but model.vlm.text "
-                f"is {'null' if vlm.text_encoder is None else 'set'}; expected both set or both null"
-            )
-        positions = getattr(getattr(vlm.text_encoder, "embeddings", None), "position_embeddings", None)
-        if positions is not None and fmt.num_tokens() > positions.num_embeddings:
+
+    def _check_context_width(self, width: int, source: str) -> None:
+        """The head's context width and ``model.dims.vlm_width`` equal the width ``width`` of the context tokens."""
+        for key, value in (
+            ("model.head.context_dim", self.head.context_dim),
+            ("model.dims.vlm_width", self.dims.get("vlm_width", width)),
+        ):
+            if value != width:
+                raise ConfigError(f"{key}: {value} differs from the width of the head's context ({source}); "
+                                  f"expected {width}")
+
+    def _check_vlm(self) -> None:
+        """A backbone in the VLM's place: its inputs match the format transformer's paths, its width the head's."""
+        fmt, vlm, head = self.format_transformer, self.vlm, self.head
+        for key, module, other in (("model.vlm", vlm, "model.format_transformer"),
+                                   ("model.format_transformer", fmt, "model.vlm")):
+            if module is None:
+                raise ConfigError(f"{key} is null but {other} is set; expected both set, or both null "
+                                  "(ablation=no_vlm)")
+        if not isinstance(vlm, VLMBackbone):
+            raise ConfigError(f"model.vlm: {type(vlm).__name__} is not a vlm4st.models.vlm_backbone.VLMBackbone; "
+                              "expected a VLM module or a control of vlm4st.models.vlm_controls")
+        if self.prompt_token is not None:
+            raise ConfigError("model.prompt_token is set, but with a VLM the format transformer projects the prompt "
+                              "(model.format_transformer.prompt_dim); expected null (only ablation=no_vlm sets it)")
+        D = vlm.hidden_size
+        if fmt.out_dim != D:
+            raise ConfigError(f"model.format_transformer.out_dim: {fmt.out_dim} differs from the VLM width "
+                              f"(model.vlm); expected {D}")
+        self._check_context_width(D, f"the VLM width of model.vlm, {type(vlm).__name__}")
+        for path, module, takes, key in (("image", fmt.image, vlm.takes_image, "vision"),
+                                         ("sequence", fmt.sequence, vlm.takes_sequence, "text")):
+            if (module is None) == takes:
+                raise ConfigError(
+                    f"model.format_transformer.{path} is {'null' if module is None else 'set'} but model.vlm.{key} "
+                    f"is {'set' if takes else 'null'}; expected both set or both null"
+                )
+        limit = vlm.max_sequence_tokens
+        if limit is not None and fmt.num_tokens() > limit:
             extra = fmt.num_tokens() - fmt.sequence.num_latents  # CLS and PROMPT tokens
             raise ConfigError(
                 f"model.format_transformer.sequence.num_latents: {fmt.sequence.num_latents} latents make a sequence "
-                f"of {fmt.num_tokens()} tokens, more than model.vlm.text.max_position_embeddings = "
-                f"{positions.num_embeddings}; expected at most {positions.num_embeddings - extra} latents"
+                f"of {fmt.num_tokens()} tokens, more than model.vlm.text.max_position_embeddings = {limit}; "
+                f"expected at most {limit - extra} latents"
             )
-        if head.visual_dim is not None and (vlm.visual_encoder is None or head.visual_dim != D):
+        if head.visual_dim is not None and (not vlm.takes_image or head.visual_dim != D):
             raise ConfigError(
                 f"model.head.visual_dim: {head.visual_dim}; expected the VLM width {D} with a vision encoder, "
                 "or null without one"
             )
-        if pf is None:
-            if fmt.prompt_dim is not None:
+
+    def _check_no_vlm(self) -> None:
+        """No VLM: the head reads the prompt token (width ``model.prompt_token.out_dim``) or no context at all."""
+        head, token = self.head, self.prompt_token
+        if token is None:
+            if head.context_dim is not None:
                 raise ConfigError(
-                    f"model.format_transformer.prompt_dim: {fmt.prompt_dim}; expected null when model.prompt_forge "
-                    "is null"
+                    f"model.head.context_dim: {head.context_dim}; expected null: without a VLM and without a prompt "
+                    "token (model.prompt_token) the head reads no context"
                 )
+        else:
+            self._check_context_width(token.out_dim, "the prompt token, model.prompt_token.out_dim")
+        if head.visual_dim is not None:
+            raise ConfigError(f"model.head.visual_dim: {head.visual_dim}; expected null without a VLM "
+                              "(no ViT patch map)")
+
+    def _check_prompt(self) -> None:
+        """PromptForge's output width fits its projection, and its modalities are summaries the DiX module gives."""
+        fmt, pf, token = self.format_transformer, self.prompt_forge, self.prompt_token
+        if fmt is not None:
+            key, width = "model.format_transformer.prompt_dim", fmt.prompt_dim
+        else:
+            key, width = "model.prompt_token.in_dim", None if token is None else token.in_dim
+        if pf is None:
+            if width is not None:
+                raise ConfigError(f"{key}: {width}; expected null when model.prompt_forge is null"
+                                  + (" (model.prompt_token=null)" if fmt is None else ""))
             return
-        if fmt.prompt_dim != pf.out_dim:
+        if fmt is None and token is None:
             raise ConfigError(
-                f"model.format_transformer.prompt_dim: {fmt.prompt_dim}; expected PromptForge's output width "
-                f"{pf.out_dim} (modalities x prompt_dim)"
+                "model.prompt_token: null, but model.prompt_forge is set; without a VLM the prompt reaches the head "
+                "only through model.prompt_token; expected a PromptToken node (ablation=no_vlm sets one) or "
+                "model.prompt_forge=null"
+            )
+        if width != pf.out_dim:
+            raise ConfigError(
+                f"{key}: {width}; expected PromptForge's output width {pf.out_dim} (modalities x prompt_dim)"
             )
         unknown = sorted(set(pf.modalities) - set(self.dix.summary_names))
         if unknown:
@@ -200,8 +268,9 @@ class VLM4ST(nn.Module):
         X_temporal, X_spatial, X_cross (B, T_in, H, W, d) or None (``no_dix``); X_input (B, T_in, H, W, d);
         B_prompt (B, P) or None; pattern_info {modality: {"coarse": (B, K), "fine": (B, K, M)}} or None;
         X_fused (B, T_in, H, W, d); gate_weights (B, T_in, H, W, n_branches) or None (single branch);
-        image (B, 3, S, S) or None (``no_visual``); sequence (B, L, D) or None (``no_seq``);
-        vlm_output {"fused": (B, N, D), "visual": (B, 1+P, D) | None, "text": (B, L, D) | None}.
+        image (B, 3, S, S) or None (``no_visual``, ``no_vlm``); sequence (B, L, D) or None (``no_seq``, ``no_vlm``);
+        vlm_output {"fused": (B, N, D), "visual": (B, 1+P, D) | None, "text": (B, L, D) | None} or None
+        (``no_vlm``).
         """
         if x.dim() != 4 or x.shape[1] != self.t_in:
             raise ValueError(f"input: expected (B, T_in={self.t_in}, H, W) (model.t_in), got {tuple(x.shape)}")
@@ -219,12 +288,18 @@ class VLM4ST(nn.Module):
             x_fused, gates = feats.x_input, None  # (B, T, H, W, d)
         else:
             x_fused, gates = self.fusion(feats.branches())  # (B, T, H, W, d), (B, T, H, W, n)
-        fmt = self.format_transformer(x_fused, image_size=self.vlm.image_size, prompt=prompt)
-        vlm_out = self.vlm(fmt.image, fmt.sequence, task_id=task_id)  # fused (B, N, D)
-        context = vlm_out["fused"]
-        if fmt.sequence is None and fmt.prompt_token is not None:  # no_seq: the prompt reaches the head directly
-            context = torch.cat([context, fmt.prompt_token], dim=1)  # (B, N+1, D)
-        visual = vlm_out["visual"] if self.head.visual_dim is not None else None
+        image = sequence = vlm_out = visual = None
+        if self.vlm is None:  # no_vlm: the prompt token, if any, is the head's only context
+            context = None if self.prompt_token is None else self.prompt_token(prompt)  # (B, 1, D) | None
+        else:
+            fmt = self.format_transformer(x_fused, image_size=self.vlm.image_size, prompt=prompt)
+            image, sequence = fmt.image, fmt.sequence  # (B, 3, S, S) | None, (B, L, D) | None
+            vlm_out = self.vlm(image, sequence, task_id=task_id)  # fused (B, N, D)
+            context = vlm_out["fused"]
+            if sequence is None and fmt.prompt_token is not None:  # no_seq: the prompt reaches the head directly
+                context = torch.cat([context, fmt.prompt_token], dim=1)  # (B, N+1, D)
+            if self.head.visual_dim is not None:
+                visual = vlm_out["visual"]  # (B, 1+P, D)
         pred = self.head(x_fused, x, context, self.t_out, target_timestamps, task_id, visual)  # (B, T_out, H, W, C)
         if stats is not None:
             pred = self.window_norm.restore(pred, stats)  # (B, T_out, H, W, C) on the data's scale
@@ -239,23 +314,30 @@ class VLM4ST(nn.Module):
             "pattern_info": pattern_info,
             "X_fused": x_fused,
             "gate_weights": gates,
-            "image": fmt.image,
-            "sequence": fmt.sequence,
+            "image": image,
+            "sequence": sequence,
             "vlm_output": vlm_out,
         }
 
 
     def describe_adapter(self) -> dict[str, object]:
-        """The adapter's type and hyperparameters, stored in checkpoints."""
+        """The adapter's type and hyperparameters, stored in checkpoints; ``{"type": "none", "vlm": None}`` without
+        a VLM (``no_vlm``: nothing to adapt)."""
+        if self.vlm is None:
+            return {"type": "none", "vlm": None}
         return self.vlm.adapter.describe()
 
     def freeze_vlm_backbone(self) -> None:
-        """Freeze the ViT/BERT weights only; adapter parameters and every non-VLM module stay trainable.
+        """Freeze the VLM's backbone weights only (ViT/BERT, or a control's layer); adapter parameters and every
+        non-VLM module stay trainable. Without a VLM (``no_vlm``) every parameter trains, and the log says so.
 
         The adapter enumerates its own parameters (``adapter_parameters``), so no parameter name is matched.
         """
         for p in self.parameters():
             p.requires_grad_(True)
+        if self.vlm is None:
+            log.info("freeze_vlm_backbone: model.vlm is null (no_vlm), no backbone to freeze; every module trains")
+            return
         self.vlm.freeze_backbone()
         for _, p in self.vlm.adapter.adapter_parameters(self.vlm):
             p.requires_grad_(True)
@@ -266,10 +348,19 @@ class VLM4ST(nn.Module):
             p.requires_grad_(True)
 
     def get_trainable_parameters(self) -> dict[str, Any]:
-        """Parameter counts: ``total``, ``trainable``, per module, the VLM split into backbone and adapter, and which
-        encoders are frozen and why (``frozen_encoders``)."""
+        """Parameter counts: ``total``, ``trainable``, per module (``modules``: one entry per built child; a
+        control's layer counts under ``vlm``), the VLM split into backbone and adapter, which encoders are frozen
+        and why (``frozen_encoders``), and ``vlm``: the class in the VLM's place, or None without one (``no_vlm``:
+        no ``vlm`` module entry, and zero adapter and backbone parameters)."""
         counts: dict[str, Any] = count_parameters(self.parameters())
         counts["modules"] = {name: count_parameters(child.parameters()) for name, child in self.named_children()}
+        if self.vlm is None:
+            counts["vlm"] = None
+            counts["adapter"] = {"total": 0, "trainable": 0, "type": "none"}
+            counts["vlm_backbone"] = {"total": 0, "trainable": 0}
+            counts["frozen_encoders"] = {}
+            return counts
+        counts["vlm"] = type(self.vlm).__name__
         adapter = dict(self.vlm.adapter.adapter_parameters(self.vlm))
         adapter_ids = {id(p) for p in adapter.values()}
         counts["adapter"] = {**count_parameters(adapter.values()), **parameter_report(self.vlm)}  # type, per family
@@ -278,6 +369,8 @@ class VLM4ST(nn.Module):
         return counts
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute activations in backward: backbone layers (ViT, BERT) and the DiX branches."""
-        self.vlm.set_grad_checkpointing(enable)
+        """Recompute activations in backward: the VLM's layers (ViT, BERT or a control's layer; none under
+        ``no_vlm``) and the DiX branches."""
+        if self.vlm is not None:
+            self.vlm.set_grad_checkpointing(enable)
         self.dix.set_grad_checkpointing(enable)

@@ -30,6 +30,7 @@ from vlm4st.backbones.pretrained import EncoderWeights, load_pretrained_weights
 from vlm4st.backbones.text_encoder import build_text_encoder_from_config
 from vlm4st.backbones.vit import build_vit_from_config, num_vit_tokens
 from vlm4st.errors import ConfigError
+from vlm4st.models.vlm_backbone import VLMBackbone
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def check_freeze(freeze: str | bool) -> str:
     return value
 
 
-class VLMModule(nn.Module):
+class VLMModule(VLMBackbone):
     """ALBEF vision-language encoder used as a spatiotemporal feature processor.
 
     Args:
@@ -131,6 +132,22 @@ class VLMModule(nn.Module):
         self._freeze_decisions: dict[str, tuple[bool, str]] = {}  # encoder -> (frozen, reason), the last decision
         self._apply_freeze_policy(uncovered)
         self.set_grad_checkpointing(grad_checkpointing)
+
+    @property
+    def takes_image(self) -> bool:
+        """Whether a ViT is built (``model.vlm.vision`` set)."""
+        return self.visual_encoder is not None
+
+    @property
+    def takes_sequence(self) -> bool:
+        """Whether a BERT is built (``model.vlm.text`` set)."""
+        return self.text_encoder is not None
+
+    @property
+    def max_sequence_tokens(self) -> int | None:
+        """The BERT's learned positions (``model.vlm.text.max_position_embeddings``), None without them."""
+        positions = getattr(getattr(self.text_encoder, "embeddings", None), "position_embeddings", None)
+        return None if positions is None else int(positions.num_embeddings)
 
     def num_output_tokens(self, seq_len: int) -> int:
         """Number N of ``fused`` tokens for a sequence of ``seq_len`` tokens."""
