@@ -26,6 +26,7 @@ peak memory from ``torch.cuda.max_memory_allocated`` (device memory) beside the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ import torch
 from torch.utils import flop_counter
 
 from vlm4st.data.timestamps import random_codes
+from vlm4st.models import layers
 from vlm4st.models.loss import ForecastLoss
 
 log = logging.getLogger("bench")
@@ -166,6 +169,19 @@ def train_step(model, opt, batch, args) -> None:
     opt.step()
 
 
+@contextlib.contextmanager
+def every_attention_through_sdpa() -> Iterator[None]:
+    """Route every attention through SDPA while counting: ``layers.attend`` multiplies out short attentions with
+    elementwise products, which the counter does not see; through SDPA the same products are counted."""
+    saved = layers.SHORT_PAIRS
+    layers.SHORT_PAIRS = 0
+    try:
+        yield
+    finally:
+        layers.SHORT_PAIRS = saved
+
+
+@every_attention_through_sdpa()
 def count_flops(model, args) -> dict[str, float]:
     """Forward and training-step GFLOP per sample (batch 1)."""
     batch = make_batch(args, 1)
