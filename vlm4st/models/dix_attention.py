@@ -1,7 +1,12 @@
 """DiX-Attention: temporal, spatial and bidirectional cross attention over the grid series (module 1 of 6).
 
-Branches, all from the embedded input X_input (B, T, H, W, d), which carries spatial, temporal and calendar
-positions (see ``input_projection``):
+The branches run on a token grid: the cells, or with ``spatial_patch`` p > 1 blocks of p x p cells (the embedding
+averaged over the block), the spatial counterpart of the embedding's ``temporal_patch``. Every DiX layer's cost
+scales with the number of tokens, so p = 2 makes the branches and their fusion about four times cheaper, while
+each cell keeps its own embedding: the fused result is added back per cell (``STFeatures.to_cells``).
+
+Branches, all from the embedded input X_input on the token grid (B, T, h, w, d), which carries spatial, temporal
+and calendar positions (see ``input_projection``):
 - temporal: one sequence per cell over the T steps plus a learned CLS token; pre-norm transformer blocks.
   Summary c_t = CLS outputs averaged over cells.
 - spatial: per frame, every cell (and a CLS token) attends to the frame average-pooled to at most
@@ -34,7 +39,7 @@ from torch.utils.checkpoint import checkpoint
 from vlm4st import checks
 from vlm4st.errors import ConfigError
 from vlm4st.models.input_projection import InputEmbedding, STFeatures
-from vlm4st.models.layers import MLP, Attention, Block, pool_grid
+from vlm4st.models.layers import MLP, Attention, Block, pool_grid, pool_patches
 
 #: Config keys the DiX blocks name when a size does not fit.
 HEADS_KEY, WIDTH_KEY, MLP_KEY = "model.dix.num_heads", "model.dix.d_model", "model.dix.mlp_ratio"
@@ -179,9 +184,10 @@ class CrossExchange(nn.Module):
 class DiXAttention(nn.Module):
     """Temporal, spatial and cross branches over the embedded grid series; see the module docstring.
 
-    ``forward(x (B, T, H, W), timestamps (B, T, 3) | None)`` -> ``STFeatures`` with X_input, X_temporal,
-    X_spatial, X_cross (B, T, H, W, d) and summaries ``temporal``, ``spatial``, ``cross`` (B, d), or no summaries
-    with ``summaries=False`` (then ``summary_names`` is empty).
+    ``forward(x (B, T, H, W), timestamps (B, T, 3) | None)`` -> ``STFeatures`` with X_input (B, T, H, W, d),
+    X_temporal, X_spatial, X_cross on the token grid (B, T, h, w, d) (h = ceil(H / spatial_patch)) and summaries
+    ``temporal``, ``spatial``, ``cross`` (B, d), or no summaries with ``summaries=False`` (then ``summary_names``
+    is empty).
     """
 
     branch_names: tuple[str, ...] = ("temporal", "spatial", "cross", "input")
@@ -201,8 +207,10 @@ class DiXAttention(nn.Module):
         in_channels: int = 1,
         summaries: bool = True,
         temporal_patch: int = 1,
+        spatial_patch: int = 1,
     ) -> None:
         super().__init__()
+        self.spatial_patch = checks.positive_int(spatial_patch, "model.dix.spatial_patch")
         self.summaries = checks.flag(summaries, "model.dix.summaries")
         self.summary_names: tuple[str, ...] = self.SUMMARY_NAMES if summaries else ()
         self.embed = InputEmbedding(d_model, harmonics, in_channels, dropout, temporal_patch)  # checks d_model
@@ -227,10 +235,12 @@ class DiXAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, timestamps: torch.Tensor | None = None) -> STFeatures:
         x_input = self.embed(x, timestamps)  # (B, T, H, W, d)
-        x_temporal, cls_t = self._run(self.temporal, x_input)  # (B, T, H, W, d), (B, H, W, d)
-        x_spatial, cls_s = self._run(self.spatial, x_input)  # (B, T, H, W, d), (B, T, d)
-        x_cross, c_x = self._run(self.cross, x_temporal, x_spatial)  # (B, T, H, W, d), (B, d) | None
+        tokens = pool_patches(x_input, self.spatial_patch)  # (B, T, h, w, d)
+        x_temporal, cls_t = self._run(self.temporal, tokens)  # (B, T, h, w, d), (B, h, w, d)
+        x_spatial, cls_s = self._run(self.spatial, tokens)  # (B, T, h, w, d), (B, T, d)
+        x_cross, c_x = self._run(self.cross, x_temporal, x_spatial)  # (B, T, h, w, d), (B, d) | None
         summaries = {}
         if self.summaries:
             summaries = {"temporal": cls_t.mean(dim=(1, 2)), "spatial": cls_s.mean(dim=1), "cross": c_x}  # (B, d)
-        return STFeatures(x_input, x_temporal, x_spatial, x_cross, summaries)
+        patched = tokens if self.spatial_patch > 1 else None
+        return STFeatures(x_input, x_temporal, x_spatial, x_cross, summaries, patched, self.spatial_patch)

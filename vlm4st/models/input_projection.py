@@ -18,13 +18,16 @@ from torch import nn
 from vlm4st import checks
 from vlm4st.errors import ConfigError
 from vlm4st.models.calendar import CalendarEmbedding, check_codes
-from vlm4st.models.layers import relative_steps, sincos_1d, sincos_2d
+from vlm4st.models.layers import expand_patches, relative_steps, sincos_1d, sincos_2d
 
 
 @dataclass
 class STFeatures:
-    """Output of a spatiotemporal encoder: branch features (B, T, H, W, d) and summary vectors (B, d).
+    """Output of a spatiotemporal encoder: the input embedding per cell, branch features on the encoder's token
+    grid, and summary vectors (B, d).
 
+    ``x_input`` (B, T, H, W, d) is per cell. The branches (B, T, h, w, d) live on the token grid: the cells
+    themselves, or ``patch x patch`` blocks of them, whose pooled input embedding is then ``x_tokens``.
     Absent branches are None. ``summaries`` maps a name (``temporal``, ``spatial``, ``cross`` or ``input``) to a
     per-sample summary vector; PromptForge reads them.
     """
@@ -34,11 +37,32 @@ class STFeatures:
     x_spatial: torch.Tensor | None = None
     x_cross: torch.Tensor | None = None
     summaries: dict[str, torch.Tensor] = field(default_factory=dict)
+    x_tokens: torch.Tensor | None = None
+    patch: int = 1
 
     def branches(self) -> list[torch.Tensor]:
-        """The present branches in the fixed order temporal, spatial, cross, input (the gate-weight order)."""
-        ordered = (self.x_temporal, self.x_spatial, self.x_cross, self.x_input)
+        """The present branches on the token grid in the fixed order temporal, spatial, cross, input (the
+        gate-weight order)."""
+        tokens = self.x_input if self.x_tokens is None else self.x_tokens
+        ordered = (self.x_temporal, self.x_spatial, self.x_cross, tokens)
         return [b for b in ordered if b is not None]
+
+    def to_cells(self, fused: torch.Tensor) -> torch.Tensor:
+        """Fused features on the token grid -> per cell (B, T, H, W, d).
+
+        On the cell grid the fused features are the cells' own. On patches every cell keeps its own embedding
+        and adds what fusion changed on its patch, ``x_input + expand(fused - x_tokens)``, so cells of one patch
+        share the patch's context but keep their own values and positions.
+        """
+        if self.x_tokens is None:
+            return fused
+        H, W = self.x_input.shape[2:4]
+        return self.x_input + expand_patches(fused - self.x_tokens, self.patch, H, W)  # (B, T, H, W, d)
+
+    def gates_to_cells(self, gates: torch.Tensor) -> torch.Tensor:
+        """Gate weights on the token grid (B, T, h, w, n) -> per cell (B, T, H, W, n): each cell its patch's."""
+        H, W = self.x_input.shape[2:4]
+        return expand_patches(gates, self.patch, H, W)  # (B, T, H, W, n)
 
 
 class InputEmbedding(nn.Module):

@@ -265,9 +265,11 @@ class VLM4ST(nn.Module):
         the forecast steps (required with ``timestamps``: ``vlm4st.data.timestamps.following`` derives them).
 
         Returns the forecast (B, T_out, H, W, C); with ``return_intermediate`` also a dict (``INTERMEDIATE_KEYS``):
-        X_temporal, X_spatial, X_cross (B, T_in, H, W, d) or None (``no_dix``); X_input (B, T_in, H, W, d);
+        X_temporal, X_spatial, X_cross on DiX's token grid (B, T, h, w, d) (the cells unless
+        ``model.dix.spatial_patch`` > 1; T = T_in / temporal_patch) or None (``no_dix``); X_input (B, T, H, W, d);
         B_prompt (B, P) or None; pattern_info {modality: {"coarse": (B, K), "fine": (B, K, M)}} or None;
-        X_fused (B, T_in, H, W, d); gate_weights (B, T_in, H, W, n_branches) or None (single branch);
+        X_fused (B, T, H, W, d); gate_weights (B, T, H, W, n_branches) per cell (a patch's gates on each of its
+        cells) or None (single branch);
         image (B, 3, S, S) or None (``no_visual``, ``no_vlm``); sequence (B, L, D) or None (``no_seq``, ``no_vlm``);
         vlm_output {"fused": (B, N, D), "visual": (B, 1+P, D) | None, "text": (B, L, D) | None} or None
         (``no_vlm``).
@@ -287,7 +289,8 @@ class VLM4ST(nn.Module):
         if self.fusion is None:
             x_fused, gates = feats.x_input, None  # (B, T, H, W, d)
         else:
-            x_fused, gates = self.fusion(feats.branches())  # (B, T, H, W, d), (B, T, H, W, n)
+            x_fused, gates = self.fusion(feats.branches())  # token grid (B, T, h, w, d), (B, T, h, w, n)
+            x_fused = feats.to_cells(x_fused)  # (B, T, H, W, d)
         image = sequence = vlm_out = visual = None
         if self.vlm is None:  # no_vlm: the prompt token, if any, is the head's only context
             context = None if self.prompt_token is None else self.prompt_token(prompt)  # (B, 1, D) | None
@@ -313,7 +316,7 @@ class VLM4ST(nn.Module):
             "B_prompt": prompt,
             "pattern_info": pattern_info,
             "X_fused": x_fused,
-            "gate_weights": gates,
+            "gate_weights": None if gates is None else feats.gates_to_cells(gates),  # (B, T, H, W, n)
             "image": image,
             "sequence": sequence,
             "vlm_output": vlm_out,
