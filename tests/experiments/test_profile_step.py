@@ -24,3 +24,16 @@ def test_profile_a_model_without_submodule_stack() -> None:
     result = profile_step.main(["model=stid", "--batch", "2", "--grid", "4", "6", "--steps", "1", "--warmup", "0",
                                 "--fused"])
     assert {"forward.series", "forward.encoder", "forward.regression"} <= set(result)
+
+
+def test_two_models_in_one_run_and_their_ratio() -> None:
+    result = profile_step.main(["model=tiny", "dataset.t_in=6", "--against", "model=tiny ablation=no_dix",
+                                "--batch", "2", "--grid", "4", "6", "--steps", "1", "--warmup", "0",
+                                "--rounds", "2"])
+    assert result["ratio"] == result["step"] / result["against.step"]
+    assert "forward.fusion" in result and "against.forward.fusion" not in result  # no_dix builds no fusion
+
+
+def test_against_overrides_replace_those_of_the_same_key() -> None:
+    merged = profile_step.merge_overrides(["model=cpu", "dataset=taxinyc", "+x=1"], ["model=cpu_nodix", "x=2"])
+    assert merged == ["dataset=taxinyc", "model=cpu_nodix", "x=2"]
