@@ -5,9 +5,10 @@
 
 Each job folder holds ``.hydra/config.yaml`` and the ``metrics.json`` written by ``python -m vlm4st.run``. Rows are
 the variants (by default ``ablation / lora_type``), columns the test datasets, cells real-scale RMSE and MAE as
-mean +- std over seeds (best mean per column in bold), followed by the baselines, each variant's trainable
-parameters and training time. Jobs that failed (no ``metrics.json``) or never ran (fewer job folders than the
-sweep defines in ``multirun.yaml``) are listed under the table, never dropped silently.
+mean +- std over seeds (best mean per column in bold), followed by the baselines, each variant's trainable and total
+parameters, its training time per optimiser step and its training time. Jobs that failed (no ``metrics.json``) or
+never ran (fewer job folders than the sweep defines in ``multirun.yaml``) are listed under the table, never dropped
+silently.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ class Row:
     rmse: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     mae: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     trainable: list[int] = field(default_factory=list)
+    total: list[int] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    step_ms: list[float] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     baseline: bool = False
 
@@ -137,7 +140,11 @@ def build_rows(jobs: list[Job], row_keys: tuple[str, ...]) -> tuple[list[Row], l
             row.rmse[name].append(float(m["rmse"]))
             row.mae[name].append(float(m["mae"]))
         row.trainable.append(int(job.metrics.get("params", {}).get("trainable", 0)))
+        row.total.append(int(job.metrics.get("params", {}).get("total", 0)))
         row.seconds.append(float(job.metrics.get("train_seconds", 0.0)))
+        stages = [s for s in job.metrics.get("stages", {}).values() if isinstance(s, dict) and s.get("steps")]
+        if stages:  # training seconds per optimiser step over the run's stages
+            row.step_ms.append(1e3 * sum(s["train_seconds"] for s in stages) / sum(s["steps"] for s in stages))
         if job.seed is not None:
             row.seeds.append(job.seed)
         for key, result in job.metrics.get("baselines", {}).items():
@@ -173,18 +180,19 @@ def render(rows: list[Row], datasets: list[str], jobs: list[Job], expected: int 
         means = [(s[0], r.label) for r in rows if not r.baseline and (s := _stats(r.rmse[name]))]
         best[name] = min(means)[1] if means else None
     head = [" / ".join(row_keys)] + [f"{d} RMSE" for d in datasets] + [f"{d} MAE" for d in datasets]
-    head += ["seeds", "trainable params", "train time (s)"]
+    head += ["seeds", "trainable / total params", "step (ms)", "train time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r.label]
         cells += [_cell(r.rmse[d], best[d] == r.label) for d in datasets]
         cells += [_cell(r.mae[d], best[d] == r.label) for d in datasets]
         if r.baseline:
-            cells += ["-", "0", "-"]
+            cells += ["-", "0", "-", "-"]
         else:
-            t = _stats(r.seconds)
-            cells += [str(len(r.seeds) or len(r.trainable)), f"{int(statistics.median(r.trainable)):,}",
-                      f"{t[0]:.1f}" if t else "-"]
+            t, step = _stats(r.seconds), _stats(r.step_ms)
+            cells += [str(len(r.seeds) or len(r.trainable)),
+                      f"{int(statistics.median(r.trainable)):,} / {int(statistics.median(r.total)):,}",
+                      f"{step[0]:.0f}" if step else "-", f"{t[0]:.1f}" if t else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     failed = [j for j in jobs if j.metrics is None]
     total = expected if expected is not None else len(jobs)
@@ -202,7 +210,7 @@ def write_csv(path: Path, rows: list[Row], datasets: list[str]) -> None:
     with path.open("w", newline="") as handle:
         out = csv.writer(handle)
         out.writerow(["variant", "baseline", "dataset", "rmse_mean", "rmse_std", "mae_mean", "mae_std", "seeds",
-                      "trainable_params", "train_seconds"])
+                      "trainable_params", "total_params", "step_ms", "train_seconds"])
         for r in rows:
             for d in datasets:
                 rs, ms = _stats(r.rmse[d]), _stats(r.mae[d])
@@ -210,6 +218,8 @@ def write_csv(path: Path, rows: list[Row], datasets: list[str]) -> None:
                     continue
                 out.writerow([r.label, r.baseline, d, rs[0], rs[1], ms[0], ms[1], len(r.rmse[d]),
                               statistics.median(r.trainable) if r.trainable else 0,
+                              statistics.median(r.total) if r.total else 0,
+                              statistics.fmean(r.step_ms) if r.step_ms else 0.0,
                               statistics.fmean(r.seconds) if r.seconds else 0.0])
 
 

@@ -36,6 +36,7 @@ def _job(sweep: Path, num: int, ablation: str, lora: str, seed: int, rmse: dict 
         "run": {"seed": seed, **choices},
         "params": {"trainable": trainable, "total": 10 * trainable},
         "train_seconds": 10.0 + seed,
+        "stages": {"main": {"steps": 100, "train_seconds": 10.0 + seed}},
         "test": {name: {"rmse": v, "mae": v / 2} for name, v in rmse.items()},
         "baselines": {
             "last_value": {name: {"rmse": 9.0, "mae": 4.0} for name in rmse},
@@ -63,7 +64,7 @@ def test_table_from_a_hand_made_sweep(table, tmp_path) -> None:
     assert "5.000 ± 1.414" in full  # a: mean of 4 and 6, sample std
     assert "**7.000 ± 1.414**" in full  # b: best mean RMSE in its column
     assert "**3.000 ± 0.000**" in no_dix  # a: best
-    assert "| 2 | 1,000 | 10.5 |" in full  # seeds, trainable params, mean train time
+    assert "| 2 | 1,000 / 10,000 | 105 | 10.5 |" in full  # seeds, params, ms per step, mean train time
     assert "9.000 ± 0.000" in lines["Last value"] and "5.000 ± 0.000" in lines["Time-of-day mean"]
     assert "3 of 6 jobs finished" in md
     assert "`3`" in md and "ValueError: something broke in the job" in md
