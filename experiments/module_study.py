@@ -233,6 +233,8 @@ def verdicts(results: dict[str, Result], setting: Setting) -> list[str]:
 def headline(per_setting: dict[str, dict[str, Result]]) -> list[str]:
     """Controls that beat the full model come first."""
     lines = []
+    if all("full" not in results for results in per_setting.values()):
+        return ["- No setting has a finished `full` run yet."]
     for name, results in per_setting.items():
         full = results.get("full")
         if full is None:
