@@ -108,9 +108,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     """Softmax attention per head, the kernel picked by shape: q (N, Lq, h, dh), k and v (N, Lk, h, dh), mask
     (N, Lk) bool (True = attend) -> (N, Lq, h, dh).
 
-    Up to ``SHORT_PAIRS`` query-key pairs: broadcast products in the (N, L, h, dh) layout the projections produce (no head
-    transpose); otherwise ``F.scaled_dot_product_attention`` (fused kernels). Both give the same values within
-    floating-point rounding.
+    Up to ``SHORT_PAIRS`` query-key pairs: broadcast products in the (N, L, h, dh) layout the projections produce
+    (no head transpose); otherwise ``F.scaled_dot_product_attention`` (fused kernels). Both give the same values
+    within floating-point rounding.
     """
     if q.shape[1] * k.shape[1] <= SHORT_PAIRS:
         scores = (q.unsqueeze(2) * k.unsqueeze(1)).sum(-1) * q.shape[-1] ** -0.5  # (N, Lq, Lk, h)
