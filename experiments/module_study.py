@@ -15,7 +15,7 @@ Settings (``model=cpu`` unless said otherwise; every run also scores the test sp
 - ``taxi12``: TaxiNYC 12 -> 12 (the published protocol), ``full``, ``no_vlm``, ``vlm2attn``, ``vlm2trsf``, seeds
   0, 1, 2, 10 minutes a run;
 - ``pretrained``: ``model=small_minilm`` on BikeNYC 6 -> 6, the text/fusion encoder from MiniLM-L6 or random, both
-  frozen behind standard LoRA and both trained in full, seeds 0, 1, 2, 10 minutes a run. Each pair differs in one
+  frozen behind standard LoRA and both trained in full, seeds 0, 1, 2, 5 minutes a run. Each pair differs in one
   override (``model.vlm.text_weights``); with ALBEF weights the same pair is ``model.vlm.pretrained_path=<file>``
   against none.
 
@@ -84,7 +84,7 @@ SETTINGS = (
     }),
     Setting("taxi12", "TaxiNYC 12 -> 12", tuple(TAXI12), 10.0, _ablations("full", "no_vlm", "vlm2attn", "vlm2trsf")),
     Setting("pretrained", "Pretrained against random text encoder (small_minilm, BikeNYC 6 -> 6)",
-            ("dataset=bikenyc", "model=small_minilm"), 10.0, {
+            ("dataset=bikenyc", "model=small_minilm"), 5.0, {
                 "minilm_frozen": ("model.vlm.freeze=true", "model.vlm.text_weights=minilm"),
                 "random_frozen": ("model.vlm.freeze=true", "model.vlm.text_weights=null"),
                 "minilm_trained": ("model.vlm.freeze=false", "model.vlm.text_weights=minilm"),
