@@ -220,7 +220,9 @@ def verdicts(results: dict[str, Result], setting: Setting) -> list[str]:
             continue
         delta = f"{r.mean:.2f} ± {r.std:.2f} against full's {full.mean:.2f} ± {full.std:.2f}"
         outcome = compare(r, full)
-        if outcome == "shown better":
+        if outcome.endswith("(one seed)"):
+            text = f"one seed so far ({r.mean:.2f} against full's {full.mean:.2f}): no spread to judge a difference by."
+        elif outcome == "shown better":
             text = f"without {what} the model is better ({delta}): at this budget the module costs accuracy."
         elif outcome == "shown worse":
             text = f"{what} helps: without it test RMSE rises ({delta})."
