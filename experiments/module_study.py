@@ -247,8 +247,9 @@ def headline(per_setting: dict[str, dict[str, Result]]) -> list[str]:
                 lines.append(f"- **The full model is beaten by the control `{row}` on {name}**: RMSE "
                              f"{_spread(r.rmse)} against {_spread(full.rmse)}.")
             elif r is not None and r.mean < full.mean:
+                spread = "one seed so far" if compare(r, full).endswith("(one seed)") else "inside the seed spread"
                 lines.append(f"- The control `{row}` has a lower mean RMSE than the full model on {name} "
-                             f"({r.mean:.2f} against {full.mean:.2f}), inside the seed spread.")
+                             f"({r.mean:.2f} against {full.mean:.2f}), {spread}.")
     return lines or ["- No control beats the full model by more than the seed spread in the settings finished so far."]
 
 
