@@ -84,13 +84,20 @@ def data_summary(cfg: DictConfig) -> None:
         sys.stdout.write(dm.summary() + "\n")
 
 
+def _evaluate_test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: ForecastLoss, unseen: list[str],
+                   collect: bool = False, frame_seed: int | None = None) -> EvalResult:
+    """The test split of every dataset, as ``evaluate`` takes it from the run's config and runtime."""
+    return evaluate(model, dm, "test", dm.eval_names("test"), batch_size=int(cfg.trainer.eval_batch_size),
+                    device=rt.device, dist=rt.dist, loss=loss, autocast=rt.autocast(), unseen=unseen,
+                    collect=collect, progress=ProgressConfig.from_trainer(cfg.trainer, rt.dist.is_main),
+                    frame_seed=frame_seed)
+
+
 def _test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: ForecastLoss, unseen: list[str]) -> EvalResult:
     collect = bool(cfg.save_predictions) and not rt.dist.enabled
     if cfg.save_predictions and rt.dist.enabled:
         log.warning("save_predictions is ignored under DDP; run task=test on one process to write them")
-    return evaluate(model, dm, "test", dm.eval_names("test"), batch_size=int(cfg.trainer.eval_batch_size),
-                    device=rt.device, dist=rt.dist, loss=loss, autocast=rt.autocast(), unseen=unseen,
-                    collect=collect, progress=ProgressConfig.from_trainer(cfg.trainer, rt.dist.is_main))
+    return _evaluate_test(model, dm, cfg, rt, loss, unseen, collect=collect)
 
 
 def _shuffle_test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: ForecastLoss, unseen: list[str],
@@ -99,9 +106,7 @@ def _shuffle_test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: For
     the ``shuffle_test`` entry of ``metrics.json`` (empty when disabled)."""
     if not shuffle.enabled:
         return {}
-    shuffled = evaluate(model, dm, "test", dm.eval_names("test"), batch_size=int(cfg.trainer.eval_batch_size),
-                        device=rt.device, dist=rt.dist, loss=loss, autocast=rt.autocast(), unseen=unseen,
-                        progress=ProgressConfig.from_trainer(cfg.trainer, rt.dist.is_main), frame_seed=shuffle.seed)
+    shuffled = _evaluate_test(model, dm, cfg, rt, loss, unseen, frame_seed=shuffle.seed)
     section = shuffle_section(shuffle, ordered.metrics, shuffled.metrics, shuffled.loss)
     if rt.dist.is_main:
         log_degradation(section, ordered.metrics)
