@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nyc_study import TAXI12, available, machine, stream
+from nyc_study import TAXI12, _spread, available, machine, stream
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "outputs" / "module_study"
@@ -175,12 +175,6 @@ def collect(setting: Setting, out: Path) -> dict[str, Result]:
         if found.seeds:
             results[row] = found
     return results
-
-
-def _spread(values: list[float], digits: int = 2) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def compare(row: Result, ref: Result) -> str:
