@@ -15,22 +15,19 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from vlm4st.records import to_json
+from vlm4st.training.run_metrics import METRICS_FILE, RunMetrics, load_metrics
+
 log = logging.getLogger("ablation_table")
-
-BASELINE_LABELS = {"historical_average": "HA (input window)", "last_value": "Last value",
-                   "time_of_day_mean": "Time-of-day mean"}
-
 
 @dataclass
 class Job:
@@ -39,7 +36,7 @@ class Job:
     path: Path
     choices: dict[str, str]
     seed: int | None
-    metrics: dict[str, Any] | None
+    metrics: RunMetrics | None
     error: str | None = None
 
 
@@ -69,7 +66,7 @@ def _last_error(job_dir: Path) -> str:
     return "no metrics.json (the job failed or is still running)"
 
 
-def _choices(job_dir: Path, metrics: dict[str, Any] | None) -> dict[str, str]:
+def _choices(job_dir: Path, metrics: RunMetrics | None) -> dict[str, str]:
     """Group choices from the job's ``.hydra/hydra.yaml`` (falls back to metrics.json's ``run`` section)."""
     hydra_file = job_dir / ".hydra" / "hydra.yaml"
     if hydra_file.is_file():
@@ -78,13 +75,14 @@ def _choices(job_dir: Path, metrics: dict[str, Any] | None) -> dict[str, str]:
         found = {k: str(v) for k, v in choices.items() if "/" not in k and v is not None}
         if found:
             return found
-    run = (metrics or {}).get("run", {})
-    return {k: str(v) for k, v in run.items() if isinstance(v, str)}
+    if metrics is None:
+        return {}
+    return {k: v for k, v in to_json(metrics.run).items() if isinstance(v, str)}
 
 
-def _seed(job_dir: Path, metrics: dict[str, Any] | None) -> int | None:
-    if metrics and "seed" in metrics.get("run", {}):
-        return int(metrics["run"]["seed"])
+def _seed(job_dir: Path, metrics: RunMetrics | None) -> int | None:
+    if metrics is not None:
+        return metrics.run.seed
     cfg_file = job_dir / ".hydra" / "config.yaml"
     if cfg_file.is_file():
         seed = (yaml.safe_load(cfg_file.read_text()) or {}).get("seed")
@@ -97,8 +95,7 @@ def collect_jobs(sweep_dir: Path) -> list[Job]:
     jobs = []
     for hydra_dir in sorted(sweep_dir.rglob(".hydra")):
         job_dir = hydra_dir.parent
-        metrics_file = job_dir / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+        metrics = load_metrics(job_dir) if (job_dir / METRICS_FILE).is_file() else None
         error = None if metrics is not None else _last_error(job_dir)
         jobs.append(Job(job_dir, _choices(job_dir, metrics), _seed(job_dir, metrics), metrics, error))
     return jobs
@@ -134,27 +131,29 @@ def build_rows(jobs: list[Job], row_keys: tuple[str, ...]) -> tuple[list[Row], l
             continue
         label = " / ".join(job.choices.get(k, "?") for k in row_keys)
         row = rows.setdefault(label, Row(label))
-        for name, m in job.metrics.get("test", {}).items():
+        m = job.metrics
+        for name, test in m.test.items():
             if name not in datasets:
                 datasets.append(name)
-            row.rmse[name].append(float(m["rmse"]))
-            row.mae[name].append(float(m["mae"]))
-        row.trainable.append(int(job.metrics.get("params", {}).get("trainable", 0)))
-        row.total.append(int(job.metrics.get("params", {}).get("total", 0)))
-        row.seconds.append(float(job.metrics.get("train_seconds", 0.0)))
-        stages = [s for s in job.metrics.get("stages", {}).values() if isinstance(s, dict) and s.get("steps")]
-        if stages:  # training seconds per optimiser step over the run's stages
-            row.step_ms.append(1e3 * sum(s["train_seconds"] for s in stages) / sum(s["steps"] for s in stages))
+            row.rmse[name].append(test.rmse)
+            row.mae[name].append(test.mae)
+        if m.params is not None:
+            row.trainable.append(m.params.trainable)
+            row.total.append(m.params.total)
+        row.seconds.append(m.train_seconds or 0.0)
+        step_ms = m.step_ms()  # training seconds per optimiser step over the run's stages
+        if step_ms is not None:
+            row.step_ms.append(step_ms)
         if job.seed is not None:
             row.seeds.append(job.seed)
-        for key, result in job.metrics.get("baselines", {}).items():
-            if key == "skipped" or not isinstance(result, dict):
+        for cls, per_dataset in m.baselines.scores().items():
+            if not per_dataset:  # not scored in this job
                 continue
-            base = baselines.setdefault(key, Row(BASELINE_LABELS.get(key, key), baseline=True))
-            for name, m in result.items():
+            base = baselines.setdefault(cls.name, Row(cls.label, baseline=True))
+            for name, score in per_dataset.items():
                 if not base.rmse[name]:  # deterministic: one value per dataset is enough
-                    base.rmse[name].append(float(m["rmse"]))
-                    base.mae[name].append(float(m["mae"]))
+                    base.rmse[name].append(score.rmse)
+                    base.mae[name].append(score.mae)
     return [*rows.values(), *baselines.values()], datasets
 
 
@@ -191,7 +190,8 @@ def render(rows: list[Row], datasets: list[str], jobs: list[Job], expected: int 
         else:
             t, step = _stats(r.seconds), _stats(r.step_ms)
             cells += [str(len(r.seeds) or len(r.trainable)),
-                      f"{int(statistics.median(r.trainable)):,} / {int(statistics.median(r.total)):,}",
+                      (f"{int(statistics.median(r.trainable)):,} / {int(statistics.median(r.total)):,}"
+                       if r.trainable else "-"),
                       f"{step[0]:.0f}" if step else "-", f"{t[0]:.1f}" if t else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     failed = [j for j in jobs if j.metrics is None]

@@ -216,7 +216,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     model = build_model(args, spec["preset"]).to(device)
     if spec["mode"] == "flops":
         counts = model.get_trainable_parameters()
-        return {"params_total": counts["total"], "params_trainable": counts["trainable"], **count_flops(model, args)}
+        return {"params_total": counts.total, "params_trainable": counts.trainable, **count_flops(model, args)}
     rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     B = spec["batch"]
     batch = make_batch(args, B)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+
+from vlm4st.training.run_metrics import METRICS_FILE, load_metrics
 
 TARGETS = {"train": 0.40, "infer": 0.50}
 
@@ -63,16 +64,16 @@ def targets(out: Path) -> list[str]:
 
 
 def training_section(out: Path) -> list[str]:
-    metrics_path = out / "taxi6_small" / "metrics.json"
-    if not metrics_path.is_file():
+    run_dir = out / "taxi6_small"
+    if not (run_dir / METRICS_FILE).is_file():
         return ["### TaxiNYC 6 -> 6, small preset, 3 minutes", "", _tail(out / "taxi6_small.txt", 5), ""]
-    m: dict[str, Any] = json.loads(metrics_path.read_text())
-    test = m["test"]["taxinyc"]
-    stage = m["stages"]["main"]
-    base = {k: v["taxinyc"]["rmse"] for k, v in m["baselines"].items() if k != "skipped"}
+    m = load_metrics(run_dir)
+    test = m.test["taxinyc"]
+    (stage,) = m.trained_stages()
+    base = {cls.short: scores["taxinyc"].rmse for cls, scores in m.baselines.scores().items() if "taxinyc" in scores}
     return ["### TaxiNYC 6 -> 6, small preset, 3 minutes", "",
-            f"Test RMSE / MAE {test['rmse']:.2f} / {test['mae']:.2f} after {stage['epochs']} epochs "
-            f"({stage['steps']} steps, {stage['train_seconds'] / 60:.1f} training minutes); baselines RMSE: "
+            f"Test RMSE / MAE {test.rmse:.2f} / {test.mae:.2f} after {stage.epochs} epochs "
+            f"({stage.steps} steps, {stage.train_seconds / 60:.1f} training minutes); baselines RMSE: "
             + ", ".join(f"{k} {v:.2f}" for k, v in base.items()) + ".", ""]
 
 

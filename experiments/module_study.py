@@ -30,7 +30,6 @@ rows' mean +- std intervals do not overlap; otherwise it is *not shown*, whateve
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import sys
@@ -39,6 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nyc_study import TAXI12, _spread, available, machine, stream
+
+from vlm4st.training.run_metrics import METRICS_FILE, load_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "outputs" / "module_study"
@@ -116,7 +117,7 @@ def plan(settings: tuple[Setting, ...] = SETTINGS) -> list[Run]:
 
 def run_all(runs: list[Run], out: Path) -> None:
     for run in runs:
-        if (out / run.name / "metrics.json").is_file():
+        if (out / run.name / METRICS_FILE).is_file():
             log.info("%s: done already", run.name)
             continue
         if not available(run.setting.needs):
@@ -156,22 +157,22 @@ def collect(setting: Setting, out: Path) -> dict[str, Result]:
     for row in setting.rows:
         found = Result(row, [], [], [], [], [], [], {})
         for seed in SEEDS:
-            path = out / f"{setting.name}_{row}_s{seed}" / "metrics.json"
-            if not path.is_file():
+            run_dir = out / f"{setting.name}_{row}_s{seed}"
+            if not (run_dir / METRICS_FILE).is_file():
                 continue
-            m = json.loads(path.read_text())
-            test = next(iter(m["test"].values()))
-            stages = [s for s in m["stages"].values() if isinstance(s, dict)]
+            m = load_metrics(run_dir)
+            test = next(iter(m.test.values()))
             found.seeds.append(seed)
-            found.rmse.append(test["rmse"])
-            found.mae.append(test["mae"])
-            degradation = m.get("shuffle_test", {}).get("degradation", {})
-            if degradation:
-                found.shuffled.append(next(iter(degradation.values()))["rmse"])
-            steps = sum(s["steps"] for s in stages)
-            found.step_ms.append(1e3 * sum(s["train_seconds"] for s in stages) / max(steps, 1))
-            found.epochs.append(sum(s["epochs"] for s in stages))
-            found.params = {"total": m["params"]["total"], "trainable": m["params"]["trainable"]}
+            found.rmse.append(test.rmse)
+            found.mae.append(test.mae)
+            if m.shuffle_test is not None and m.shuffle_test.degradation:
+                change = next(iter(m.shuffle_test.degradation.values())).rmse
+                if change is not None:
+                    found.shuffled.append(change)
+            found.step_ms.append(m.step_ms() or 0.0)
+            found.epochs.append(sum(s.epochs for s in m.trained_stages()))
+            if m.params is not None:
+                found.params = {"total": m.params.total, "trainable": m.params.trainable}
         if found.seeds:
             results[row] = found
     return results

@@ -18,7 +18,6 @@ the budgets are wall-clock training time on a 2-core CPU.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -29,6 +28,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from vlm4st.evaluation.baselines import BASELINES
+from vlm4st.evaluation.metrics import DatasetMetrics
+from vlm4st.training.run_metrics import METRICS_FILE, RunMetrics, load_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("nyc_study")
@@ -46,7 +49,6 @@ TRANSFER = ["dataset=multi", "model=tiny", "lora_type=moe", "dataset.target=bike
 #: Published TaxiNYC short-term (12 -> 12) RMSE / MAE, UniFlow's table (../shared/data/RESULTS.md section 3).
 PUBLISHED_TAXI12 = {"UniFlow": (16.02, 5.81), "UniST": (17.55, 5.85), "STID": (18.49, 8.32), "TAU": (19.46, 9.08),
                     "SimVP": (19.69, 9.08), "HA (published)": (77.10, 26.49)}
-BASELINES = {"historical_average": "HA", "last_value": "Last", "time_of_day_mean": "ToD-mean"}
 #: The comparisons: (group, title, dataset overrides, seeds).
 SETTINGS = [
     ("taxi12", "TaxiNYC 12 -> 12 (published protocol)", TAXI12, SEEDS),
@@ -135,7 +137,7 @@ def stream(cmd: list[str], log_path: Path, prefix: str) -> int:
 
 def train_all(runs: list[Run], runs_dir: Path, budget: float, force: bool) -> None:
     for run in runs:
-        if (runs_dir / run.name / "metrics.json").is_file() and not force:
+        if (runs_dir / run.name / METRICS_FILE).is_file() and not force:
             log.info("%s: done already, skipped", run.name)
             continue
         if not available(run.needs):
@@ -188,13 +190,13 @@ def bench_all(runs_dir: Path, force: bool) -> None:
 
 
 # -- report ---------------------------------------------------------------------------------------------------------
-def _metrics(runs_dir: Path, name: str) -> dict | None:
-    path = runs_dir / name / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def _metrics(runs_dir: Path, name: str) -> RunMetrics | None:
+    run_dir = runs_dir / name
+    return load_metrics(run_dir) if (run_dir / METRICS_FILE).is_file() else None
 
 
-def _pair(m: dict) -> str:
-    return f"{m['rmse']:.2f} / {m['mae']:.2f}"
+def _pair(m: DatasetMetrics) -> str:
+    return f"{m.rmse:.2f} / {m.mae:.2f}"
 
 
 def _spread(values: list[float]) -> str:
@@ -225,54 +227,52 @@ def machine() -> list[str]:
             f"transformers {transformers.__version__}, peft {peft.__version__}, numpy {numpy.__version__}."]
 
 
-def _epochs(m: dict) -> int:
-    return sum(s.get("epochs", 0) for s in m["stages"].values() if isinstance(s, dict))
+def _epochs(m: RunMetrics) -> int:
+    return sum(s.epochs for s in m.trained_stages())
 
 
 def results_table(runs_dir: Path, runs: list[Run]) -> list[str]:
     """One row per run and test dataset, with the baselines on the same test points."""
-    head = ("| run | test dataset | model RMSE / MAE | HA | Last | ToD-mean | trainable / total params | "
-            "train time | epochs |")
+    head = (f"| run | test dataset | model RMSE / MAE | {' | '.join(cls.short for cls in BASELINES)} | "
+            "trainable / total params | train time | epochs |")
     lines = [head, "|" + "---|" * 9]
     for run in runs:
         m = _metrics(runs_dir, run.name)
         if m is None:
             lines.append(f"| {run.name} | - | not run | | | | | | |")
             continue
-        for ds, r in m["test"].items():
-            base = [(_pair(m["baselines"][k][ds]) if ds in m["baselines"].get(k, {}) else "-") for k in BASELINES]
-            lines.append(f"| {run.name} | {ds} | **{_pair(r)}** | {' | '.join(base)} | "
-                         f"{m['params']['trainable']:,} / {m['params']['total']:,} | "
-                         f"{m['train_seconds'] / 60:.1f} min | {_epochs(m)} |")
+        params = "-" if m.params is None else f"{m.params.trainable:,} / {m.params.total:,}"
+        for ds, r in m.test.items():
+            base = [_pair(scores[ds]) if ds in scores else "-" for scores in m.baselines.scores().values()]
+            lines.append(f"| {run.name} | {ds} | **{_pair(r)}** | {' | '.join(base)} | {params} | "
+                         f"{(m.train_seconds or 0.0) / 60:.1f} min | {_epochs(m)} |")
     return lines
 
 
-def _horizon_profile(tests: list[dict]) -> str:
+def _horizon_profile(tests: list[DatasetMetrics]) -> str:
     """Mean test RMSE over the seeds at forecast step 1, the middle step and the last one: "s1 / mid / last"."""
-    if not all("per_step" in t for t in tests):
-        return "-"
-    steps = [statistics.mean(values) for values in zip(*(t["per_step"]["rmse"] for t in tests), strict=True)]
+    steps = [statistics.mean(values) for values in zip(*(t.per_step.rmse for t in tests), strict=True)]
     return " / ".join(f"{steps[i]:.2f}" for i in (0, len(steps) // 2 - 1, len(steps) - 1))
 
 
 def summary_table(runs_dir: Path, runs: list[Run]) -> list[str]:
     """Mean ± std over the finished seeds per model, beside the baselines (identical for every seed)."""
-    lines = ["| model | seeds done | test RMSE | test MAE | RMSE at step 1 / middle / last | epochs (mean) | HA RMSE | "
-             "Last RMSE | ToD-mean RMSE |",
+    lines = ["| model | seeds done | test RMSE | test MAE | RMSE at step 1 / middle / last | epochs (mean) | "
+             + " | ".join(f"{cls.short} RMSE" for cls in BASELINES) + " |",
              "|---|---|---|---|---|---|---|---|---|"]
     for model in PEERS:
         done = [(r, m) for r in runs if r.model == model and (m := _metrics(runs_dir, r.name)) is not None]
         if not done:
             lines.append(f"| {model} | 0 | not run | | | | | | |")
             continue
-        pick = [next(iter(m["test"].values())) for _, m in done]
+        pick = [next(iter(m.test.values())) for _, m in done]
         first = done[0][1]
-        ds = next(iter(first["test"]))
-        base = [f"{first['baselines'][k][ds]['rmse']:.2f}" if ds in first["baselines"].get(k, {}) else "-"
-                for k in BASELINES]
+        ds = next(iter(first.test))
+        base = [f"{per_dataset[ds].rmse:.2f}" if ds in per_dataset else "-"
+                for per_dataset in first.baselines.scores().values()]
         seeds = ", ".join(str(r.seed) for r, _ in done)
-        lines.append(f"| {model} | {seeds} | {_spread([p['rmse'] for p in pick])} | "
-                     f"{_spread([p['mae'] for p in pick])} | {_horizon_profile(pick)} | "
+        lines.append(f"| {model} | {seeds} | {_spread([p.rmse for p in pick])} | "
+                     f"{_spread([p.mae for p in pick])} | {_horizon_profile(pick)} | "
                      f"{statistics.mean(_epochs(m) for _, m in done):.0f} | {' | '.join(base)} |")
     return lines
 
@@ -293,9 +293,8 @@ def time_to_accuracy(runs_dir: Path, out_png: Path) -> bool:
         m = _metrics(runs_dir, run.name)
         if m is None:
             continue
-        history = next(iter(m["stages"].values()))["history"]
-        points = [(h["train_seconds"] / 60, next(iter(h["val"].values()))["rmse"]) for h in history
-                  if "train_seconds" in h]
+        history = m.trained_stages()[0].history if m.trained_stages() else []
+        points = [(h.train_seconds / 60, next(iter(h.val.values())).rmse) for h in history]
         if points:
             xs, ys = zip(*points, strict=True)
             style = "-" if run.model in VLM_PRESETS else "--"

@@ -13,19 +13,22 @@ on the real scale, mean +- std over seeds (n = number of seeds). A cell with no 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from vlm4st.evaluation.baselines import HistoricalAverage, LastValue, TimeOfDayMean
+from vlm4st.evaluation.metrics import DatasetMetrics
+from vlm4st.training.run_metrics import METRICS_FILE, load_metrics
 
 log = logging.getLogger("transfer_table")
 
 #: Learned columns: (label, model is STID, transfer.init).
 LEARNED = (("from source", False, "source"), ("from scratch", False, "scratch"), ("STID on the share", True, "scratch"))
-NAIVE = (("ToD-mean", "time_of_day_mean"), ("HA", "historical_average"), ("Last", "last_value"))
+#: The naive baselines in column order (the strongest first).
+NAIVE = (TimeOfDayMean, HistoricalAverage, LastValue)
 SHARES = {"zero": "zero-shot", "few5": "5 %", "few10": "10 %", "full": "100 %"}
 
 
@@ -45,32 +48,32 @@ class Run:
     train_seconds: float
 
 
-def _pair(block: dict[str, Any] | None, target: str) -> tuple[float, float] | None:
-    if not block or target not in block:
+def _pair(block: dict[str, DatasetMetrics], target: str) -> tuple[float, float] | None:
+    if target not in block:
         return None
-    return float(block[target]["rmse"]), float(block[target]["mae"])
+    return block[target].rmse, block[target].mae
 
 
 def read_run(path: Path) -> Run | None:
     """The run whose ``metrics.json`` is ``path``; None (with a log line) for runs that are not transfer runs."""
-    metrics = json.loads(path.read_text())
-    run = metrics["run"]
-    target = run.get("target")
-    if target is None or run.get("task") != "train":
+    metrics = load_metrics(path)
+    run = metrics.run
+    target = run.target
+    if target is None or run.task != "train":
         log.info("skipped %s: not a transfer training run (no dataset.target)", path.parent)
         return None
-    share = str(run.get("shot_ratio", run.get("mode")))
-    baselines = metrics.get("baselines", {})
-    naive = {key: pair for _, key in NAIVE if (pair := _pair(baselines.get(key), target)) is not None}
-    model = str(run.get("model", "?"))
-    return Run(path.parent, target, share, model == "stid", str(run.get("init", "source")), int(run["seed"]), model,
-               _pair(metrics.get("test"), target), naive, float(metrics.get("train_seconds", 0.0)))
+    share = run.shot_ratio or run.mode
+    scores = metrics.baselines.scores()
+    naive = {cls.name: pair for cls in NAIVE if (pair := _pair(scores[cls], target)) is not None}
+    model = run.model or "?"
+    return Run(path.parent, target, share, model == "stid", run.init or "source", run.seed, model,
+               _pair(metrics.test, target), naive, metrics.train_seconds or 0.0)
 
 
 def collect(roots: list[Path]) -> list[Run]:
     runs = []
     for root in roots:
-        for path in sorted(root.rglob("metrics.json")):
+        for path in sorted(root.rglob(METRICS_FILE)):
             run = read_run(path)
             if run is not None:
                 runs.append(run)
@@ -96,7 +99,7 @@ def table(runs: list[Run]) -> str:
     rows: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for run in runs:
         rows[(run.target, run.share)].append(run)
-    head = ["target", "share", *(label for label, _, _ in LEARNED), *(label for label, _ in NAIVE)]
+    head = ["target", "share", *(label for label, _, _ in LEARNED), *(cls.short for cls in NAIVE)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for target, share in sorted(rows, key=lambda k: (k[0], _share_order(k[1]))):
         group = rows[(target, share)]
@@ -104,8 +107,8 @@ def table(runs: list[Run]) -> str:
         for _, stid, init in LEARNED:
             scores = [r.score for r in group if r.stid == stid and r.init == init and r.score is not None]
             cells.append(_cell(scores))
-        for _, key in NAIVE:  # deterministic given the data: one value per share (the first run that has it)
-            values = [r.naive[key] for r in group if key in r.naive]
+        for cls in NAIVE:  # deterministic given the data: one value per share (the first run that has it)
+            values = [r.naive[cls.name] for r in group if cls.name in r.naive]
             cells.append(f"{values[0][0]:.2f} / {values[0][1]:.2f}" if values else "-")
         lines.append(f"| {target} | {SHARES.get(share, share)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

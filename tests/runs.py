@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
+import pytest
+import torch
 from omegaconf import DictConfig
 
 from vlm4st import REPO_ROOT
 from vlm4st.config import compose
+from vlm4st.training import checkpoint as ckpt
+from vlm4st.training.run_metrics import RunMetrics, load_metrics
 
 # Small, fast settings shared by the end-to-end tests: the bare defaults (no quickstart schedule), tiny model,
 # short epochs, no progress bar.
@@ -36,8 +38,8 @@ def make_cfg(run_dir: Path, *overrides: str) -> DictConfig:
                    output_dir=str(run_dir))
 
 
-def read_metrics(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "metrics.json").read_text())
+def read_metrics(run_dir: Path) -> RunMetrics:
+    return load_metrics(run_dir)
 
 
 def run_cli(*overrides: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -57,3 +59,28 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *names: str) -
     for name in names:
         assert name in lines[0], (name, lines[0])
     return lines[0]
+
+
+def assert_same_training(one: Path, other: Path, steps: int, lr: float, weight_tol: float = 1e-5,
+                         rmse_rel: float = 1e-3) -> None:
+    """Two runs that must train alike (one process against DDP ranks, compiled against eager): the same weight
+    keys, the bulk of the weights equal to ``weight_tol`` and none further apart than Adam's largest possible
+    drift, and the same test RMSE over the same windows.
+
+    Adam's first steps move every weight by about lr * sign(grad), so a weight whose gradient is ~0 can land on
+    either side from float noise alone: the 99th percentile is held to float precision, the maximum to twice the
+    distance ``steps`` such moves can cover.
+    """
+    a = ckpt.load_checkpoint(one / "checkpoints" / "last.pt")["model"]["weights"]
+    b = ckpt.load_checkpoint(other / "checkpoints" / "last.pt")["model"]["weights"]
+    assert a.keys() == b.keys()
+    diffs = torch.cat([(a[k].float() - b[k].float().to(a[k].device)).abs().flatten() for k in a
+                       if a[k].is_floating_point()])
+    q99 = float(diffs.quantile(0.99))
+    assert q99 < weight_tol, f"99th percentile of weight differences {q99}"
+    assert float(diffs.max()) < 2 * lr * steps, f"largest weight difference {float(diffs.max())}"
+    m1, m2 = read_metrics(one).test, read_metrics(other).test
+    assert m1.keys() == m2.keys()
+    for name in m1:
+        assert m2[name].rmse == pytest.approx(m1[name].rmse, rel=rmse_rel), name
+        assert m2[name].n == m1[name].n, f"{name}: both runs score every test window"

@@ -4,7 +4,6 @@ of figures, and report progress as log lines without a carriage-return bar."""
 
 from __future__ import annotations
 
-import json
 import struct
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from vlm4st import REPO_ROOT
+from vlm4st.training.run_metrics import load_metrics
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -36,14 +36,14 @@ def test_the_quickstart_command_finishes_with_the_summary_figures_and_piped_prog
     assert "beside the naive baselines" in text and "| dataset |" in text and "HA" in text
     assert "RMSE per horizon step" in text and "tensorboard --logdir" in text
 
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    for city, m in metrics["test"].items():
-        for baseline in ("historical_average", "last_value", "time_of_day_mean"):
-            assert m["rmse"] < metrics["baselines"][baseline][city]["rmse"], (city, baseline)
+    metrics = load_metrics(run_dir)
+    for city, m in metrics.test.items():
+        for baseline, per_city in metrics.baselines.scores().items():
+            assert m.rmse < per_city[city].rmse, (city, baseline.name)
 
     figures = run_dir / "figures"
     assert png_size(figures / "curves.png") == (1400, 360)
-    for city in metrics["test"]:
+    for city in metrics.test:
         assert png_size(figures / f"forecast_{city}.png") == (1100, 960)
         width, height = png_size(figures / f"gates_{city}.png")
         assert height == 300 and width >= 600

@@ -2,6 +2,7 @@
 
 - ``ConfigError``: a config value is missing, malformed or not allowed (names the key and what was expected).
 - ``CheckpointError``: a checkpoint file is missing, damaged, or does not fit the run (names the file).
+- ``ReportError``: a run's report file (``metrics.json``) is missing, damaged or not in this version's layout.
 - ``DataError`` and its subclasses (``vlm4st.data.errors``): a dataset cannot be used as given (names the file).
 
 The command line prints any of them as one line and exits with status ``USER_ERROR_EXIT`` (``exit_on_user_error``).
@@ -22,6 +23,11 @@ class ConfigError(ValueError):
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, corrupted or does not fit the model or run; names the file."""
+
+
+class ReportError(ValueError):
+    """A run's report file is missing, not JSON, or does not hold the records this version writes; names the file
+    and the key."""
 
 
 def exit_on_user_error(err: Exception) -> NoReturn:

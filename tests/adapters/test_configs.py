@@ -34,7 +34,7 @@ def test_lora_type_node_builds_the_adapter_inside_the_tiny_vlm(kind: str, tmp_pa
         assert described["gate_hidden"] == GATE_HIDDEN[kind]
         assert 0.0 < described["task_dropout"] < 1.0
     # tiny preset: ViT depth 2, BERT 4 layers with fusion from layer 2 -> 6 + 12 + 6 q/k/v linears
-    assert sum(parameter_report(vlm)["adapted_linears"].values()) == 24
+    assert sum(parameter_report(vlm).adapted_linears.values()) == 24
 
 
 def test_the_documented_wide_pattern_is_the_code_constant() -> None:
@@ -68,7 +68,7 @@ def test_adapter_is_injected_into_the_vlm_only(kind: str, tmp_path) -> None:
     for name, param in model.named_parameters():
         assert param.requires_grad == (name in adapter_names or not name.startswith("vlm.")), name
     counts = model.get_trainable_parameters()
-    assert counts["adapter"]["trainable"] == parameter_report(model.vlm)["total"] > 0
+    assert counts.adapter.trainable == parameter_report(model.vlm).total > 0
     x = torch.rand(2, cfg.dataset.t_in, 12, 12) * 2 - 1
     assert model(x, None, torch.tensor([0, 2])).shape[:2] == (2, cfg.dataset.t_out)
 

@@ -18,7 +18,7 @@ def _loss_and_grads(checkpointing: bool, kind: str) -> tuple[torch.Tensor, dict[
             layer.register_forward_hook(lambda *_: calls.append(1))
     image, sequence = make_inputs(batch=4)
     out = vlm(image, sequence, task_id=torch.tensor([2, 0, 3, 1]))
-    loss = out["fused"].square().mean() + out["visual"].abs().mean()
+    loss = out.fused.square().mean() + out.visual.abs().mean()
     loss.backward()
     grads = {n: p.grad.clone() for n, p in vlm.adapter.adapter_parameters(vlm)}
     return loss.detach(), grads, len(calls)

@@ -58,15 +58,15 @@ def test_trainable_counts_equal_the_closed_form_on_a_tiny_vlm(kind: str, route: 
         (NUM_TASKS + 1) * 8 if embeds else 0
     )
     report = parameter_report(vlm)
-    assert report["total"] == report["trainable"] == expected
-    assert report["per_family"] == {
+    assert report.total == report.trainable == expected
+    assert report.per_family == {
         "vit": N_VIT * per_linear,
         "bert_self": N_SELF * per_linear,
         "bert_cross": N_CROSS * per_linear,
         "bert_ffn": 0,
         "shared": expected - n_linears * per_linear,
     }
-    assert report["adapted_linears"] == {"vit": N_VIT, "bert_self": N_SELF, "bert_cross": N_CROSS, "bert_ffn": 0}
+    assert report.adapted_linears == {"vit": N_VIT, "bert_self": N_SELF, "bert_cross": N_CROSS, "bert_ffn": 0}
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_frozen_backbone_gets_no_gradient_and_every_adapter_parameter_does(kind:
     perturb_adapter(vlm)
     image, sequence = make_inputs(batch=4)
     out = vlm(image, sequence, task_id=torch.tensor([0, 1, 2, 3]))
-    (out["fused"].square().mean() + out["visual"].square().mean()).backward()
+    (out.fused.square().mean() + out.visual.square().mean()).backward()
 
     adapter_names = {n for n, _ in vlm.adapter.adapter_parameters(vlm)}
     assert "text_encoder.lora_decoy.weight" not in adapter_names

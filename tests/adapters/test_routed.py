@@ -95,12 +95,12 @@ def test_mtl_by_task_reads_only_the_row_of_the_sample_task() -> None:
     image, sequence = make_inputs(batch=2)
     ids = torch.tensor([1, NUM_TASKS])
     with torch.no_grad():
-        before = vlm(image, sequence, task_id=ids)["fused"]
+        before = vlm(image, sequence, task_id=ids).fused
         for _, layer in vlm.adapter.layers:
             for table in (layer.lora_task_scale["default"], layer.lora_task_experts["default"]):
                 table[[0, 2]] += torch.randn_like(table[[0, 2]])  # rows of tasks 0 and 2 only
-        after = vlm(image, sequence, task_id=ids)["fused"]
-        moved = vlm(image, sequence, task_id=torch.tensor([0, 2]))["fused"]
+        after = vlm(image, sequence, task_id=ids).fused
+        moved = vlm(image, sequence, task_id=torch.tensor([0, 2])).fused
     assert torch.equal(after, before)
     assert (moved - before).abs().max() > 1e-2
 
@@ -125,9 +125,9 @@ def test_mixed_batch_equals_samples_one_at_a_time(kind: str, route: str) -> None
     image, sequence = make_inputs(batch=4)
     task_id = torch.tensor([0, 2, 1, 0])
     with torch.no_grad():
-        batched = vlm(image, sequence, task_id=task_id)["fused"]
+        batched = vlm(image, sequence, task_id=task_id).fused
         for i in range(4):
-            single = vlm(image[i : i + 1], sequence[i : i + 1], task_id=task_id[i : i + 1])["fused"]
+            single = vlm(image[i : i + 1], sequence[i : i + 1], task_id=task_id[i : i + 1]).fused
             torch.testing.assert_close(batched[i : i + 1], single, atol=1e-5, rtol=1e-5)
 
 
@@ -137,8 +137,8 @@ def test_task_ids_change_the_output_only_with_task_routing(kind: str, route: str
     perturb_adapter(vlm)
     image, sequence = make_inputs(batch=2)
     with torch.no_grad():
-        a = vlm(image, sequence, task_id=torch.tensor([0, 0]))["fused"]
-        b = vlm(image, sequence, task_id=torch.tensor([1, 1]))["fused"]
+        a = vlm(image, sequence, task_id=torch.tensor([0, 0])).fused
+        b = vlm(image, sequence, task_id=torch.tensor([1, 1])).fused
     assert torch.equal(a, b) == (route == "input")
 
 
@@ -149,9 +149,9 @@ def test_the_unknown_task_has_its_own_routing(kind: str) -> None:
     perturb_adapter(vlm)
     image, sequence = make_inputs(batch=3)
     with torch.no_grad():
-        unknown = vlm(image, sequence, task_id=torch.full((3,), NUM_TASKS))["fused"]
+        unknown = vlm(image, sequence, task_id=torch.full((3,), NUM_TASKS)).fused
         for task in range(NUM_TASKS):
-            known = vlm(image, sequence, task_id=torch.full((3,), task))["fused"]
+            known = vlm(image, sequence, task_id=torch.full((3,), task)).fused
             assert (known - unknown).abs().max() > 1e-5
 
 

@@ -8,11 +8,12 @@ from torch import nn
 
 from vlm4st.adapters import WIDE_TARGETS, AdapterError, SplitQKV, StandardLora, parameter_report
 from vlm4st.config import ConfigError
+from vlm4st.models.vlm_backbone import VLMOutput
 
 from .tiny import N_CROSS, N_TEXT_ONLY, N_VIT, ROUTED, TYPES, make_adapter, make_inputs, make_vlm, perturb_adapter
 
 
-def _outputs(vlm: nn.Module, task_id: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def _outputs(vlm: nn.Module, task_id: torch.Tensor | None = None) -> VLMOutput:
     image, sequence = make_inputs()
     with torch.no_grad():
         return vlm.eval()(image, sequence, task_id=task_id)
@@ -26,7 +27,7 @@ def test_zero_initialised_adapter_reproduces_base_exactly(kind: str, route: str)
     base = _outputs(make_vlm(None), task_id)
     adapted = _outputs(make_vlm(make_adapter(kind, route=route)), task_id)
     for key in ("fused", "visual", "text"):
-        assert torch.equal(adapted[key], base[key]), key
+        assert torch.equal(getattr(adapted, key), getattr(base, key)), key
 
 
 def test_split_qkv_equals_fused_projection_and_keeps_no_dead_weights() -> None:
@@ -45,16 +46,16 @@ def test_split_qkv_equals_fused_projection_and_keeps_no_dead_weights() -> None:
 def test_merge_gives_the_same_outputs_and_unmerge_restores() -> None:
     vlm = make_vlm(StandardLora(rank=4, alpha=8))
     perturb_adapter(vlm)
-    before = _outputs(vlm)["fused"]
+    before = _outputs(vlm).fused
     query = vlm.text_encoder.encoder.layer[0].attention.self.query
     weight = query.base_layer.weight.detach().clone()
     vlm.adapter.merge()
     assert query.merged and not torch.equal(query.base_layer.weight, weight)
-    torch.testing.assert_close(_outputs(vlm)["fused"], before, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(_outputs(vlm).fused, before, atol=1e-5, rtol=1e-5)
     vlm.adapter.unmerge()
     assert not query.merged
     torch.testing.assert_close(query.base_layer.weight, weight, atol=1e-6, rtol=0)
-    torch.testing.assert_close(_outputs(vlm)["fused"], before, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(_outputs(vlm).fused, before, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize(("init", "low", "high"), [("reference", 0.008, 0.012), ("peft", 0.05, 1.0)])
@@ -73,7 +74,7 @@ def test_single_encoder_ablations_skip_absent_targets(kind: str, vision: bool, t
     assert len(vlm.adapter.layers) == expected
     image, sequence = make_inputs()
     out = vlm(image if vision else None, sequence if text else None, task_id=torch.tensor([0, 1, 2, 0]))
-    assert out["fused"].shape[0] == 4
+    assert out.fused.shape[0] == 4
 
 
 def test_pattern_that_matches_nothing_raises() -> None:
@@ -94,8 +95,8 @@ def test_wide_targets_adapt_attention_outputs_and_ffns() -> None:
     vlm = make_vlm(StandardLora(rank=4, alpha=8, targets=WIDE_TARGETS))
     report = parameter_report(vlm)
     # ViT: q, k, v, proj, fc1, fc2 per block; BERT: self q/k/v + output, cross q/k/v + output, FFN in and out.
-    assert report["adapted_linears"] == {"vit": 2 * 6, "bert_self": 4 * 4, "bert_cross": 2 * 4, "bert_ffn": 4 * 2}
-    assert report["total"] == report["trainable"] > 0
+    assert report.adapted_linears == {"vit": 2 * 6, "bert_self": 4 * 4, "bert_cross": 2 * 4, "bert_ffn": 4 * 2}
+    assert report.total == report.trainable > 0
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,7 @@ class Fitted:
         return torch.randn(batch, 4, WIDTH, generator=self.generator)  # (B, L, D)
 
     def predict(self, sequence: torch.Tensor, task_id: torch.Tensor | None) -> torch.Tensor:
-        pooled = self.vlm(None, sequence, task_id=task_id)["fused"].mean(1)  # (B, D)
+        pooled = self.vlm(None, sequence, task_id=task_id).fused.mean(1)  # (B, D)
         return self.head(pooled).squeeze(-1)  # (B,)
 
 

@@ -18,6 +18,7 @@ from vlm4st.adapters.base import Adapter
 from vlm4st.adapters.lora import StandardLora
 from vlm4st.adapters.none import NoAdapter
 from vlm4st.config import ConfigError, instantiate
+from vlm4st.models.forecaster import EncoderStatus
 from vlm4st.models.vlm_module import VLMModule
 
 from . import albef_layout
@@ -52,24 +53,24 @@ def test_both_encoders() -> None:
     vlm = VLMModule(VISION, TEXT, freeze="auto")
     image, seq, mask = inputs()
     out = vlm(image, seq, mask, task_id=TASKS)
-    assert out["visual"].shape == (B, 5, 32)
-    assert out["text"].shape == (B, L, 32)
-    assert out["fused"].shape == (B, L, 32) and vlm.num_output_tokens(L) == L
+    assert out.visual.shape == (B, 5, 32)
+    assert out.text.shape == (B, L, 32)
+    assert out.fused.shape == (B, L, 32) and vlm.num_output_tokens(L) == L
     assert vlm.hidden_size == 32 and vlm.image_size == 32
     assert len(vlm.text_encoder.encoder.layer) == 4
     # fused = fusion layers applied to the text layers' output (not to the raw sequence)
     with torch.no_grad():
-        again = vlm.text_encoder(encoder_embeds=out["text"], attention_mask=mask,
-                                 encoder_hidden_states=out["visual"], mode="fusion")
-    torch.testing.assert_close(out["fused"], again)
+        again = vlm.text_encoder(encoder_embeds=out.text, attention_mask=mask,
+                                 encoder_hidden_states=out.visual, mode="fusion")
+    torch.testing.assert_close(out.fused, again)
 
 
 def test_vision_only_builds_no_bert() -> None:
     vlm = VLMModule(VISION, None, freeze="auto")
     image, _, _ = inputs()
     out = vlm(image, None, task_id=TASKS)
-    assert vlm.text_encoder is None and out["text"] is None
-    assert out["fused"].shape == (B, 5, 32) and vlm.num_output_tokens(L) == 5
+    assert vlm.text_encoder is None and out.text is None
+    assert out.fused.shape == (B, 5, 32) and vlm.num_output_tokens(L) == 5
     assert not any(k.startswith("text_encoder") for k in vlm.state_dict())
     with pytest.raises(ValueError, match="no text encoder"):
         vlm(image, torch.randn(B, L, 32), task_id=TASKS)
@@ -79,14 +80,14 @@ def test_text_only_builds_no_vit_and_keeps_the_depth() -> None:
     vlm = VLMModule(None, TEXT, freeze="auto")
     _, seq, mask = inputs()
     out = vlm(None, seq, mask, task_id=TASKS)
-    assert vlm.visual_encoder is None and out["visual"] is None and vlm.image_size is None
+    assert vlm.visual_encoder is None and out.visual is None and vlm.image_size is None
     assert len(vlm.text_encoder.encoder.layer) == TEXT["num_layers"]  # the fusion positions, as plain layers
     assert not any("crossattention" in k or k.startswith("visual") for k in vlm.state_dict())
-    assert out["text"].shape == out["fused"].shape == (B, L, 32)
+    assert out.text.shape == out.fused.shape == (B, L, 32)
     with torch.no_grad():  # fused = the fusion-position layers on the text layers' output, without image tokens
-        again = vlm.text_encoder(encoder_embeds=out["text"], attention_mask=mask, mode="fusion")
-    torch.testing.assert_close(out["fused"], again)
-    assert not torch.allclose(out["fused"], out["text"])
+        again = vlm.text_encoder(encoder_embeds=out.text, attention_mask=mask, mode="fusion")
+    torch.testing.assert_close(out.fused, again)
+    assert not torch.allclose(out.fused, out.text)
     with pytest.raises(ValueError, match="no vision encoder"):
         vlm(torch.randn(B, 3, 32, 32), seq, task_id=TASKS)
 
@@ -108,7 +109,7 @@ def test_gradients_reach_every_weight_with_full_finetuning() -> None:
     vlm = VLMModule(VISION, TEXT, freeze="auto", adapter=NoAdapter(freeze_backbone=False))
     image, seq, mask = inputs()
     seq.requires_grad_(True)
-    vlm(image, seq, mask, task_id=TASKS)["fused"].square().mean().backward()
+    vlm(image, seq, mask, task_id=TASKS).fused.square().mean().backward()
     no_grad = [n for n, p in vlm.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert no_grad == []
     assert seq.grad is not None and seq.grad.abs().sum() > 0
@@ -123,11 +124,11 @@ def test_freeze_backbone_keeps_adapter_and_input_gradients() -> None:
     vlm.freeze_backbone()  # the explicit call freezes both encoders, random or not
     trainable = [n for n, p in vlm.named_parameters() if p.requires_grad]
     assert trainable == ["adapter.scale"]
-    assert all(r["frozen"] and r["trainable_backbone"] == 0 and "freeze_backbone()" in r["reason"]
+    assert all(r.frozen and r.trainable_backbone == 0 and "freeze_backbone()" in r.reason
                for r in vlm.frozen_encoders.values())
     image, seq, mask = inputs()
     seq.requires_grad_(True)
-    vlm(image, seq, mask, task_id=TASKS)["fused"].sum().backward()
+    vlm(image, seq, mask, task_id=TASKS).fused.sum().backward()
     assert seq.grad is not None and seq.grad.abs().sum() > 0  # upstream modules still train
     task = torch.tensor([0, 3])
     vlm(image, seq, mask, task_id=task)
@@ -141,7 +142,7 @@ def test_grad_checkpointing_same_gradients() -> None:
     def grads(flag: bool) -> list[torch.Tensor]:
         vlm.zero_grad()
         vlm.set_grad_checkpointing(flag)
-        vlm(image, seq, mask, task_id=TASKS)["fused"].square().mean().backward()
+        vlm(image, seq, mask, task_id=TASKS).fused.square().mean().backward()
         return [p.grad.clone() for p in vlm.parameters()]
 
     for a, b in zip(grads(False), grads(True), strict=True):
@@ -193,9 +194,9 @@ def test_bf16_autocast_runs_with_masks(attn: str) -> None:
     vlm = VLMModule(VISION, {**TEXT, "attn_implementation": attn}, freeze="auto").eval()
     image, seq, mask = inputs()
     with torch.no_grad():
-        ref = vlm(image, seq, mask, task_id=TASKS)["fused"]
+        ref = vlm(image, seq, mask, task_id=TASKS).fused
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            low = vlm(image, seq, mask, task_id=TASKS)["fused"]
+            low = vlm(image, seq, mask, task_id=TASKS).fused
     assert torch.isfinite(low).all()
     torch.testing.assert_close(low.float(), ref, atol=0.1, rtol=0.05)
 
@@ -246,14 +247,14 @@ def test_auto_freezes_exactly_the_encoders_with_weights(
         vlm = albef_vlm(tmp_path, sd, "auto", lora())
     loaded = {name: held in (name, "both") for name in ENC}
     report = vlm.frozen_encoders
-    assert {n: (r["frozen"], r["pretrained"]) for n, r in report.items()} == {n: (w, w) for n, w in loaded.items()}
+    assert {n: (r.frozen, r.pretrained) for n, r in report.items()} == {n: (w, w) for n, w in loaded.items()}
     for name, got_weights in loaded.items():
         params = backbone(vlm, name)
         assert params and all(p.requires_grad is not got_weights for p in params.values()), name
-        assert (report[name]["trainable_backbone"] == 0) is got_weights
+        assert (report[name].trainable_backbone == 0) is got_weights
         want = (f"{name} encoder: frozen (ALBEF weights from {tmp_path / 'ALBEF.pth'}, freeze=auto)" if got_weights
                 else f"{name} encoder: trained in full (random initialisation, freeze=auto)")
-        assert want in caplog.text and report[name]["reason"] in want
+        assert want in caplog.text and report[name].reason in want
     assert_adapters_train(vlm)
     assert "frozen random encoder" not in caplog.text
 
@@ -263,8 +264,8 @@ def test_true_freezes_random_encoders_with_a_warning(tmp_path: Path, caplog: pyt
         vlm = albef_vlm(tmp_path, None, "true", lora())
     for name in ENC:
         assert not any(p.requires_grad for p in backbone(vlm, name).values())
-        assert vlm.frozen_encoders[name] == {"frozen": True, "pretrained": False, "trainable_backbone": 0,
-                                             "reason": "frozen (random initialisation, freeze=true)"}
+        assert vlm.frozen_encoders[name] == EncoderStatus(frozen=True, pretrained=False, trainable_backbone=0,
+                                                          reason="frozen (random initialisation, freeze=true)")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert sorted(m.split(" ")[0] for m in warnings if "frozen random encoder is being adapted" in m) == [
         "text", "vision"]
@@ -275,7 +276,7 @@ def test_yaml_booleans_and_bad_values(tmp_path: Path, albef_sd: dict) -> None:
     vlm = albef_vlm(tmp_path, albef_sd, False, lora())  # YAML's unquoted false
     assert vlm.freeze == "false"
     assert all(p.requires_grad for p in vlm.parameters())  # false: nothing frozen, pretrained or not
-    assert not any(r["frozen"] for r in vlm.frozen_encoders.values())
+    assert not any(r.frozen for r in vlm.frozen_encoders.values())
     assert VLMModule(VISION, TEXT, freeze=True).freeze == "true"
     for bad in ("yes", "Auto", None, 1):
         with pytest.raises(ConfigError, match=r"model\.vlm\.freeze: .*\['auto', 'true', 'false'\]"):
@@ -286,7 +287,7 @@ def test_lora_type_none_under_auto(tmp_path: Path, albef_sd: dict, caplog: pytes
     with caplog.at_level(logging.INFO):
         full = albef_vlm(tmp_path, albef_sd, "auto", NoAdapter(freeze_backbone=False))
     assert all(p.requires_grad for p in full.parameters())  # full fine-tuning of the pretrained backbone
-    assert "adapter 'none' asks for no frozen backbone" in full.frozen_encoders["vision"]["reason"]
+    assert "adapter 'none' asks for no frozen backbone" in full.frozen_encoders["vision"].reason
     frozen = albef_vlm(tmp_path, encoder_keys_only(albef_sd, "vision"), "auto", NoAdapter(freeze_backbone=True))
     assert not any(p.requires_grad for p in backbone(frozen, "vision").values())
     assert all(p.requires_grad for p in backbone(frozen, "text").values())  # random: trains
@@ -310,8 +311,8 @@ def test_hf_text_weights_leave_cross_attention_trainable_under_auto(
     assert len(trains) == n_cross
     assert all(p.requires_grad for p in backbone(vlm, "vision").values())  # random ViT trains in full
     report = vlm.frozen_encoders["text"]
-    assert report["frozen"] and report["pretrained"] and report["trainable_backbone"] > 0
-    assert f"its {n_cross} tensors without pretrained weights train in full" in report["reason"]
+    assert report.frozen and report.pretrained and report.trainable_backbone > 0
+    assert f"its {n_cross} tensors without pretrained weights train in full" in report.reason
     assert_adapters_train(vlm)
     caplog.clear()
     with caplog.at_level(logging.WARNING):

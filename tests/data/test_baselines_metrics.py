@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vlm4st.data import build_datamodule
-from vlm4st.evaluation.baselines import evaluate_baselines
+from vlm4st.evaluation.baselines import BaselineResults, evaluate_baselines
 from vlm4st.evaluation.metrics import ForecastMetrics
 
 from .builders import dataset_cfg, series_source, shots, source_cfg, synthetic_sources
@@ -24,13 +24,13 @@ def test_streaming_metrics_are_over_all_points_not_batch_means() -> None:
         m.add("a", pred[sl] * 2, y[sl] * 2, pred[sl], y[sl])
     r = m.result()["a"]
     e = pred.double() - y.double()
-    assert r["mae_norm"] == pytest.approx(float(e.abs().mean()), rel=1e-12)
-    assert r["rmse_norm"] == pytest.approx(math.sqrt(float(e.square().mean())), rel=1e-12)
-    assert r["rmse"] == pytest.approx(2 * r["rmse_norm"], rel=1e-12)
-    assert r["per_step"]["mae"] == pytest.approx((2 * e.abs().mean(dim=(0, 2, 3))).tolist(), rel=1e-12)
-    assert r["n"] == 10 and r["points"] == 10 * 3 * 4 * 5
+    assert r.mae_norm == pytest.approx(float(e.abs().mean()), rel=1e-12)
+    assert r.rmse_norm == pytest.approx(math.sqrt(float(e.square().mean())), rel=1e-12)
+    assert r.rmse == pytest.approx(2 * r.rmse_norm, rel=1e-12)
+    assert r.per_step.mae == pytest.approx((2 * e.abs().mean(dim=(0, 2, 3))).tolist(), rel=1e-12)
+    assert r.n == 10 and r.points == 10 * 3 * 4 * 5
     batch_means = np.mean([float((pred[s] - y[s]).abs().mean()) for s in (slice(0, 7), slice(7, 10))])
-    assert abs(batch_means - r["mae_norm"]) > 0.1
+    assert abs(batch_means - r.mae_norm) > 0.1
 
 
 def test_pack_unpack_sums_like_an_all_reduce() -> None:
@@ -50,9 +50,9 @@ def test_update_maps_predictions_to_real_scale_on_the_native_grid() -> None:
     dm = build_datamodule(dataset_cfg(synthetic_sources(1), resize_to=12), shots(1.0), 0)
     m = ForecastMetrics(2)
     for batch in dm.eval_batches("c0", "test", 50):
-        m.update(batch["y"][..., None], batch, dm.to_real)  # perfect model on the resized grid, (B,T,H,W,1)
+        m.update(batch.y[..., None], batch, dm.to_real)  # perfect model on the resized grid, (B,T,H,W,1)
     r = m.result()["c0"]
-    assert r["mae_norm"] == 0.0 and 0 < r["mae"] < 5  # resize round trip costs a little on the native grid
+    assert r.mae_norm == 0.0 and 0 < r.mae < 5  # resize round trip costs a little on the native grid
 
 
 # RESULTS.md section 5 (RMSE, MAE) at the printed precision; n = windows of both channels.
@@ -71,15 +71,15 @@ EXPECTED = {
 OFF_BY_ROUNDING = {("bike", 6, HA), ("taxi", 12, TOD)}
 
 
-def _check(res: dict, name: str, horizon: int, n_windows: int) -> None:
+def _check(res: BaselineResults, name: str, horizon: int, n_windows: int) -> None:
     for baseline, (rmse, mae) in EXPECTED[(name, horizon)].items():
-        got = res[baseline][name]
-        assert round(got["mae"], 2) == mae, baseline
+        got = getattr(res, baseline)[name]
+        assert round(got.mae, 2) == mae, baseline
         if (name, horizon, baseline) in OFF_BY_ROUNDING:
-            assert abs(got["rmse"] - rmse) < 0.006, baseline
+            assert abs(got.rmse - rmse) < 0.006, baseline
         else:
-            assert round(got["rmse"], 2) == rmse, baseline
-        assert got["n"] == n_windows
+            assert round(got.rmse, 2) == rmse, baseline
+        assert got.n == n_windows
 
 
 @pytest.mark.parametrize(("city", "horizon"), list(EXPECTED))
@@ -101,5 +101,5 @@ def test_baselines_reproduce_results_on_stored_windows(shared_data, city) -> Non
 def test_zero_shot_target_skips_time_of_day_mean() -> None:
     dm = build_datamodule(dataset_cfg(synthetic_sources(), target="c1"), shots(0.0), 0)
     res = evaluate_baselines(dm)
-    assert "c1" in res["skipped"]["time_of_day_mean"] and res["time_of_day_mean"] == {}
-    assert set(res["last_value"]) == {"c1"}
+    assert "c1" in res.skipped["time_of_day_mean"] and res.time_of_day_mean == {}
+    assert set(res.last_value) == {"c1"}

@@ -48,7 +48,7 @@ def test_no_scored_target_frame_enters_the_fit_set() -> None:
     assert ds.scaler.maximum == [float(counts[first_test : first_test + STEPS].max())]
     batch = next(dm.eval_batches("c1", "test", 1))
     expected = counts[first_test + STEPS : first_test + STEPS + T_OUT]
-    np.testing.assert_allclose(batch["y_real"][0].numpy(), expected, atol=1e-4)
+    np.testing.assert_allclose(batch.y_real[0].numpy(), expected, atol=1e-4)
 
 
 def test_test_windows_drop_by_the_prefix_less_one_input_window() -> None:

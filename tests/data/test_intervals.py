@@ -33,7 +33,7 @@ def test_a_30_and_a_60_minute_source_build_together_with_their_own_intervals() -
     assert "60 min" in dm.summary() and "30 min" in dm.summary()
     for name, interval in (("half", 30), ("hour", 60)):
         batch = next(iter(dm.eval_batches(name, "val", 16)))
-        codes = torch.cat([batch["timestamps"], batch["target_timestamps"]], dim=1)  # (B, L, 3)
+        codes = torch.cat([batch.timestamps, batch.target_timestamps], dim=1)  # (B, L, 3)
         assert (codes[..., 2] == interval).all()
         assert ((codes[..., 1].diff(dim=1) % 1440) == interval).all()  # consecutive steps, interval apart
         ds = dm.by_name[name]
@@ -97,4 +97,4 @@ def test_a_zero_shot_target_at_60_minutes_is_calibrated_and_checked_at_its_own_i
     target = dm.by_name["hour"]
     assert set(target.windows) == {"test"} and target.interval_minutes == 60
     batch = next(iter(dm.eval_batches("hour", "test", 8)))
-    assert (batch["target_timestamps"][..., 2] == 60).all()
+    assert (batch.target_timestamps[..., 2] == 60).all()

@@ -9,12 +9,10 @@ import pytest
 import torch
 
 from vlm4st.config import ConfigError
-from vlm4st.data import DataMismatchError, DataValueError, build_datamodule
+from vlm4st.data import Batch, DataMismatchError, DataValueError, build_datamodule
 from vlm4st.data.sampling import epoch_plan, few_shot_positions
 
 from .builders import dataset_cfg, series, series_source, shots, stamps_for, synthetic_sources
-
-KEYS = {"x", "y", "timestamps", "target_timestamps", "task_id", "channel", "index", "dataset"}
 
 
 def module(ratio: float = 1.0, seed: int = 0, **kwargs):
@@ -24,35 +22,35 @@ def module(ratio: float = 1.0, seed: int = 0, **kwargs):
 def test_batch_contents_and_alignment() -> None:
     dm = module()
     batch = next(dm.train_batches(0, 8))
-    assert set(batch) == KEYS
-    ds = dm.by_name[batch["dataset"]]
-    B, (h, w) = len(batch["x"]), ds.model_hw
-    assert batch["x"].shape == (B, 3, h, w) and batch["y"].shape == (B, 2, h, w)
-    assert batch["x"].dtype == torch.float32 and batch["timestamps"].dtype == torch.int64
-    assert batch["timestamps"].shape == (B, 3, 3) and batch["target_timestamps"].shape == (B, 2, 3)
-    assert (batch["task_id"] == ds.task_id).all()
-    starts = torch.from_numpy(ds.windows["train"].starts[batch["index"].numpy()])
+    assert isinstance(batch, Batch) and batch.y_real is None  # training batches carry no raw-scale targets
+    ds = dm.by_name[batch.dataset]
+    B, (h, w) = len(batch.x), ds.model_hw
+    assert batch.x.shape == (B, 3, h, w) and batch.y.shape == (B, 2, h, w)
+    assert batch.x.dtype == torch.float32 and batch.timestamps.dtype == torch.int64
+    assert batch.timestamps.shape == (B, 3, 3) and batch.target_timestamps.shape == (B, 2, 3)
+    assert (batch.task_id == ds.task_id).all()
+    starts = torch.from_numpy(ds.windows["train"].starts[batch.index.numpy()])
     for i in range(B):  # y is exactly the frames after x; timestamps belong to the frames
         s = int(starts[i])
-        assert torch.equal(batch["x"][i], ds.frames[s : s + 3]) and torch.equal(batch["y"][i], ds.frames[s + 3 : s + 5])
+        assert torch.equal(batch.x[i], ds.frames[s : s + 3]) and torch.equal(batch.y[i], ds.frames[s + 3 : s + 5])
         stamps = ds.stamps[s + 3 : s + 5]  # (2, 2) [weekday, slot] of the forecast steps
-        assert batch["target_timestamps"][i].tolist() == [[int(d), int(k) * 30, 30] for d, k in stamps]
-    minutes = torch.cat([batch["timestamps"], batch["target_timestamps"]], 1)[..., 1]
+        assert batch.target_timestamps[i].tolist() == [[int(d), int(k) * 30, 30] for d, k in stamps]
+    minutes = torch.cat([batch.timestamps, batch.target_timestamps], 1)[..., 1]
     assert ((minutes.diff(dim=1) % 1440) == 30).all()  # consecutive 30-min steps
 
 
 def test_batches_are_homogeneous_and_interleaving_is_seeded() -> None:
     dm = module()
-    epoch0 = [(b["dataset"], b["index"].tolist()) for b in dm.train_batches(0, 16)]
-    again = [(b["dataset"], b["index"].tolist()) for b in dm.train_batches(0, 16)]
-    epoch1 = [(b["dataset"], b["index"].tolist()) for b in dm.train_batches(1, 16)]
-    other_seed = [(b["dataset"], b["index"].tolist()) for b in module(seed=1).train_batches(0, 16)]
+    epoch0 = [(b.dataset, b.index.tolist()) for b in dm.train_batches(0, 16)]
+    again = [(b.dataset, b.index.tolist()) for b in dm.train_batches(0, 16)]
+    epoch1 = [(b.dataset, b.index.tolist()) for b in dm.train_batches(1, 16)]
+    other_seed = [(b.dataset, b.index.tolist()) for b in module(seed=1).train_batches(0, 16)]
     assert epoch0 == again and epoch0 != epoch1 and epoch0 != other_seed
     names = [n for n, _ in epoch0]
     assert set(names) == set(dm.names)
     assert names != sorted(names, key=dm.names.index)  # interleaved, not dataset after dataset
     for b in dm.train_batches(0, 16):
-        assert len({tuple(x.shape) for x in b["x"]}) == 1 and len(b["x"]) <= 16
+        assert len({tuple(x.shape) for x in b.x}) == 1 and len(b.x) <= 16
     for name in dm.names:  # each epoch visits every training window exactly once
         seen = sorted(i for n, idx in epoch0 if n == name for i in idx)
         assert seen == sorted(dm.by_name[name].windows["train"].ids.tolist())
@@ -68,14 +66,14 @@ def test_ddp_shards_are_disjoint_complete_and_equal(world_size, drop_last) -> No
     ]
     assert len({len(p) for p in plans}) == 1  # equal batch counts
     for step in range(len(plans[0])):  # every rank steps through the same dataset
-        assert len({p[step]["dataset"] for p in plans}) == 1
+        assert len({p[step].dataset for p in plans}) == 1
     for name in dm.names:
-        per_rank = [[i for b in p if b["dataset"] == name for i in b["index"].tolist()] for p in plans]
+        per_rank = [[i for b in p if b.dataset == name for i in b.index.tolist()] for p in plans]
         flat = [i for r in per_rank for i in r]
         assert len(flat) == len(set(flat))  # disjoint
         n = len(dm.by_name[name].windows["train"])
         if drop_last:
-            assert all(len(b["x"]) == 16 for p in plans for b in p)
+            assert all(len(b.x) == 16 for p in plans for b in p)
             assert len(flat) == n // (16 * world_size) * 16 * world_size
         else:
             assert len(flat) == n  # complete
@@ -98,7 +96,7 @@ def test_few_shot_takes_exactly_the_head(ratio) -> None:
     assert chosen.ids.tolist() == list(range(k))  # single channel: the first k in time order
     for src in ("c0", "c2"):
         assert len(dm.by_name[src].windows["train"]) == len(full.by_name[src].windows["train"])
-    trained = {i for b in dm.train_batches(0, 8) if b["dataset"] == "c1" for i in b["index"].tolist()}
+    trained = {i for b in dm.train_batches(0, 8) if b.dataset == "c1" for i in b.index.tolist()}
     assert trained == set(range(k))
     assert dm.eval_names("val") == ["c1"] and dm.eval_names("test") == ["c1"]
     val_starts = set(dm.by_name["c1"].windows["val"].starts.tolist())
@@ -150,7 +148,7 @@ def test_zero_shot_never_touches_target_train_or_val(monkeypatch) -> None:
     for name in dm.eval_names("val"):
         list(dm.eval_batches(name, "val", 32))
     assert "c2" not in dm.train_names() and "c2" not in dm.eval_names("val") and dm.eval_names("test") == ["c2"]
-    assert all(b["dataset"] != "c2" for b in dm.train_batches(0, 8))
+    assert all(b.dataset != "c2" for b in dm.train_batches(0, 8))
     assert {("c2", "train"), ("c2", "val")}.isdisjoint(dm.accessed)
     ds = dm.by_name["c2"]
     assert ds.scaler_fit.startswith("calibration prefix")
@@ -168,10 +166,10 @@ def test_zero_shot_train_scaler_is_an_explicit_opt_in() -> None:
 def test_resize_keeps_native_targets_and_maps_back() -> None:
     dm = module(resize_to=[8, 10])
     batch = next(dm.eval_batches("c1", "test", 16))
-    assert batch["x"].shape[-2:] == (8, 10) and batch["y_real"].shape[-2:] == (5, 5)
-    assert torch.equal(batch["y_real"], batch["y_real"].round())  # raw counts, not an interpolation
-    real = dm.to_real(batch["y"], batch)
-    assert real.shape == batch["y_real"].shape and real.dtype == torch.float64
+    assert batch.x.shape[-2:] == (8, 10) and batch.y_real.shape[-2:] == (5, 5)
+    assert torch.equal(batch.y_real, batch.y_real.round())  # raw counts, not an interpolation
+    real = dm.to_real(batch.y, batch)
+    assert real.shape == batch.y_real.shape and real.dtype == torch.float64
     assert dm.by_name["c1"].native_hw == (5, 5) and dm.by_name["c1"].model_hw == (8, 10)
     assert module(resize_to=7).by_name["c0"].model_hw == (7, 7)
 
@@ -212,10 +210,10 @@ def test_summary_describe_and_state_dict() -> None:
 
 def test_eval_batches_are_in_order_and_shard_contiguously() -> None:
     dm = module()
-    ids = [i for b in dm.eval_batches("c0", "test", 7) for i in b["index"].tolist()]
+    ids = [i for b in dm.eval_batches("c0", "test", 7) for i in b.index.tolist()]
     assert ids == list(range(len(dm.by_name["c0"].windows["test"])))
     shards = [
-        [i for b in dm.eval_batches("c0", "test", 7, rank=r, world_size=2) for i in b["index"].tolist()]
+        [i for b in dm.eval_batches("c0", "test", 7, rank=r, world_size=2) for i in b.index.tolist()]
         for r in range(2)
     ]
     assert shards[0] + shards[1] == ids

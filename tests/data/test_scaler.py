@@ -82,7 +82,7 @@ def test_per_channel_scaler_in_the_module(tmp_path) -> None:
     batch = next(dm.eval_batches("city", "test", 64))
     t0 = sum(list(split_counts(40 - 5 + 1, 0.6, 0.2).values())[:2])  # first test window's start
     for c in (0, 1):  # y_real is the raw series, per channel, on the native grid
-        first = int(torch.nonzero(batch["channel"] == c)[0])
-        np.testing.assert_array_equal(batch["y_real"][first].numpy(), s[t0 + 3 : t0 + 5, c])
-    real = dm.to_real(batch["y"], batch)
-    torch.testing.assert_close(real, batch["y_real"].double(), rtol=1e-5, atol=1e-3)
+        first = int(torch.nonzero(batch.channel == c)[0])
+        np.testing.assert_array_equal(batch.y_real[first].numpy(), s[t0 + 3 : t0 + 5, c])
+    real = dm.to_real(batch.y, batch)
+    torch.testing.assert_close(real, batch.y_real.double(), rtol=1e-5, atol=1e-3)

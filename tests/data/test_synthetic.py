@@ -51,8 +51,8 @@ def test_time_of_day_mean_clearly_beats_persistence() -> None:
     dm = build_datamodule(OmegaConf.load(CONF_DIR / "dataset" / "synthetic.yaml"), shots(1.0), 0)
     res = evaluate_baselines(dm)
     for name in dm.names:
-        tod, last = res["time_of_day_mean"][name], res["last_value"][name]
-        assert tod["rmse"] < 0.8 * last["rmse"] and tod["mae"] < 0.8 * last["mae"]
+        tod, last = res.time_of_day_mean[name], res.last_value[name]
+        assert tod.rmse < 0.8 * last.rmse and tod.mae < 0.8 * last.mae
 
 
 def test_bad_parameters_name_the_dataset() -> None:

@@ -229,15 +229,24 @@ def test_empty_file_raises(tmp_path) -> None:
 
 
 def test_cache_files_are_written_atomically(tmp_path, monkeypatch) -> None:
-    """A crash while writing leaves no partial entry behind."""
+    """A crash half-way through writing leaves no partial entry behind, and the next read rebuilds the entry."""
     path = tmp_path / "City_short.json"
     write_unist_json(path, stored_windows())
     cache = tmp_path / "cache"
+    real_savez = np.savez
+    written: list[int] = []
 
-    def crash(*args, **kwargs):
-        raise OSError("disk full")
+    def crash_mid_write(file, *args, **kwargs):
+        file.write(b"PK\x03\x04" + b"\0" * 4096)  # the first bytes of an archive reach the disk ...
+        file.flush()
+        written.append(4100)
+        raise OSError("disk full")  # ... then the disk fills up
 
-    monkeypatch.setattr(np, "savez", crash)
+    monkeypatch.setattr(np, "savez", crash_mid_write)
     with pytest.raises(OSError, match="disk full"):
         UniSTJsonReader(str(path), "pairs", interval_minutes=30, cache_dir=str(cache)).read(T_WIN, ["train"])
+    assert written, "the crash must come after bytes were written"
     assert os.listdir(cache) == []
+    monkeypatch.setattr(np, "savez", real_savez)
+    again = UniSTJsonReader(str(path), "pairs", interval_minutes=30, cache_dir=str(cache)).read(T_WIN, ["train"])
+    assert os.listdir(cache) and len(again.windows["train"]) > 0  # written whole this time

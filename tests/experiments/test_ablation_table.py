@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.experiments import fakes
 from vlm4st import REPO_ROOT
+from vlm4st.evaluation.baselines import BaselineResults
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +33,11 @@ def _job(sweep: Path, num: int, ablation: str, lora: str, seed: int, rmse: dict 
     if rmse is None:
         (job / "run.log").write_text("[INFO] start\nValueError: something broke in the job\n")
         return
-    metrics = {
-        "run": {"seed": seed, **choices},
-        "params": {"trainable": trainable, "total": 10 * trainable},
-        "train_seconds": 10.0 + seed,
-        "stages": {"main": {"steps": 100, "train_seconds": 10.0 + seed}},
-        "test": {name: {"rmse": v, "mae": v / 2} for name, v in rmse.items()},
-        "baselines": {
-            "last_value": {name: {"rmse": 9.0, "mae": 4.0} for name in rmse},
-            "time_of_day_mean": {name: {"rmse": 5.0, "mae": 2.5} for name in rmse},
-            "skipped": {},
-        },
-    }
-    (job / "metrics.json").write_text(json.dumps(metrics))
+    baselines = BaselineResults(last_value={name: fakes.scores(9.0, 4.0) for name in rmse},
+                                time_of_day_mean={name: fakes.scores(5.0, 2.5) for name in rmse})
+    fakes.write(job, fakes.report({name: fakes.scores(v, v / 2) for name, v in rmse.items()}, seed=seed,
+                                  choices=choices, baselines=baselines, trainable=trainable, total=10 * trainable,
+                                  stages={"main": fakes.stage(epochs=1, steps=100, seconds=10.0 + seed)}))
 
 
 def test_table_from_a_hand_made_sweep(table, tmp_path) -> None:

@@ -4,11 +4,12 @@ control that beats the full model named first, rows without runs left out)."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
+from tests.experiments import fakes
 from vlm4st import REPO_ROOT
+from vlm4st.training.run_metrics import RunMetrics
 
 sys.path.insert(0, str(REPO_ROOT / "experiments"))
 spec = importlib.util.spec_from_file_location("module_study", REPO_ROOT / "experiments" / "module_study.py")
@@ -17,11 +18,9 @@ sys.modules["module_study"] = module_study  # dataclasses look their module up w
 spec.loader.exec_module(module_study)
 
 
-def fake_metrics(rmse: float, shuffled: float = 0.1) -> dict:
-    return {"test": {"bikenyc": {"rmse": rmse, "mae": rmse / 3}},
-            "params": {"trainable": 10, "total": 20},
-            "stages": {"main": {"epochs": 30, "steps": 3000, "train_seconds": 300.0}},
-            "shuffle_test": {"degradation": {"bikenyc": {"rmse": shuffled, "mae": shuffled}}}}
+def fake_metrics(rmse: float, shuffled: float = 0.1) -> RunMetrics:
+    return fakes.report({"bikenyc": fakes.scores(rmse)}, trainable=10, total=20, shuffled=shuffled,
+                        stages={"main": fakes.stage(epochs=30, steps=3000, seconds=300.0)})
 
 
 def test_plan_runs_every_row_seed_by_seed() -> None:
@@ -44,8 +43,7 @@ def test_report_names_a_control_that_beats_the_full_model_first(tmp_path: Path) 
               "vlm2attn": (4.5,)}
     for row, values in scores.items():
         for seed, rmse in enumerate(values):
-            (runs / f"bike6_{row}_s{seed}").mkdir(parents=True)
-            (runs / f"bike6_{row}_s{seed}" / "metrics.json").write_text(json.dumps(fake_metrics(rmse)))
+            fakes.write(runs / f"bike6_{row}_s{seed}", fake_metrics(rmse))
     out = tmp_path / "modules.md"
     module_study.report(runs, out)
     text = out.read_text()

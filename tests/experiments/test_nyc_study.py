@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
+from tests.experiments import fakes
 from vlm4st import REPO_ROOT
+from vlm4st.evaluation.baselines import BaselineResults
+from vlm4st.training.run_metrics import RunMetrics
 
 spec = importlib.util.spec_from_file_location("nyc_study", REPO_ROOT / "experiments" / "nyc_study.py")
 nyc_study = importlib.util.module_from_spec(spec)
@@ -16,21 +18,17 @@ sys.modules["nyc_study"] = nyc_study  # dataclasses look their module up while t
 spec.loader.exec_module(nyc_study)
 
 
-def fake_metrics(rmse: float, seed: int) -> dict:
-    per_step = {"rmse": [rmse - 2 + i for i in range(4)]}  # steps 1..4: rmse - 2 .. rmse + 1
-    test = {"taxinyc": {"rmse": rmse, "mae": rmse / 3, "per_step": per_step}}
-    history = [{"epoch": e, "train_seconds": 60.0 * (e + 1), "val": {"taxinyc": {"rmse": rmse + 5 - e, "mae": 1.0}}}
-               for e in range(3)]
-    return {"test": test, "baselines": {"time_of_day_mean": {"taxinyc": {"rmse": 34.05, "mae": 10.83}}},
-            "params": {"trainable": 10, "total": 20}, "train_seconds": 600.0,
-            "stages": {"main": {"epochs": 3, "history": history}}, "run": {"seed": seed}}
+def fake_metrics(rmse: float, seed: int) -> RunMetrics:
+    test = {"taxinyc": fakes.scores(rmse, steps=[rmse - 2 + i for i in range(4)])}  # steps 1..4: rmse - 2 .. rmse + 1
+    main = fakes.stage(epochs=3, seconds=180.0, val={"taxinyc": [rmse + 5 - e for e in range(3)]})
+    baselines = BaselineResults(time_of_day_mean={"taxinyc": fakes.scores(34.05, 10.83)})
+    return fakes.report(test, seed=seed, baselines=baselines, stages={"main": main}, train_seconds=600.0)
 
 
 def test_report_from_finished_and_missing_runs(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     for name, rmse, seed in (("taxi12_cpu_s0", 20.0, 0), ("taxi12_cpu_s1", 22.0, 1), ("taxi12_stid_s0", 21.0, 0)):
-        (runs / name).mkdir(parents=True)
-        (runs / name / "metrics.json").write_text(json.dumps(fake_metrics(rmse, seed)))
+        fakes.write(runs / name, fake_metrics(rmse, seed))
     out = tmp_path / "results" / "nyc.md"
     out.parent.mkdir()
     nyc_study.report(runs, out, 10.0)

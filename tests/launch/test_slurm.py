@@ -131,12 +131,10 @@ def test_requeued_job_resumes_and_matches_an_uninterrupted_job(tmp_path) -> None
     logs = "\n".join(p.read_text(errors="replace") for p in sweep.glob(f".submitit/{job}/*"))
     assert "Requeued" in logs or "requeue" in logs.lower(), "job 0 was requeued by submitit"
     assert "resumed stage 'main'" in logs, "the requeued job resumed from last.pt"
-    import json
 
-    interrupted = json.loads((sweep / "0" / "metrics.json").read_text())
-    clean = json.loads((sweep / "1" / "metrics.json").read_text())
-    assert interrupted["test"] == clean["test"]
-    assert interrupted["stages"]["main"]["steps"] == clean["stages"]["main"]["steps"]
+    interrupted, clean = read_metrics(sweep / "0"), read_metrics(sweep / "1")
+    assert interrupted.test == clean.test
+    assert interrupted.stages["main"].steps == clean.stages["main"].steps
 
 
 @pytest.mark.timeout(900)
@@ -162,6 +160,6 @@ def test_a_two_task_slurm_job_trains_with_ddp_like_one_process(tmp_path, run_ent
     assert a.keys() == b.keys()
     diffs = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a if a[k].is_floating_point()])
     assert float(diffs.quantile(0.99)) < 1e-5, f"99th percentile of weight differences {float(diffs.quantile(0.99))}"
-    ours, theirs = read_metrics(single)["test"], read_metrics(sweep / "0")["test"]
+    ours, theirs = read_metrics(single).test, read_metrics(sweep / "0").test
     for city, m in ours.items():
-        assert theirs[city]["rmse"] == pytest.approx(m["rmse"], rel=1e-3), city
+        assert theirs[city].rmse == pytest.approx(m.rmse, rel=1e-3), city

@@ -97,16 +97,16 @@ def test_control_keeps_the_vlm_output_contract() -> None:
         a = full(x, ts, task, return_intermediate=True, target_timestamps=target_ts)[1]
         b = control(x, ts, task, return_intermediate=True, target_timestamps=target_ts)[1]
     for key in ("fused", "visual", "text"):
-        assert b["vlm_output"][key].shape == a["vlm_output"][key].shape, key
+        assert getattr(b.vlm_output, key).shape == getattr(a.vlm_output, key).shape, key
     vlm = control.vlm
-    image, sequence = b["image"], b["sequence"]
+    image, sequence = b.image, b.sequence
     with torch.no_grad():
         base = vlm(image, sequence, task_id=task)
         other_image = vlm(image + torch.randn_like(image), sequence, task_id=task)
         other_sequence = vlm(image, sequence + torch.randn_like(sequence), task_id=task)
-    assert (other_image["fused"] - base["fused"]).abs().max() > 1e-4
-    assert (other_sequence["visual"] - base["visual"]).abs().max() > 1e-4
-    assert vlm.num_output_tokens(sequence.shape[1]) == base["fused"].shape[1]
+    assert (other_image.fused - base.fused).abs().max() > 1e-4
+    assert (other_sequence.visual - base.visual).abs().max() > 1e-4
+    assert vlm.num_output_tokens(sequence.shape[1]) == base.fused.shape[1]
 
 
 @pytest.mark.parametrize("cls", [AttentionControl, TransformerControl])
@@ -117,11 +117,11 @@ def test_control_with_one_input_follows_the_vlm_conventions(cls: type) -> None:
     task = torch.zeros(2, dtype=torch.long)
     image_only = cls(vision, None, None, 0.0, None, False)
     out = image_only(torch.randn(2, 3, 16, 16), None, task_id=task)
-    assert out["fused"] is out["visual"] and out["fused"].shape == (2, 5, 32) and out["text"] is None
+    assert out.fused is out.visual and out.fused.shape == (2, 5, 32) and out.text is None
     assert image_only.num_output_tokens(7) == 5 and not image_only.takes_sequence
     sequence_only = cls(None, text, None, 0.0, None, False)
     out = sequence_only(None, torch.randn(2, 7, 32), task_id=task)
-    assert out["visual"] is None and out["fused"].shape == out["text"].shape == (2, 7, 32)
+    assert out.visual is None and out.fused.shape == out.text.shape == (2, 7, 32)
     assert sequence_only.num_heads == 2 and sequence_only.image_size is None and not sequence_only.takes_image
     if cls is TransformerControl:
         assert sequence_only.layer.mlp.fc1.out_features == 48  # the BERT's FFN width without a ViT
@@ -169,7 +169,7 @@ def test_no_vlm_without_prompt_forge_reads_no_context() -> None:
     x, ts, task, target_ts = batch(2, 6, 8)
     pred, out = model(x, ts, task, return_intermediate=True, target_timestamps=target_ts)
     assert pred.shape == (2, T_OUT, 6, 8, 1)
-    assert out["vlm_output"] is None and out["B_prompt"] is None
+    assert out.vlm_output is None and out.prompt is None
     pred.square().mean().backward()
     unreached = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not unreached, unreached[:5]
@@ -209,23 +209,23 @@ def test_control_wiring_errors_name_the_key(ablation: str, extra: list[str], key
 def test_parameter_counts_and_freezing(control: str) -> None:
     model = build_model("cpu", control, "standard")
     counts = model.get_trainable_parameters()
-    assert counts["total"] == sum(c["total"] for c in counts["modules"].values())
-    assert counts["adapter"]["total"] == counts["adapter"]["trainable"] == 0
+    assert counts.total == sum(c.total for c in counts.modules.values())
+    assert counts.adapter.total == counts.adapter.trainable == 0
     if control == "no_vlm":
-        assert "vlm" not in counts["modules"] and "format_transformer" not in counts["modules"]
-        assert counts["vlm"] is None and counts["vlm_backbone"]["total"] == 0 and counts["frozen_encoders"] == {}
+        assert "vlm" not in counts.modules and "format_transformer" not in counts.modules
+        assert counts.vlm is None and counts.vlm_backbone.total == 0 and counts.frozen_encoders == {}
         assert model.describe_adapter() == {"type": "none", "vlm": None}
         model.freeze_vlm_backbone()  # nothing to freeze: every parameter still trains
-        assert model.get_trainable_parameters()["trainable"] == counts["total"]
+        assert model.get_trainable_parameters().trainable == counts.total
         return
     layer = sum(p.numel() for p in model.vlm.parameters())
-    assert counts["modules"]["vlm"]["total"] == counts["vlm_backbone"]["total"] == layer > 0
-    assert counts["vlm"] == CONTROL_CLASS[control].__name__
-    report = counts["frozen_encoders"]["control"]
-    assert not report["frozen"] and not report["pretrained"] and report["trainable_backbone"] == layer
+    assert counts.modules["vlm"].total == counts.vlm_backbone.total == layer > 0
+    assert counts.vlm == CONTROL_CLASS[control].__name__
+    report = counts.frozen_encoders["control"]
+    assert not report.frozen and not report.pretrained and report.trainable_backbone == layer
     model.freeze_vlm_backbone()
     after = model.get_trainable_parameters()
-    assert after["trainable"] == counts["total"] - layer and after["frozen_encoders"]["control"]["frozen"]
+    assert after.trainable == counts.total - layer and after.frozen_encoders["control"].frozen
 
 
 @pytest.mark.parametrize("control", CONTROLS)

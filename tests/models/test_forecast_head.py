@@ -3,6 +3,8 @@ grid and T_out, learned cell identity with an unseen-dataset fallback; STID shar
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -76,7 +78,7 @@ def test_changing_the_vlm_tokens_changes_every_cell(ablation: str) -> None:
     def perturb(_module, _inputs, output):
         if isinstance(output, torch.Tensor):  # the prompt token (B, 1, D)
             return output + torch.randn_like(output)
-        return {**output, "fused": output["fused"] + torch.randn_like(output["fused"])}
+        return dataclasses.replace(output, fused=output.fused + torch.randn_like(output.fused))
 
     with torch.no_grad():
         base = model(x, ts, task, target_timestamps=target_ts)
@@ -138,7 +140,7 @@ def test_stid_runs_in_the_model_interface() -> None:
     loss.backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if "cell_embedding" not in n)
     counts = model.get_trainable_parameters()
-    assert counts["trainable"] == counts["total"] > 0 and counts["adapter"]["trainable"] == 0
+    assert counts.trainable == counts.total > 0 and counts.adapter.trainable == 0
     with torch.no_grad():
         unseen = model(x, ts, torch.full_like(task, model.cell_embedding.num_tasks))
         changed = ts.clone()

@@ -8,11 +8,13 @@ from vlm4st.models.loss import ForecastLoss
 
 
 def test_loss_weights_mse_and_mae() -> None:
-    pred = torch.tensor([0.0, 1.0, 2.0, 3.0]).view(1, 1, 2, 2, 1)
+    pred = torch.tensor([0.0, 1.0, 2.0, 3.0]).view(1, 1, 2, 2, 1).requires_grad_()
     target = torch.tensor([1.0, 1.0, 0.0, 3.0]).view(1, 1, 2, 2)
     loss, parts = ForecastLoss(1.0, 0.5)(pred, target)
-    assert parts["mse_loss"].item() == pytest.approx(5 / 4) and parts["mae_loss"].item() == pytest.approx(3 / 4)
-    assert loss.item() == pytest.approx(5 / 4 + 0.5 * 3 / 4) == parts["total_loss"].item()
+    assert parts.mse.item() == pytest.approx(5 / 4) and parts.mae.item() == pytest.approx(3 / 4)
+    assert loss.item() == pytest.approx(5 / 4 + 0.5 * 3 / 4) == parts.loss.item()
+    assert loss.requires_grad and not any(t.requires_grad for t in (parts.loss, parts.mse, parts.mae))
+    assert parts.stacked().tolist() == pytest.approx([parts.loss.item(), 5 / 4, 3 / 4])  # in LossParts.NAMES order
     with pytest.raises(ValueError, match="shape"):
         ForecastLoss(1.0, 0.5)(pred, target[..., :1])
 

@@ -61,15 +61,15 @@ def test_vectorised_equals_per_sample(threshold: float | None) -> None:
         ref_prompt, ref_c, ref_f = per_sample(pf, s, b)
         torch.testing.assert_close(prompt[b], ref_prompt, rtol=1e-5, atol=1e-5)
         for i, name in enumerate(MODALITIES):
-            torch.testing.assert_close(info[name]["coarse"][b], ref_c[i], rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(info[name]["fine"][b], ref_f[i], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(info[name].coarse[b], ref_c[i], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(info[name].fine[b], ref_f[i], rtol=1e-5, atol=1e-6)
 
 
 def test_weights_renormalised_and_low_groups_fade() -> None:
     pf = forge(threshold=0.5, temperature=0.05).eval()
     _, info = pf(summaries(8))
     for name in MODALITIES:
-        c, f = info[name]["coarse"], info[name]["fine"]
+        c, f = info[name].coarse, info[name].fine
         assert c.shape == (8, 5) and f.shape == (8, 5, 3)
         torch.testing.assert_close(c.sum(-1), torch.ones(8))
         torch.testing.assert_close(f.sum(-1), torch.ones(8, 5))
@@ -79,7 +79,7 @@ def test_weights_renormalised_and_low_groups_fade() -> None:
 def test_selection_is_differentiable() -> None:
     pf = forge(threshold=0.9)
     prompt, info = pf(summaries(4))
-    (prompt.square().sum() + info["cross"]["coarse"][:, 0].sum()).backward()
+    (prompt.square().sum() + info["cross"].coarse[:, 0].sum()).backward()
     for name, p in pf.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.models.conftest import T_IN, T_OUT, batch, build_model, codes, future
-from vlm4st.models import INTERMEDIATE_KEYS, VLM4ST
+from vlm4st.models import VLM4ST, VLM4STIntermediates
 from vlm4st.models.loss import ForecastLoss
 
 GRIDS = [(10, 20), (32, 32)]
@@ -36,20 +36,20 @@ def test_intermediate_outputs_have_documented_shapes(tiny: VLM4ST) -> None:
     S, L = tiny.vlm.image_size, tiny.format_transformer.num_tokens()
     x, ts, task, target_ts = batch(B, H, W)
     pred, out = tiny(x, ts, task, return_intermediate=True, target_timestamps=target_ts)
-    assert tuple(out) == INTERMEDIATE_KEYS
-    for key in ("X_temporal", "X_spatial", "X_cross", "X_input", "X_fused"):
-        assert out[key].shape == (B, T_IN, H, W, d), key
-    assert out["gate_weights"].shape == (B, T_IN, H, W, 4)
-    assert out["B_prompt"].shape == (B, tiny.prompt_forge.out_dim)
-    assert set(out["pattern_info"]) == {"temporal", "spatial", "cross"}
-    for weights in out["pattern_info"].values():
-        assert weights["coarse"].shape == (B, 5) and weights["fine"].shape == (B, 5, 2)
-    assert out["image"].shape == (B, 3, S, S)
-    assert out["sequence"].shape == (B, L, D)
-    vlm = out["vlm_output"]
+    assert isinstance(out, VLM4STIntermediates)
+    for key in ("x_temporal", "x_spatial", "x_cross", "x_input", "x_fused"):
+        assert getattr(out, key).shape == (B, T_IN, H, W, d), key
+    assert out.gate_weights.shape == (B, T_IN, H, W, 4)
+    assert out.prompt.shape == (B, tiny.prompt_forge.out_dim)
+    assert set(out.pattern_info) == {"temporal", "spatial", "cross"}
+    for weights in out.pattern_info.values():
+        assert weights.coarse.shape == (B, 5) and weights.fine.shape == (B, 5, 2)
+    assert out.image.shape == (B, 3, S, S)
+    assert out.sequence.shape == (B, L, D)
+    vlm = out.vlm_output
     n_patches = (S // tiny.vlm.visual_encoder.patch_embed.patch_size[0]) ** 2
-    assert vlm["fused"].shape == (B, L, D) and vlm["text"].shape == (B, L, D)
-    assert vlm["visual"].shape == (B, 1 + n_patches, D)
+    assert vlm.fused.shape == (B, L, D) and vlm.text.shape == (B, L, D)
+    assert vlm.visual.shape == (B, 1 + n_patches, D)
     assert pred.shape == (B, T_OUT, H, W, 1)
 
 
@@ -80,11 +80,11 @@ def test_freeze_vlm_backbone_keeps_adapters_and_modules_trainable() -> None:
         expected = not name.startswith("vlm.") or id(p) in adapter
         assert p.requires_grad == expected, name
     counts = model.get_trainable_parameters()
-    assert counts["adapter"]["trainable"] == counts["adapter"]["total"] > 0
-    assert counts["vlm_backbone"]["trainable"] == 0
-    assert counts["total"] == sum(c["total"] for c in counts["modules"].values())
-    non_vlm = sum(c["total"] for name, c in counts["modules"].items() if name != "vlm")
-    assert counts["trainable"] == non_vlm + counts["adapter"]["total"]
+    assert counts.adapter.trainable == counts.adapter.total > 0
+    assert counts.vlm_backbone.trainable == 0
+    assert counts.total == sum(c.total for c in counts.modules.values())
+    non_vlm = sum(c.total for name, c in counts.modules.items() if name != "vlm")
+    assert counts.trainable == non_vlm + counts.adapter.total
 
 
 def test_grad_checkpointing_gives_the_same_gradients() -> None:
@@ -128,7 +128,7 @@ def test_paper_preset_builds_and_runs() -> None:
     model = build_model("vlm4st", lora_type="standard").eval()
     counts = model.get_trainable_parameters()
     assert max(p.numel() for n, p in model.named_parameters() if not n.startswith("vlm.")) < 5_000_000
-    assert counts["modules"]["head"]["total"] < 10_000_000
+    assert counts.modules["head"].total < 10_000_000
     with torch.no_grad():
         x, ts, task, target_ts = batch(1, 32, 32)
         assert model(x, ts, task, target_timestamps=target_ts).shape == (1, T_OUT, 32, 32, 1)

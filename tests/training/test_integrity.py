@@ -17,6 +17,7 @@ from vlm4st.errors import CheckpointError
 from vlm4st.training import checkpoint as ckpt
 from vlm4st.training.signals import RunInterrupted
 from vlm4st.training.source_cache import source_key
+from vlm4st.training.tasks import build_data
 from vlm4st.training.trainer import NonFiniteLossError
 
 SHORT = ["trainer.epochs=2", "trainer.max_steps=24", "trainer.checkpoint_every_steps=4",
@@ -45,7 +46,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_finite_step(tmp_path
     def overflowing(self, *args, **kwargs):
         for i, batch in enumerate(original(self, *args, **kwargs)):
             if i == 5:
-                batch = {**batch, "y": batch["y"] * 1e30}  # squared errors overflow float32
+                batch = batch.replace(y=batch.y * 1e30)  # squared errors overflow float32
             yield batch
 
     monkeypatch.setattr(DataModule, "train_batches", overflowing)
@@ -66,14 +67,13 @@ def test_resume_across_an_epoch_end_a_validation_and_a_best_update_and_best_is_t
         run_entry(make_cfg(broken, *args, "trainer.interrupt_after_steps=2"))
     run_entry(make_cfg(broken, *args, "resume=true"))
     a, b = read_metrics(whole), read_metrics(broken)
-    losses = [h["val_loss"] for h in a["stages"]["main"]["history"]]
+    main_a, main_b = a.stages["main"], b.stages["main"]
+    losses = [h.val_loss for h in main_a.history]
     assert len(losses) == 2
-    assert a["stages"]["main"]["best_epoch"] == min(range(2), key=losses.__getitem__)
-    assert a["stages"]["main"]["best_val_loss"] == min(losses)
-    assert a["stages"]["main"]["history"][0]["val_loss"] == b["stages"]["main"]["history"][0]["val_loss"]
-    assert [h["val_loss"] for h in a["stages"]["main"]["history"]] == [
-        h["val_loss"] for h in b["stages"]["main"]["history"]]
-    assert a["test"] == b["test"]
+    assert main_a.best_epoch == min(range(2), key=losses.__getitem__)
+    assert main_a.best_val_loss == min(losses)
+    assert [h.val_loss for h in main_a.history] == [h.val_loss for h in main_b.history]
+    assert a.test == b.test
     best_a = ckpt.load_checkpoint(whole / "checkpoints" / "best.pt")["model"]["weights"]
     best_b = ckpt.load_checkpoint(broken / "checkpoints" / "best.pt")["model"]["weights"]
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
@@ -91,7 +91,7 @@ def test_the_few_shot_target_stage_resumes_exactly(tmp_path, run_entry) -> None:
     with pytest.raises(RunInterrupted, match="stage 'target' stopped at step 3"):
         run_entry(make_cfg(broken, *args, "trainer.interrupt_after_steps=3"))
     run_entry(make_cfg(broken, *args, "resume=true"))
-    assert read_metrics(whole)["test"] == read_metrics(broken)["test"]
+    assert read_metrics(whole).test == read_metrics(broken).test
 
 
 def test_the_source_cache_key_follows_the_data_content_and_the_code_version(monkeypatch) -> None:
@@ -136,12 +136,21 @@ def test_task_test_detects_a_changed_data_file(tmp_path, run_entry) -> None:
         run_entry(make_cfg(tmp_path / "test", *data, "task=test", f"checkpoint={best}"))
 
 
+#: A few-shot run whose target share is drawn at random: the seed decides which windows the checkpoint trained on.
+SEEDED_SHARE = ("shot_ratio=few10", "dataset.target=city_b", "dataset.few_shot_sampling=random", "trainer.epochs=1",
+                "trainer.max_steps=3", "trainer.fewshot.epochs=1")
+
+
 def test_task_test_rebuilds_with_the_checkpoint_seed(tmp_path, run_entry) -> None:
+    shares = {seed: build_data(make_cfg(tmp_path, *SEEDED_SHARE, f"seed={seed}")).by_name["city_b"]
+              for seed in (0, 3)}
+    picked = {seed: ds.windows["train"].ids.tolist() for seed, ds in shares.items()}
+    assert picked[0] != picked[3]  # the seed matters here: a test run rebuilt with seed 0 would get other data
     train_dir = tmp_path / "train"
-    run_entry(make_cfg(train_dir, "seed=3", "trainer.epochs=1", "trainer.max_steps=3"))
-    best = train_dir / "checkpoints" / "best.pt"
-    run_entry(make_cfg(tmp_path / "test", "seed=0", "task=test", f"checkpoint={best}"))
+    run_entry(make_cfg(train_dir, *SEEDED_SHARE, "seed=3"))
+    best = read_metrics(train_dir).stages["target"].best_checkpoint  # the few-shot stage's weights
+    run_entry(make_cfg(tmp_path / "test", *SEEDED_SHARE, "seed=0", "task=test", f"checkpoint={best}"))
     tested = read_metrics(tmp_path / "test")
-    assert tested["run"]["seed"] == 3
-    assert tested["test"] == read_metrics(train_dir)["test"]
-    assert not math.isnan(tested["test_loss"])
+    assert tested.run.seed == 3
+    assert tested.test == read_metrics(train_dir).test
+    assert not math.isnan(tested.test_loss)

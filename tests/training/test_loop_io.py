@@ -3,22 +3,24 @@ fused optimiser, batches moved through pinned memory on CUDA; and the progress r
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 
 import pytest
 import torch
 
+from vlm4st.data.batch import Batch
 from vlm4st.logging.progress import Progress
-from vlm4st.training.batches import to_device
+from vlm4st.models.loss import LossParts
 from vlm4st.training.loss_window import LossWindow, StepRecord
 
 
-def _loss(model: torch.nn.Linear, scale: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _loss(model: torch.nn.Linear, scale: float) -> tuple[torch.Tensor, LossParts]:
     out = model(torch.ones(4, 3)) * scale
     mse, mae = out.square().mean(), out.abs().mean()
     loss = mse + 0.5 * mae
-    return loss, {"total_loss": loss.detach(), "mse_loss": mse.detach(), "mae_loss": mae.detach()}
+    return loss, LossParts(loss=loss.detach(), mse=mse.detach(), mae=mae.detach())
 
 
 def _steps(fused: bool, scales: list[float]) -> tuple[torch.nn.Linear, torch.optim.Optimizer, LossWindow]:
@@ -45,7 +47,8 @@ def test_a_fused_optimiser_skips_every_update_from_the_first_non_finite_step_on(
     assert all(float(s["step"]) == 2 for s in opt.state.values())  # skipped steps are not counted
     got = window.read()
     assert got.first_bad == 2 and got.records[got.first_bad].step == 3
-    assert got.last()["total_loss"] == pytest.approx(got.values[1, 0])
+    assert got.last() == pytest.approx(dict(zip(LossParts.NAMES, got.values[1], strict=True)))
+    assert list(got.last()) == ["loss", "mse", "mae"]
     assert len(window) == 0 and float(window.bad) == 0.0  # the next window starts clean
     loss, _ = _loss(model, 1.0)
     opt.zero_grad()
@@ -62,10 +65,17 @@ def test_other_optimisers_do_not_skip_on_the_device() -> None:
     assert got.first_bad is None and got.values.shape == (2, 3)
 
 
-def test_to_device_keeps_non_tensors_and_moves_tensors() -> None:
-    batch = {"x": torch.ones(2, 3), "dataset": "city_a"}
-    moved = to_device(batch, torch.device("cpu"))
-    assert moved["dataset"] == "city_a" and torch.equal(moved["x"], batch["x"])
+def test_batch_to_keeps_the_name_and_moves_every_tensor() -> None:
+    t = torch.zeros(2, dtype=torch.int64)
+    batch = Batch(x=torch.ones(2, 3, 4, 5), y=torch.ones(2, 1, 4, 5), timestamps=torch.zeros(2, 3, 3),
+                  target_timestamps=torch.zeros(2, 1, 3), task_id=t, channel=t, index=t, dataset="city_a")
+    moved = batch.to(torch.device("meta"))
+    assert moved.dataset == "city_a" and moved.y_real is None and len(moved) == 2
+    tensors = [getattr(moved, f.name) for f in dataclasses.fields(moved) if f.name not in ("dataset", "y_real")]
+    assert all(v.device.type == "meta" for v in tensors)
+    assert batch.x.device.type == "cpu"  # the host batch is left where it was
+    with pytest.raises(ValueError, match=r"city_a.*no raw-scale targets"):
+        batch.real_targets()
 
 
 def test_progress_without_a_terminal_logs_lines_and_draws_no_bar(caplog: pytest.LogCaptureFixture) -> None:

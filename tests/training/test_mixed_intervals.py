@@ -28,11 +28,11 @@ def mixed_run(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_a_48_and_a_24_slot_source_train_together_and_both_validate(mixed_run) -> None:
-    history = read_metrics(mixed_run)["stages"]["main"]["history"]
-    assert [h["epoch"] for h in history] == [0, 1]  # two epochs, each validated
+    history = read_metrics(mixed_run).stages["main"].history
+    assert [h.epoch for h in history] == [0, 1]  # two epochs, each validated
     for record in history:
-        assert set(record["val"]) == {"city_a", "city_b", "city_c"}
-        assert all(np.isfinite(m["rmse"]) for m in record["val"].values())
+        assert set(record.val) == {"city_a", "city_b", "city_c"}
+        assert all(np.isfinite(m.rmse) for m in record.val.values())
 
 
 def test_checkpoints_keep_every_datasets_interval_and_test_rebuilds_it(mixed_run, run_entry, tmp_path) -> None:
@@ -40,7 +40,7 @@ def test_checkpoints_keep_every_datasets_interval_and_test_rebuilds_it(mixed_run
     datasets = ckpt.load_checkpoint(best)["data"]["datasets"]
     assert {d["name"]: d["interval_minutes"] for d in datasets} == {"city_a": 30, "city_b": 60, "city_c": 30}
     run_entry(make_cfg(tmp_path / "test", "task=test", f"checkpoint={best}"))  # verifies the rebuilt data
-    assert set(read_metrics(tmp_path / "test")["test"]) == {"city_a", "city_b", "city_c"}
+    assert set(read_metrics(tmp_path / "test").test) == {"city_a", "city_b", "city_c"}
 
 
 def test_predict_on_the_hourly_city_reads_hourly_stamps(mixed_run, run_entry, tmp_path) -> None:
@@ -66,10 +66,10 @@ def test_zero_shot_to_an_hourly_city_from_half_hourly_sources(run_entry, tmp_pat
     run_entry(make_cfg(run_dir, HOURLY, "shot_ratio=zero", "dataset.target=city_b",
                        "dataset.zero_shot_calibration_steps=24", *QUICK))
     metrics = read_metrics(run_dir)
-    assert list(metrics["test"]) == ["city_b"] and np.isfinite(metrics["test"]["city_b"]["rmse"])
-    assert "last_value" in metrics["baselines"]
-    blend = metrics["zero_shot_blend"]["city_b"]  # fitted on the 24-frame (one day) calibration prefix
-    assert blend["prefix_windows"] == 24 - 12 + 1 and all(0.0 <= w <= 1.0 for w in blend["weights"])
+    assert list(metrics.test) == ["city_b"] and np.isfinite(metrics.test["city_b"].rmse)
+    assert "city_b" in metrics.baselines.last_value
+    blend = metrics.zero_shot_blend["city_b"]  # fitted on the 24-frame (one day) calibration prefix
+    assert blend.prefix_windows == 24 - 12 + 1 and all(0.0 <= w <= 1.0 for w in blend.weights)
 
 
 def test_scratch_control_loads_no_source_weight(trained_checkpoint, run_entry, tmp_path, monkeypatch) -> None:
@@ -85,7 +85,7 @@ def test_scratch_control_loads_no_source_weight(trained_checkpoint, run_entry, t
     run_entry(make_cfg(run_dir, "shot_ratio=few10", "dataset.target=city_a", "transfer.init=scratch",
                        f"source_checkpoint={trained_checkpoint}", *QUICK))
     metrics = read_metrics(run_dir)
-    assert list(metrics["stages"]) == ["target"] and metrics["run"]["init"] == "scratch"
+    assert list(metrics.stages) == ["target"] and metrics.run.init == "scratch"
     assert str(trained_checkpoint) not in loaded
     assert loaded and all("/checkpoints/target/" in path for path in loaded)  # the target stage's own best.pt
     assert not (run_dir / "source_models").exists() and not (run_dir / "checkpoints" / "source").exists()
@@ -110,8 +110,8 @@ def test_stid_trains_on_half_hourly_and_hourly_cities(run_entry, tmp_path) -> No
     run_dir = tmp_path / "stid"
     run_entry(make_cfg(run_dir, HOURLY, "model=stid", *QUICK))
     metrics = read_metrics(run_dir)
-    assert set(metrics["test"]) == {"city_a", "city_b", "city_c"}
-    assert all(np.isfinite(m["rmse"]) for m in metrics["test"].values())
+    assert set(metrics.test) == {"city_a", "city_b", "city_c"}
+    assert all(np.isfinite(m.rmse) for m in metrics.test.values())
 
 
 def test_unknown_task_rate_feeds_that_share_of_samples_as_the_unknown_task() -> None:

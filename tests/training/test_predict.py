@@ -18,7 +18,7 @@ def test_test_and_predict_from_a_checkpoint(tmp_path, run_entry) -> None:
 
     test_dir = tmp_path / "test"
     run_entry(make_cfg(test_dir, "task=test", f"checkpoint={best}", "save_predictions=true"))
-    assert read_metrics(test_dir)["test"] == read_metrics(train_dir)["test"]
+    assert read_metrics(test_dir).test == read_metrics(train_dir).test
     with np.load(test_dir / "predictions.npz") as z:
         assert z["city_a.forecast"].shape == z["city_a.target"].shape == (132, 6, 10, 20)
 

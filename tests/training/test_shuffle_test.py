@@ -5,6 +5,7 @@ permutations fixed by the seed and the window id; the shuffled pass changes the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from omegaconf import OmegaConf
 
 from tests.runs import make_cfg, read_metrics
 from vlm4st.config import instantiate
+from vlm4st.data.batch import Batch
 from vlm4st.data.build import build_datamodule
 from vlm4st.data.module import DataModule
 from vlm4st.errors import ConfigError
@@ -31,27 +33,28 @@ B, T_IN, T_OUT, H, W = 9, 6, 3, 4, 5
 CPU = torch.device("cpu")
 
 
-def _batch() -> dict[str, Any]:
+def _batch() -> Batch:
     """A host batch whose frames are distinguishable: every pixel of frame t of window b holds 100 b + t."""
     frames = (100 * torch.arange(B)[:, None] + torch.arange(T_IN)[None, :]).float()  # (B, T_in)
-    return {
-        "x": frames[:, :, None, None].expand(B, T_IN, H, W).contiguous(),  # (B, T_in, H, W)
-        "y": torch.randn(B, T_OUT, H, W),
-        "timestamps": torch.randint(0, 1440, (B, T_IN, 3)),
-        "target_timestamps": torch.randint(0, 1440, (B, T_OUT, 3)),
-        "task_id": torch.arange(B) % 3,
-        "channel": torch.zeros(B, dtype=torch.int64),
-        "index": torch.arange(10, 10 + B),
-        "y_real": torch.randn(B, T_OUT, H, W),
-        "dataset": "city_a",
-    }
+    return Batch(
+        x=frames[:, :, None, None].expand(B, T_IN, H, W).contiguous(),  # (B, T_in, H, W)
+        y=torch.randn(B, T_OUT, H, W),
+        timestamps=torch.randint(0, 1440, (B, T_IN, 3)),
+        target_timestamps=torch.randint(0, 1440, (B, T_OUT, 3)),
+        task_id=torch.arange(B) % 3,
+        channel=torch.zeros(B, dtype=torch.int64),
+        index=torch.arange(10, 10 + B),
+        dataset="city_a",
+        y_real=torch.randn(B, T_OUT, H, W),
+    )
 
 
 def test_the_shuffle_permutes_the_frames_of_every_window_and_nothing_else() -> None:
     batch = _batch()
-    kept = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    kept = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
+    kept = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kept.items()}
     shuffled = shuffle_inputs(batch, seed=3)
-    x, moved = kept["x"], shuffled["x"]
+    x, moved = kept["x"], shuffled.x
     assert moved.shape == x.shape
     for b in range(B):
         original, now = x[b, :, 0, 0], moved[b, :, 0, 0]  # (T_in,) frame labels
@@ -60,10 +63,10 @@ def test_the_shuffle_permutes_the_frames_of_every_window_and_nothing_else() -> N
         order = (now - 100 * b).long()  # (T_in,) which original frame sits at each position
         assert torch.equal(moved[b], x[b, order])  # whole frames moved, pixels kept together
     for key in ("timestamps", "target_timestamps", "y", "y_real", "task_id", "channel", "index", "dataset"):
-        assert shuffled[key] is batch[key], key
+        assert getattr(shuffled, key) is getattr(batch, key), key
         if isinstance(kept[key], torch.Tensor):
-            assert torch.equal(shuffled[key], kept[key]), key
-    assert torch.equal(batch["x"], x)  # the input batch itself is left as it was
+            assert torch.equal(getattr(shuffled, key), kept[key]), key
+    assert torch.equal(batch.x, x)  # the input batch itself is left as it was
 
 
 def test_frames_with_a_channel_axis_move_whole() -> None:
@@ -149,16 +152,16 @@ def test_task_test_writes_the_shuffled_metrics_and_the_degradation(trained_check
     run_entry(make_cfg(run_dir, "task=test", f"checkpoint={trained_checkpoint}", "shuffle_test.enabled=true",
                        "shuffle_test.seed=7"))
     metrics = read_metrics(run_dir)
-    section = metrics["shuffle_test"]
-    assert section["seed"] == 7 and section["loss"] > 0
-    assert set(section["shuffled"]) == set(metrics["test"]) == set(section["degradation"])
-    for name, ordered in metrics["test"].items():
-        shuffled = section["shuffled"][name]
-        assert set(shuffled) == set(ordered)
-        assert shuffled["n"] == ordered["n"] and shuffled["points"] == ordered["points"]
-        assert shuffled["rmse"] != ordered["rmse"]
-        for key in ("rmse", "mae"):
-            assert section["degradation"][name][key] == pytest.approx(shuffled[key] / ordered[key] - 1)
+    section = metrics.shuffle_test
+    assert section.seed == 7 and section.loss > 0
+    assert set(section.shuffled) == set(metrics.test) == set(section.degradation)
+    for name, ordered in metrics.test.items():
+        shuffled = section.shuffled[name]
+        assert shuffled.n == ordered.n and shuffled.points == ordered.points
+        assert shuffled.rmse != ordered.rmse
+        change = section.degradation[name]
+        assert change.rmse == pytest.approx(shuffled.rmse / ordered.rmse - 1)
+        assert change.mae == pytest.approx(shuffled.mae / ordered.mae - 1)
         lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"input-order test {name} ")]
         assert len(lines) == 1 and "seed 7" in lines[0], lines
 
@@ -168,7 +171,7 @@ def test_the_final_test_of_train_runs_the_shuffle_too(tmp_path, run_entry) -> No
     run_entry(make_cfg(run_dir, "trainer.epochs=1", "trainer.max_steps=1", "trainer.schedule.warmup_epochs=0",
                        "shuffle_test.enabled=true"))
     metrics = read_metrics(run_dir)
-    assert set(metrics["shuffle_test"]["degradation"]) == set(metrics["test"])
+    assert set(metrics.shuffle_test.degradation) == set(metrics.test)
 
 
 def test_the_shuffle_is_off_by_default(tmp_path) -> None:

@@ -18,16 +18,16 @@ def test_tiny_model_beats_persistence_and_historical_average(tmp_path, run_entry
     run_dir = tmp_path / "run"
     run_entry(make_cfg(run_dir, "seed=0", "trainer.epochs=4", "trainer.optimizer.lr=2e-3"))
     metrics = read_metrics(run_dir)
-    baselines = metrics["baselines"]
-    for name, m in metrics["test"].items():
-        last = baselines["last_value"][name]["rmse"]
-        ha = baselines["historical_average"][name]["rmse"]
-        assert m["rmse"] < 0.9 * last, f"{name}: model RMSE {m['rmse']:.3f} vs persistence {last:.3f}"
-        assert m["rmse"] < 0.9 * ha, f"{name}: model RMSE {m['rmse']:.3f} vs historical average {ha:.3f}"
+    baselines = metrics.baselines
+    for name, m in metrics.test.items():
+        last = baselines.last_value[name].rmse
+        ha = baselines.historical_average[name].rmse
+        assert m.rmse < 0.9 * last, f"{name}: model RMSE {m.rmse:.3f} vs persistence {last:.3f}"
+        assert m.rmse < 0.9 * ha, f"{name}: model RMSE {m.rmse:.3f} vs historical average {ha:.3f}"
     assert (run_dir / "checkpoints" / "best.pt").is_file()
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     assert (run_dir / "config_resolved.yaml").is_file()
-    per_step = metrics["test"]["city_a"]["per_step"]["rmse"]
+    per_step = metrics.test["city_a"].per_step.rmse
     assert len(per_step) == 6
 
 
@@ -47,7 +47,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, run_entry) -> No
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), f"weights differ after resume: {key}"
-    assert read_metrics(whole)["test"] == read_metrics(broken)["test"]
+    assert read_metrics(whole).test == read_metrics(broken).test
 
 
 def test_truncated_checkpoint_fails_clearly_and_keeps_the_previous_last(tmp_path, run_entry) -> None:
@@ -91,8 +91,8 @@ def test_checkpoints_load_with_weights_only_and_hold_what_a_resume_needs(tmp_pat
     assert [d["name"] for d in payload["data"]["datasets"]] == ["city_a", "city_b", "city_c"]
     assert all("scaler" in d for d in payload["data"]["datasets"])
     saved = sum(p.numel() for p in payload["model"]["weights"].values())
-    params = read_metrics(run_dir)["params"]
-    assert params["trainable"] <= saved < params["total"], "only trainable parameters (and buffers) are stored"
+    params = read_metrics(run_dir).params
+    assert params.trainable <= saved < params.total, "only trainable parameters (and buffers) are stored"
 
 
 def test_a_signal_during_the_last_validation_still_stops_the_run(tmp_path, run_entry, monkeypatch) -> None:
@@ -119,7 +119,7 @@ def test_a_signal_during_the_last_validation_still_stops_the_run(tmp_path, run_e
     assert not (run_dir / "metrics.json").exists(), "the run stops before testing"
     monkeypatch.setattr(Trainer, "validate", validate)
     run_entry(make_cfg(run_dir, *SHORT, "resume=true"))  # resumes: the finished stage is skipped, then tested
-    assert read_metrics(run_dir)["test"]
+    assert read_metrics(run_dir).test
 
 
 @pytest.mark.parametrize("value", ["yes", "1", 0, "null"])

@@ -18,6 +18,7 @@ moe 147,780, mtl 111,846, task_adaptive 98,468.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -25,6 +26,36 @@ from torch import nn
 from vlm4st.adapters.base import adapter_of
 from vlm4st.adapters.targets import FAMILIES, family_of
 from vlm4st.config import ConfigError
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Element counts of a set of parameters: all of them, and those with ``requires_grad``."""
+
+    total: int
+    trainable: int
+
+    @classmethod
+    def of(cls, params: Iterable[nn.Parameter]) -> ParamCount:
+        params = list(params)
+        return cls(total=sum(p.numel() for p in params), trainable=sum(p.numel() for p in params if p.requires_grad))
+
+
+@dataclass(frozen=True)
+class AdapterReport:
+    """A model's adapter parameters: the adapter type, all and trainable elements, elements per family (vit,
+    bert_self, bert_cross, bert_ffn, shared) and adapted linears per family (empty without a VLM)."""
+
+    type: str
+    total: int
+    trainable: int
+    per_family: dict[str, int] = field(default_factory=dict)
+    adapted_linears: dict[str, int] = field(default_factory=dict)
+
+
+#: The counts of no parameters, and the report of a model with no adapter at all (no VLM, or a model without one).
+NO_PARAMS = ParamCount(total=0, trainable=0)
+NO_ADAPTER = AdapterReport(type="none", total=0, trainable=0)
 
 
 def lora_linear_param_count(
@@ -85,7 +116,7 @@ def expected_parameter_count(description: Mapping[str, Any], linear_shapes: Iter
     return per_linear + shared_param_count(kind, **{k: kw[k] for k in ("route", "num_tasks", "task_dim") if k in kw})
 
 
-def parameter_report(vlm: nn.Module) -> dict[str, Any]:
+def parameter_report(vlm: nn.Module) -> AdapterReport:
     """Adapter parameters of ``vlm`` in all and per family (vit, bert_self, bert_cross, bert_ffn, shared).
 
     Also counts the adapted linears per family. Works for every ``Adapter`` (``none`` reports zeros).
@@ -99,10 +130,5 @@ def parameter_report(vlm: nn.Module) -> dict[str, Any]:
     linears = dict.fromkeys(FAMILIES[:-1], 0)
     for path, _ in getattr(adapter, "layers", []):
         linears[family_of(path + ".")] += 1
-    return {
-        "type": adapter.describe().get("type"),
-        "total": sum(per_family.values()),
-        "trainable": trainable,
-        "per_family": per_family,
-        "adapted_linears": linears,
-    }
+    return AdapterReport(type=str(adapter.describe()["type"]), total=sum(per_family.values()), trainable=trainable,
+                         per_family=per_family, adapted_linears=linears)

@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "SPLITS": "records",
+    "Batch": "batch",
+    "Reader": "reader",
+    "FileReader": "reader",
     "GridData": "records",
     "Windows": "records",
     "DataError": "errors",
@@ -36,15 +39,18 @@ _EXPORTS = {
 
 __all__ = [
     "SPLITS",
+    "Batch",
     "DataError",
     "DataFileError",
     "DataFormatError",
     "DataMismatchError",
     "DataModule",
     "DataValueError",
+    "FileReader",
     "GridData",
     "MinMaxScaler",
     "PreparedDataset",
+    "Reader",
     "SeriesReader",
     "SyntheticCityReader",
     "UniSTJsonReader",
@@ -68,11 +74,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from vlm4st.data.batch import Batch
     from vlm4st.data.build import build_datamodule
     from vlm4st.data.errors import DataError, DataFileError, DataFormatError, DataMismatchError, DataValueError
     from vlm4st.data.module import DataModule
     from vlm4st.data.npz import SeriesReader, WindowNpzReader
     from vlm4st.data.prepared import PreparedDataset
+    from vlm4st.data.reader import FileReader, Reader
     from vlm4st.data.records import SPLITS, GridData, Windows
     from vlm4st.data.scaler import MinMaxScaler
     from vlm4st.data.synthetic import SyntheticCityReader, generate_city

@@ -1,10 +1,7 @@
 """The multi-dataset ``DataModule``: datasets at native grids, task ids, shot protocols, batch iterators.
 
-A batch is a dict with ``x`` (B, T_in, H, W) float32 normalised, ``y`` (B, T_out, H, W), ``timestamps``
-(B, T_in, 3) int64 time codes ``[weekday, minute of day, interval minutes]``, ``target_timestamps`` (B, T_out, 3)
-of the forecast steps, ``task_id`` (B,), ``channel`` (B,), ``index`` (B,)
-window ids within the split, and ``dataset`` (str). Evaluation batches add ``y_real`` (B, T_out, H0, W0): the
-raw-scale targets on the native grid. Every batch holds one dataset's windows (one grid size).
+Batches are ``vlm4st.data.batch.Batch`` records: one dataset's windows (one grid size), normalised inputs and targets
+with their time codes and task ids; evaluation batches add the raw-scale targets on the native grid.
 
 Shot protocols (``shot_ratio.ratio``): ``1.0`` every dataset fully; in (0, 1) the target contributes its first
 (or a seeded random) ``max(1, floor(n_train * ratio))`` training windows; ``0.0`` the target is read test-only,
@@ -28,6 +25,7 @@ from typing import Any
 
 import torch
 
+from vlm4st.data.batch import Batch
 from vlm4st.data.errors import DataMismatchError
 from vlm4st.data.prepared import PreparedDataset
 from vlm4st.data.sampling import epoch_plan, eval_chunks
@@ -86,7 +84,7 @@ class DataModule:
         world_size: int = 1,
         names: list[str] | None = None,
         start: int = 0,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[Batch]:
         """One epoch of single-dataset batches, datasets interleaved in a seeded order (seed + epoch).
 
         ``names`` restricts the epoch to some training datasets (a transfer stage); ``start`` skips the first
@@ -96,9 +94,10 @@ class DataModule:
         plan = epoch_plan(self._train_sizes(names), batch_size, self.seed, epoch, rank, world_size, drop_last)
         for d, positions in plan[start:]:
             yield self.by_name[names[d]].batch("train", positions)
+
     def eval_batches(
         self, name: str, split: str, batch_size: int, *, rank: int = 0, world_size: int = 1
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[Batch]:
         """``split`` windows of dataset ``name`` in order (with ``y_real``); ranks take contiguous shares."""
         ds = self.by_name[name]
         if split not in ds.windows:
@@ -123,9 +122,9 @@ class DataModule:
         return [len(self.by_name[n].windows["train"]) for n in names]
 
     # -- real scale -----------------------------------------------------------------------------------------------
-    def to_real(self, pred: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    def to_real(self, pred: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Normalised predictions of ``batch`` -> raw scale on the dataset's native grid (float64)."""
-        return self.by_name[batch["dataset"]].to_real(pred, batch["channel"])
+        return self.by_name[batch.dataset].to_real(pred, batch.channel)
 
     # -- checkpoints and reporting ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlm4st.data.batch import Batch
 from vlm4st.data.calibration import calibration_split
 from vlm4st.data.errors import DataValueError
 from vlm4st.data.records import GridData, Windows
@@ -50,31 +51,33 @@ class PreparedDataset:
     fingerprint: dict[str, str] = field(default_factory=dict)  # content hash of the data file / generating config
     layout: dict[str, Any] = field(default_factory=dict)  # how the windows were cut and selected (see build)
 
-    def batch(self, split: str, positions: np.ndarray, with_real: bool = False) -> dict[str, Any]:
-        """The windows at ``positions`` of ``split`` as a batch dict (see ``DataModule``)."""
+    def batch(self, split: str, positions: np.ndarray, with_real: bool = False) -> Batch:
+        """The windows at ``positions`` of ``split``; ``with_real`` adds the raw-scale native-grid targets."""
         w = self.windows[split]
         L = self.t_in + self.t_out
         starts = torch.from_numpy(w.starts[positions])  # (B,)
         idx = starts[:, None] + torch.arange(L)  # (B, L) frame indices
         seq = self.frames[idx]  # (B, L, h, w)
         st = self.codes[idx]  # (B, L, 3)
-        channel = torch.from_numpy(w.channel[positions])
-        out: dict[str, Any] = {
-            "x": seq[:, : self.t_in],  # (B, T_in, h, w)
-            "y": seq[:, self.t_in :],  # (B, T_out, h, w)
-            "timestamps": st[:, : self.t_in],  # (B, T_in, 3)
-            "target_timestamps": st[:, self.t_in :],  # (B, T_out, 3)
-            "task_id": torch.full((len(positions),), self.task_id, dtype=torch.int64),
-            "channel": channel,
-            "index": torch.from_numpy(w.ids[positions]),
-            "dataset": self.name,
-        }
+        channel = torch.from_numpy(w.channel[positions])  # (B,)
+        y = seq[:, self.t_in :]  # (B, T_out, h, w)
+        y_real = None
         if with_real:  # (B, T_out, H, W) raw-scale targets on the native grid
             if self.native is not None:
-                out["y_real"] = self.native[idx[:, self.t_in :]]
+                y_real = self.native[idx[:, self.t_in :]]
             else:
-                out["y_real"] = self.scaler.inverse(out["y"], channel, dtype=torch.float32)
-        return out
+                y_real = self.scaler.inverse(y, channel, dtype=torch.float32)
+        return Batch(
+            x=seq[:, : self.t_in],  # (B, T_in, h, w)
+            y=y,
+            timestamps=st[:, : self.t_in],  # (B, T_in, 3)
+            target_timestamps=st[:, self.t_in :],  # (B, T_out, 3)
+            task_id=torch.full((len(positions),), self.task_id, dtype=torch.int64),  # (B,)
+            channel=channel,
+            index=torch.from_numpy(w.ids[positions]),  # (B,)
+            dataset=self.name,
+            y_real=y_real,
+        )
 
     def to_real(self, pred: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:
         """Normalised predictions (B, T_out, h, w[, 1]) -> raw scale on the native grid, float64."""

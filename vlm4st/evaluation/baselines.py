@@ -15,41 +15,48 @@ All work in the normalised space on the model grid and are scored by ``ForecastM
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
+from vlm4st.data.batch import Batch
 from vlm4st.data.module import DataModule
 from vlm4st.data.prepared import PreparedDataset
-from vlm4st.evaluation.metrics import ForecastMetrics
+from vlm4st.evaluation.metrics import DatasetMetrics, ForecastMetrics
 from vlm4st.logging.progress import QUIET, Progress, ProgressConfig
 
 log = logging.getLogger(__name__)
 
 
 class HistoricalAverage:
-    name = "historical_average"
+    name: ClassVar[str] = "historical_average"
+    short: ClassVar[str] = "HA"  # table column
+    label: ClassVar[str] = "HA (input window)"  # table row
 
     def fit(self, ds: PreparedDataset) -> None:
         """Nothing to fit."""
 
-    def predict(self, batch: dict[str, Any]) -> torch.Tensor:
-        x = batch["x"]  # (B, T_in, H, W)
-        return x.mean(dim=1, keepdim=True).expand(-1, batch["y"].shape[1], -1, -1)  # (B, T_out, H, W)
+    def predict(self, batch: Batch) -> torch.Tensor:
+        return batch.x.mean(dim=1, keepdim=True).expand(-1, batch.y.shape[1], -1, -1)  # (B, T_out, H, W)
 
 
 class LastValue:
-    name = "last_value"
+    name: ClassVar[str] = "last_value"
+    short: ClassVar[str] = "Last"
+    label: ClassVar[str] = "Last value"
 
     def fit(self, ds: PreparedDataset) -> None:
         """Nothing to fit."""
 
-    def predict(self, batch: dict[str, Any]) -> torch.Tensor:
-        return batch["x"][:, -1:].expand(-1, batch["y"].shape[1], -1, -1)  # (B, T_out, H, W)
+    def predict(self, batch: Batch) -> torch.Tensor:
+        return batch.x[:, -1:].expand(-1, batch.y.shape[1], -1, -1)  # (B, T_out, H, W)
 
 
 class TimeOfDayMean:
-    name = "time_of_day_mean"
+    name: ClassVar[str] = "time_of_day_mean"
+    short: ClassVar[str] = "ToD-mean"
+    label: ClassVar[str] = "Time-of-day mean"
 
     def __init__(self) -> None:
         self.tables: dict[str, torch.Tensor] = {}  # dataset -> (C, steps_per_day, H, W)
@@ -72,46 +79,60 @@ class TimeOfDayMean:
         table[missing] = per_channel.repeat_interleave(S, dim=0)[missing]
         self.tables[ds.name] = table.reshape(C, S, *frames.shape[1:]).float()
 
-    def predict(self, batch: dict[str, Any]) -> torch.Tensor:
-        table = self.tables[batch["dataset"]]
-        codes = batch["target_timestamps"]  # (B, T_out, 3) [weekday, minute, interval]
+    def predict(self, batch: Batch) -> torch.Tensor:
+        table = self.tables[batch.dataset]
+        codes = batch.target_timestamps  # (B, T_out, 3) [weekday, minute, interval]
         slots = codes[..., 1] // codes[..., 2]  # (B, T_out): slot of day at the dataset's own step length
-        return table[batch["channel"][:, None], slots]  # (B, T_out, H, W)
+        return table[batch.channel[:, None], slots]  # (B, T_out, H, W)
 
 
 BASELINES = (HistoricalAverage, LastValue, TimeOfDayMean)
 Baseline = HistoricalAverage | LastValue | TimeOfDayMean
 
 
+@dataclass(frozen=True)
+class BaselineResults:
+    """The ``baselines`` entry of ``metrics.json``: each baseline's metrics per dataset, and per baseline the
+    datasets it could not be fitted on with the reason. Empty on the DDP ranks that do not score them."""
+
+    skipped: dict[str, dict[str, str]] = field(default_factory=dict)
+    historical_average: dict[str, DatasetMetrics] = field(default_factory=dict)
+    last_value: dict[str, DatasetMetrics] = field(default_factory=dict)
+    time_of_day_mean: dict[str, DatasetMetrics] = field(default_factory=dict)
+
+    def scores(self) -> dict[type[Baseline], dict[str, DatasetMetrics]]:
+        """Each baseline class (in ``BASELINES`` order, for its name and labels) with its metrics per dataset."""
+        return {cls: getattr(self, cls.name) for cls in BASELINES}
+
+
 def evaluate_baselines(
     dm: DataModule, split: str = "test", batch_size: int = 256, progress: ProgressConfig = QUIET
-) -> dict[str, Any]:
-    """Score every baseline on ``split`` of the datasets the protocol evaluates there.
-
-    Returns ``{baseline name: ForecastMetrics.result()}`` plus ``skipped: {baseline: {dataset: reason}}``.
-    """
-    out: dict[str, Any] = {"skipped": {}}
+) -> BaselineResults:
+    """Score every baseline on ``split`` of the datasets the protocol evaluates there."""
+    skipped: dict[str, dict[str, str]] = {}
+    scored: dict[str, dict[str, DatasetMetrics]] = {}
     names = dm.eval_names(split)
     windows = sum(len(dm.by_name[n].windows[split]) for n in names)
     with progress.bar(f"baselines ({split})", windows * len(BASELINES), unit="window") as bar:
         for cls in BASELINES:
-            _score(cls(), dm, split, names, batch_size, out, bar)
-    return out
+            scored[cls.name] = _score(cls(), dm, split, names, batch_size, skipped, bar)
+    return BaselineResults(skipped=skipped, **scored)
 
 
-def _score(baseline: Baseline, dm: DataModule, split: str, names: list[str], batch_size: int, out: dict[str, Any],
-           bar: Progress) -> None:
-    """Fit ``baseline`` on each dataset and add its ``split`` metrics (or the reason it was skipped) to ``out``."""
+def _score(baseline: Baseline, dm: DataModule, split: str, names: list[str], batch_size: int,
+           skipped: dict[str, dict[str, str]], bar: Progress) -> dict[str, DatasetMetrics]:
+    """Fit ``baseline`` on each dataset and score it on ``split``; a dataset it cannot be fitted on is added to
+    ``skipped`` with the reason."""
     metrics = ForecastMetrics(dm.t_out)
     for name in names:
         ds = dm.by_name[name]
         try:
             baseline.fit(ds)
         except ValueError as err:
-            out["skipped"].setdefault(baseline.name, {})[name] = str(err)
+            skipped.setdefault(baseline.name, {})[name] = str(err)
             log.info("baseline %s skipped on %s: %s", baseline.name, name, err)
             continue
         for batch in dm.eval_batches(name, split, batch_size):
             metrics.update(baseline.predict(batch), batch, dm.to_real)
-            bar.advance(len(batch["x"]))
-    out[baseline.name] = metrics.result()
+            bar.advance(len(batch))
+    return metrics.result()

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import torch
+
+from vlm4st.data.batch import Batch
 
 _ABS_REAL, _SQ_REAL, _N_REAL, _ABS_NORM, _SQ_NORM, _N_NORM, _WINDOWS = range(7)
 _FIELDS = 7
@@ -34,8 +36,33 @@ def _squeeze_channel(pred: torch.Tensor) -> torch.Tensor:
     return pred
 
 
+@dataclass(frozen=True)
+class StepErrors:
+    """Real-scale errors per forecast step (1 .. T_out)."""
+
+    mae: list[float]
+    rmse: list[float]
+
+
+@dataclass(frozen=True)
+class DatasetMetrics:
+    """One dataset's errors over a whole split: real scale on the native grid, normalised on the model grid."""
+
+    mae: float
+    rmse: float
+    mae_norm: float
+    rmse_norm: float
+    per_step: StepErrors
+    n: int  # windows
+    points: int  # real-scale points (windows x steps x cells)
+
+
+#: The summary figures of ``DatasetMetrics`` the loggers take as scalars.
+SCALAR_METRICS = ("mae", "rmse", "mae_norm", "rmse_norm")
+
+
 class ForecastMetrics:
-    """Accumulates errors per dataset; ``result()`` gives the JSON-able metrics dict.
+    """Accumulates errors per dataset; ``result()`` gives one ``DatasetMetrics`` per dataset.
 
     Pass the dataset names up front when ranks must ``pack()`` identical layouts for an all-reduce.
     """
@@ -77,12 +104,10 @@ class ForecastMetrics:
         s[:, _N_NORM] += n_n
         s[:, _WINDOWS] += pred_real.shape[0]
 
-    def update(
-        self, pred: torch.Tensor, batch: dict[str, Any], to_real: Callable[[torch.Tensor, dict], torch.Tensor]
-    ) -> None:
+    def update(self, pred: torch.Tensor, batch: Batch, to_real: Callable[[torch.Tensor, Batch], torch.Tensor]) -> None:
         """Add a model output for an evaluation batch; ``to_real`` is ``DataModule.to_real``."""
         pred = _squeeze_channel(pred)  # (B, T_out, H, W) normalised, model grid
-        self.add(batch["dataset"], to_real(pred, batch), batch["y_real"], pred, batch["y"])
+        self.add(batch.dataset, to_real(pred, batch), batch.real_targets(), pred, batch.y)
 
     # -- DDP ---------------------------------------------------------------------------------------------------
     def pack(self) -> torch.Tensor:
@@ -95,23 +120,20 @@ class ForecastMetrics:
             self._sums[n] = packed[i].detach().to("cpu", torch.float64).clone()
 
     # -- results -----------------------------------------------------------------------------------------------
-    def result(self) -> dict[str, dict[str, Any]]:
-        """``{dataset: {mae, rmse, mae_norm, rmse_norm, per_step: {mae, rmse}, n, points}}``; n = windows."""
+    def result(self) -> dict[str, DatasetMetrics]:
+        """The metrics of every dataset that received at least one point."""
         out = {}
         for name, s in self._sums.items():
             n_r, n_n = s[:, _N_REAL], s[:, _N_NORM]
             if float(n_r.sum()) == 0:
                 continue
-            out[name] = {
-                "mae": float(s[:, _ABS_REAL].sum() / n_r.sum()),
-                "rmse": math.sqrt(float(s[:, _SQ_REAL].sum() / n_r.sum())),
-                "mae_norm": float(s[:, _ABS_NORM].sum() / n_n.sum()),
-                "rmse_norm": math.sqrt(float(s[:, _SQ_NORM].sum() / n_n.sum())),
-                "per_step": {
-                    "mae": (s[:, _ABS_REAL] / n_r).tolist(),
-                    "rmse": (s[:, _SQ_REAL] / n_r).sqrt().tolist(),
-                },
-                "n": int(s[0, _WINDOWS]),
-                "points": int(n_r.sum()),
-            }
+            out[name] = DatasetMetrics(
+                mae=float(s[:, _ABS_REAL].sum() / n_r.sum()),
+                rmse=math.sqrt(float(s[:, _SQ_REAL].sum() / n_r.sum())),
+                mae_norm=float(s[:, _ABS_NORM].sum() / n_n.sum()),
+                rmse_norm=math.sqrt(float(s[:, _SQ_NORM].sum() / n_n.sum())),
+                per_step=StepErrors(mae=(s[:, _ABS_REAL] / n_r).tolist(), rmse=(s[:, _SQ_REAL] / n_r).sqrt().tolist()),
+                n=int(s[0, _WINDOWS]),
+                points=int(n_r.sum()),
+            )
         return out

@@ -22,13 +22,11 @@ import numpy as np
 import torch
 
 from vlm4st import checks
+from vlm4st.data.batch import Batch
 from vlm4st.errors import ConfigError
+from vlm4st.evaluation.metrics import DatasetMetrics
 
 log = logging.getLogger(__name__)
-
-#: The metrics whose relative degradation ``shuffled / ordered - 1`` the test reports.
-DEGRADED_METRICS = ("rmse", "mae")
-
 
 @dataclass(frozen=True)
 class ShuffleTest:
@@ -87,12 +85,11 @@ def permute_frames(x: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
     return x[rows, orders]  # (B, T, H, W[, C])
 
 
-def shuffle_inputs(batch: Mapping[str, Any], seed: int) -> dict[str, Any]:
-    """A host batch (see ``DataModule``) whose input frames ``x`` (B, T_in, H, W) are permuted per window by
-    ``frame_orders(batch["index"], T_in, seed)``; every other entry is the batch's own (not copied)."""
-    x = batch["x"]  # (B, T_in, H, W)
-    orders = frame_orders(batch["index"], x.shape[1], seed)  # (B, T_in)
-    return {**batch, "x": permute_frames(x, orders.to(x.device))}  # x: (B, T_in, H, W)
+def shuffle_inputs(batch: Batch, seed: int) -> Batch:
+    """A host batch whose input frames ``x`` (B, T_in, H, W) are permuted per window by
+    ``frame_orders(batch.index, T_in, seed)``; every other field is the batch's own (not copied)."""
+    orders = frame_orders(batch.index, batch.x.shape[1], seed)  # (B, T_in)
+    return batch.replace(x=permute_frames(batch.x, orders.to(batch.x.device)))  # x: (B, T_in, H, W)
 
 
 def _relative(shuffled: float, ordered: float) -> float | None:
@@ -100,24 +97,41 @@ def _relative(shuffled: float, ordered: float) -> float | None:
     return shuffled / ordered - 1.0 if ordered > 0 else None
 
 
-def shuffle_section(test: ShuffleTest, ordered: Mapping[str, Mapping[str, Any]],
-                    shuffled: Mapping[str, Mapping[str, Any]], shuffled_loss: float) -> dict[str, Any]:
-    """The ``shuffle_test`` entry of ``metrics.json``: the seed, the shuffled pass's pooled normalised loss and
-    per-dataset metrics (the names of the ordered ``test`` section), and per dataset the relative degradation
-    ``shuffled / ordered - 1`` of RMSE and MAE (real scale)."""
-    degradation = {name: {k: _relative(float(shuffled[name][k]), float(m[k])) for k in DEGRADED_METRICS}
+@dataclass(frozen=True)
+class Degradation:
+    """``shuffled / ordered - 1`` of a dataset's real-scale errors; None where the ordered error is zero."""
+
+    rmse: float | None
+    mae: float | None
+
+
+@dataclass(frozen=True)
+class ShuffleResult:
+    """The ``shuffle_test`` entry of ``metrics.json``: the permutations' seed, the shuffled pass's pooled normalised
+    loss and per-dataset metrics, and per dataset the degradation against the ordered test."""
+
+    seed: int
+    loss: float
+    shuffled: dict[str, DatasetMetrics]
+    degradation: dict[str, Degradation]
+
+
+def shuffle_result(test: ShuffleTest, ordered: Mapping[str, DatasetMetrics], shuffled: Mapping[str, DatasetMetrics],
+                   shuffled_loss: float) -> ShuffleResult:
+    """Compare the shuffled pass with the ordered one, dataset by dataset (the names of the ordered test)."""
+    degradation = {name: Degradation(rmse=_relative(shuffled[name].rmse, m.rmse),
+                                     mae=_relative(shuffled[name].mae, m.mae))
                    for name, m in ordered.items() if name in shuffled}
-    return {"seed": test.seed, "loss": shuffled_loss, "shuffled": dict(shuffled), "degradation": degradation}
+    return ShuffleResult(seed=test.seed, loss=shuffled_loss, shuffled=dict(shuffled), degradation=degradation)
 
 
 def _percent(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:+.1f} %"
 
 
-def log_degradation(section: Mapping[str, Any], ordered: Mapping[str, Mapping[str, Any]]) -> None:
+def log_degradation(result: ShuffleResult, ordered: Mapping[str, DatasetMetrics]) -> None:
     """One line per dataset: ordered and shuffled RMSE and MAE and their relative change."""
-    for name, change in section["degradation"].items():
-        o, s = ordered[name], section["shuffled"][name]
+    for name, change in result.degradation.items():
+        o, s = ordered[name], result.shuffled[name]
         log.info("input-order test %s (frames permuted, seed %d): RMSE %.4f -> %.4f (%s)  MAE %.4f -> %.4f (%s)",
-                 name, section["seed"], o["rmse"], s["rmse"], _percent(change["rmse"]), o["mae"], s["mae"],
-                 _percent(change["mae"]))
+                 name, result.seed, o.rmse, s.rmse, _percent(change.rmse), o.mae, s.mae, _percent(change.mae))

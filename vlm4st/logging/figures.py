@@ -12,7 +12,7 @@ Inputs are plain numpy arrays and history records, so the figures do not depend 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Protocol
 
 import matplotlib
 
@@ -104,20 +104,33 @@ def forecast_figure(truth: np.ndarray, forecast: np.ndarray, name: str, cells: i
     return figure_to_rgb(fig)
 
 
-def curves_figure(stages: Mapping[str, Sequence[Mapping[str, Any]]]) -> np.ndarray:
-    """``stages``: stage name -> its history records (``epoch``, ``train_seconds``, ``train_loss``, ``val_loss``,
-    ``val: {dataset: {rmse, mae}}``), in training order; later stages continue the epoch axis."""
+class _Errors(Protocol):
+    rmse: float
+
+
+class EpochPoint(Protocol):
+    """What the curves read of an epoch record (the trainer's ``EpochRecord``)."""
+
+    epoch: int
+    train_seconds: float
+    train_loss: float
+    val_loss: float
+    val: Mapping[str, _Errors]
+
+
+def curves_figure(stages: Mapping[str, Sequence[EpochPoint]]) -> np.ndarray:
+    """``stages``: stage name -> its epoch records, in training order; later stages continue the epoch axis."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6), layout="constrained")
     offset_epochs, offset_min = 0, 0.0
     for stage, history in stages.items():
         if not history:
             continue
-        epochs = np.array([h["epoch"] + 1 for h in history]) + offset_epochs
-        minutes = np.array([h["train_seconds"] for h in history]) / 60.0 + offset_min
-        axes[0].plot(epochs, [h["train_loss"] for h in history], marker=".", label=f"{stage}: train")
-        axes[0].plot(epochs, [h["val_loss"] for h in history], marker=".", label=f"{stage}: validation")
-        for dataset in history[0]["val"]:
-            rmse = [h["val"][dataset]["rmse"] for h in history]
+        epochs = np.array([h.epoch + 1 for h in history]) + offset_epochs
+        minutes = np.array([h.train_seconds for h in history]) / 60.0 + offset_min
+        axes[0].plot(epochs, [h.train_loss for h in history], marker=".", label=f"{stage}: train")
+        axes[0].plot(epochs, [h.val_loss for h in history], marker=".", label=f"{stage}: validation")
+        for dataset in history[0].val:
+            rmse = [h.val[dataset].rmse for h in history]
             axes[1].plot(epochs, rmse, marker=".", label=f"{stage}: {dataset}")
             axes[2].plot(minutes, rmse, marker=".", label=f"{stage}: {dataset}")
         offset_epochs, offset_min = int(epochs[-1]), float(minutes[-1])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,15 +29,26 @@ from torch import nn
 from vlm4st import checks
 from vlm4st.errors import ConfigError
 
-PatternInfo = dict[str, dict[str, torch.Tensor]]
 KEY = "model.prompt_forge"
+
+
+@dataclass(frozen=True)
+class PatternWeights:
+    """One memory's weights for a batch: the renormalised coarse weights after selection and the fine weights
+    within each group (for visualisation)."""
+
+    coarse: torch.Tensor  # (B, K)
+    fine: torch.Tensor  # (B, K, M)
+
+
+#: Pattern weights per modality (``temporal``, ``spatial``, ``cross``; ``input`` under ``no_dix``).
+PatternInfo = dict[str, PatternWeights]
 
 
 class PromptForge(nn.Module):
     """Summaries {name: (B, d)} -> prompt (B, prompt_dim) and pattern weights per modality.
 
-    ``pattern_info[name]`` = ``{"coarse": (B, K), "fine": (B, K, M)}``: the renormalised coarse weights after
-    selection and the fine weights within each group (for visualisation).
+    ``pattern_info[name]`` holds that memory's coarse (B, K) and fine (B, K, M) weights.
     """
 
     def __init__(
@@ -147,5 +159,5 @@ class PromptForge(nn.Module):
         prompts = torch.einsum("bnkm,nkmp->bnp", w, values) + self.prompt_bias  # (B, n, p)
         b0 = prompts.reshape(B, -1)  # (B, n*p)
         prompt = self.norm_out(b0 + self.mlp(b0))  # (B, n*p)
-        info = {m: {"coarse": c[:, i], "fine": f[:, i]} for i, m in enumerate(self.modalities)}
+        info = {m: PatternWeights(coarse=c[:, i], fine=f[:, i]) for i, m in enumerate(self.modalities)}
         return prompt, info

@@ -10,7 +10,7 @@ Cell embeddings are per dataset (task id); an unknown task (zero-shot) has none 
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -19,7 +19,14 @@ from vlm4st import checks
 from vlm4st.errors import ConfigError
 from vlm4st.models.calendar import DAYS_PER_WEEK, ClockEncoding, check_codes
 from vlm4st.models.cell_embedding import CellEmbedding
-from vlm4st.models.vlm4st import count_parameters
+from vlm4st.models.forecaster import Intermediates, ParamReport
+
+
+@dataclass(frozen=True, kw_only=True)
+class STIDIntermediates(Intermediates):
+    """STID's one inside tensor: the per-cell hidden state before the regression layer."""
+
+    hidden: torch.Tensor  # (B, H, W, hidden)
 
 
 class ResidualLayer(nn.Module):
@@ -79,7 +86,7 @@ class STID(nn.Module):
         task_id: torch.Tensor,
         return_intermediate: bool = False,
         target_timestamps: torch.Tensor | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, Any]]:
+    ) -> torch.Tensor | tuple[torch.Tensor, STIDIntermediates]:
         """x (B, T_in, H, W) or (B, T_in, H, W, C_in); timestamps (B, T_in, 3) time codes (required: STID embeds
         the last input step's calendar); task_id (B,) long in [0, num_tasks] (num_tasks: the unknown task);
         target_timestamps unused (STID conditions on the last input step only, as published)."""
@@ -105,20 +112,16 @@ class STID(nn.Module):
         pred = out.permute(0, 3, 1, 2, 4)  # (B, T_out, H, W, C)
         if not return_intermediate:
             return pred
-        return pred, {"hidden": h}
+        return pred, STIDIntermediates(hidden=h)
 
 
     def describe_adapter(self) -> dict[str, object]:
         """STID has no adapter."""
         return {"type": "none"}
 
-    def get_trainable_parameters(self) -> dict[str, Any]:
-        """Parameter counts in the same layout as ``VLM4ST.get_trainable_parameters``."""
-        counts: dict[str, Any] = count_parameters(self.parameters())
-        counts["modules"] = {name: count_parameters(child.parameters()) for name, child in self.named_children()}
-        counts["adapter"] = {"total": 0, "trainable": 0, "type": "none"}
-        counts["vlm_backbone"] = {"total": 0, "trainable": 0}
-        return counts
+    def get_trainable_parameters(self) -> ParamReport:
+        """Parameter counts in all and per module (no adapter, no VLM)."""
+        return ParamReport.of_modules(self)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Nothing to recompute: a few per-cell linear layers."""

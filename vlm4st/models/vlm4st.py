@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,28 +29,35 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from vlm4st import checks
-from vlm4st.adapters.counting import parameter_report
+from vlm4st.adapters.counting import ParamCount, parameter_report
 from vlm4st.errors import ConfigError
+from vlm4st.models.forecaster import Intermediates, ParamReport
 from vlm4st.models.format_transformer import DualPathFormatTransformer
 from vlm4st.models.gated_fusion import AdaptiveGatedFusion
 from vlm4st.models.prediction_head import PredictionHead
 from vlm4st.models.prompt_forge import PromptForge
 from vlm4st.models.prompt_token import PromptToken
-from vlm4st.models.vlm_backbone import VLMBackbone
+from vlm4st.models.vlm_backbone import VLMBackbone, VLMOutput
 from vlm4st.models.window_norm import WindowNorm
 
 log = logging.getLogger(__name__)
 
-INTERMEDIATE_KEYS = (
-    "X_temporal", "X_spatial", "X_cross", "X_input", "B_prompt", "pattern_info",
-    "X_fused", "gate_weights", "image", "sequence", "vlm_output",
-)  # fmt: skip
 
+@dataclass(frozen=True, kw_only=True)
+class VLM4STIntermediates(Intermediates):
+    """The tensors between the modules (besides the fusion gates and PromptForge's weights). DiX's outputs are on
+    its token grid (B, T, h, w, d): the cells unless ``model.dims.dix_spatial_patch`` > 1, T = T_in /
+    temporal_patch; None under ``no_dix``."""
 
-def count_parameters(params: Any) -> dict[str, int]:
-    """``total`` and ``trainable`` element counts of an iterable of parameters."""
-    params = list(params)
-    return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
+    x_temporal: torch.Tensor | None  # (B, T, h, w, d)
+    x_spatial: torch.Tensor | None  # (B, T, h, w, d)
+    x_cross: torch.Tensor | None  # (B, T, h, w, d)
+    x_input: torch.Tensor  # (B, T, H, W, d)
+    prompt: torch.Tensor | None  # (B, P): PromptForge's prompt; None under no_prompt
+    x_fused: torch.Tensor  # (B, T, H, W, d)
+    image: torch.Tensor | None  # (B, 3, S, S); None under no_visual and no_vlm
+    sequence: torch.Tensor | None  # (B, L, D); None under no_seq and no_vlm
+    vlm_output: VLMOutput | None  # None under no_vlm
 
 
 class VLM4ST(nn.Module):
@@ -259,20 +267,13 @@ class VLM4ST(nn.Module):
         task_id: torch.Tensor,
         return_intermediate: bool = False,
         target_timestamps: torch.Tensor | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, Any]]:
+    ) -> torch.Tensor | tuple[torch.Tensor, VLM4STIntermediates]:
         """x (B, T_in, H, W); timestamps (B, T_in, 3) long time codes [weekday, minute of day, interval]; task_id
         (B,) long in [0, num_tasks] (num_tasks: the unknown task); target_timestamps (B, T_out, 3) long, the codes of
         the forecast steps (required with ``timestamps``: ``vlm4st.data.timestamps.following`` derives them).
 
-        Returns the forecast (B, T_out, H, W, C); with ``return_intermediate`` also a dict (``INTERMEDIATE_KEYS``):
-        X_temporal, X_spatial, X_cross on DiX's token grid (B, T, h, w, d) (the cells unless
-        ``model.dix.spatial_patch`` > 1; T = T_in / temporal_patch) or None (``no_dix``); X_input (B, T, H, W, d);
-        B_prompt (B, P) or None; pattern_info {modality: {"coarse": (B, K), "fine": (B, K, M)}} or None;
-        X_fused (B, T, H, W, d); gate_weights (B, T, H, W, n_branches) per cell (a patch's gates on each of its
-        cells) or None (single branch);
-        image (B, 3, S, S) or None (``no_visual``, ``no_vlm``); sequence (B, L, D) or None (``no_seq``, ``no_vlm``);
-        vlm_output {"fused": (B, N, D), "visual": (B, 1+P, D) | None, "text": (B, L, D) | None} or None
-        (``no_vlm``).
+        Returns the forecast (B, T_out, H, W, C); with ``return_intermediate`` also the ``VLM4STIntermediates``
+        (gate_weights per cell: a patch's gates on each of its cells; None with a single branch).
         """
         if x.dim() != 4 or x.shape[1] != self.t_in:
             raise ValueError(f"input: expected (B, T_in={self.t_in}, H, W) (model.t_in), got {tuple(x.shape)}")
@@ -298,29 +299,29 @@ class VLM4ST(nn.Module):
             fmt = self.format_transformer(x_fused, image_size=self.vlm.image_size, prompt=prompt)
             image, sequence = fmt.image, fmt.sequence  # (B, 3, S, S) | None, (B, L, D) | None
             vlm_out = self.vlm(image, sequence, task_id=task_id)  # fused (B, N, D)
-            context = vlm_out["fused"]
+            context = vlm_out.fused
             if sequence is None and fmt.prompt_token is not None:  # no_seq: the prompt reaches the head directly
                 context = torch.cat([context, fmt.prompt_token], dim=1)  # (B, N+1, D)
             if self.head.visual_dim is not None:
-                visual = vlm_out["visual"]  # (B, 1+P, D)
+                visual = vlm_out.visual  # (B, 1+P, D)
         pred = self.head(x_fused, x, context, self.t_out, target_timestamps, task_id, visual)  # (B, T_out, H, W, C)
         if stats is not None:
             pred = self.window_norm.restore(pred, stats)  # (B, T_out, H, W, C) on the data's scale
         if not return_intermediate:
             return pred
-        return pred, {
-            "X_temporal": feats.x_temporal,
-            "X_spatial": feats.x_spatial,
-            "X_cross": feats.x_cross,
-            "X_input": feats.x_input,
-            "B_prompt": prompt,
-            "pattern_info": pattern_info,
-            "X_fused": x_fused,
-            "gate_weights": None if gates is None else feats.gates_to_cells(gates),  # (B, T, H, W, n)
-            "image": image,
-            "sequence": sequence,
-            "vlm_output": vlm_out,
-        }
+        return pred, VLM4STIntermediates(
+            x_temporal=feats.x_temporal,
+            x_spatial=feats.x_spatial,
+            x_cross=feats.x_cross,
+            x_input=feats.x_input,
+            prompt=prompt,
+            pattern_info=pattern_info,
+            x_fused=x_fused,
+            gate_weights=None if gates is None else feats.gates_to_cells(gates),  # (B, T, H, W, n)
+            image=image,
+            sequence=sequence,
+            vlm_output=vlm_out,
+        )
 
 
     def describe_adapter(self) -> dict[str, object]:
@@ -350,26 +351,20 @@ class VLM4ST(nn.Module):
         for p in self.parameters():
             p.requires_grad_(True)
 
-    def get_trainable_parameters(self) -> dict[str, Any]:
-        """Parameter counts: ``total``, ``trainable``, per module (``modules``: one entry per built child; a
-        control's layer counts under ``vlm``), the VLM split into backbone and adapter, which encoders are frozen
-        and why (``frozen_encoders``), and ``vlm``: the class in the VLM's place, or None without one (``no_vlm``:
-        no ``vlm`` module entry, and zero adapter and backbone parameters)."""
-        counts: dict[str, Any] = count_parameters(self.parameters())
-        counts["modules"] = {name: count_parameters(child.parameters()) for name, child in self.named_children()}
+    def get_trainable_parameters(self) -> ParamReport:
+        """Parameter counts in all and per built child (a control's layer counts under ``vlm``), the VLM split
+        into backbone and adapter, which encoders are frozen and why, and the class in the VLM's place (none under
+        ``no_vlm``: no ``vlm`` module entry, zero adapter and backbone parameters)."""
         if self.vlm is None:
-            counts["vlm"] = None
-            counts["adapter"] = {"total": 0, "trainable": 0, "type": "none"}
-            counts["vlm_backbone"] = {"total": 0, "trainable": 0}
-            counts["frozen_encoders"] = {}
-            return counts
-        counts["vlm"] = type(self.vlm).__name__
-        adapter = dict(self.vlm.adapter.adapter_parameters(self.vlm))
-        adapter_ids = {id(p) for p in adapter.values()}
-        counts["adapter"] = {**count_parameters(adapter.values()), **parameter_report(self.vlm)}  # type, per family
-        counts["vlm_backbone"] = count_parameters(p for p in self.vlm.parameters() if id(p) not in adapter_ids)
-        counts["frozen_encoders"] = self.vlm.frozen_encoders  # per encoder: frozen, pretrained, why
-        return counts
+            return ParamReport.of_modules(self)
+        adapter_ids = {id(p) for _, p in self.vlm.adapter.adapter_parameters(self.vlm)}
+        return ParamReport.of_modules(
+            self,
+            adapter=parameter_report(self.vlm),
+            vlm_backbone=ParamCount.of(p for p in self.vlm.parameters() if id(p) not in adapter_ids),
+            vlm=type(self.vlm).__name__,
+            frozen_encoders=self.vlm.frozen_encoders,
+        )
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute activations in backward: the VLM's layers (ViT, BERT or a control's layer; none under

@@ -10,16 +10,27 @@ backbone only through this class, never through encoder attributes of one implem
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from vlm4st.adapters.base import Adapter
+from vlm4st.models.forecaster import EncoderStatus
+
+
+@dataclass(frozen=True)
+class VLMOutput:
+    """What the VLM (or a control in its place) gives the head: the fused tokens, and the encoded image and text
+    where they were encoded."""
+
+    fused: torch.Tensor  # (B, N, D): the text tokens after fusion, or the image tokens without a sequence
+    visual: torch.Tensor | None  # (B, 1+P, D): CLS and patch tokens of the image
+    text: torch.Tensor | None  # (B, L, D): the sequence tokens before fusion
 
 
 class VLMBackbone(nn.Module, ABC):
-    """Image (B, 3, S, S) and/or sequence (B, L, D) in; ``{"fused", "visual", "text"}`` tokens of width D out.
+    """Image (B, 3, S, S) and/or sequence (B, L, D) in; a ``VLMOutput`` of tokens of width D out.
 
     Every subclass sets, in its constructor:
         hidden_size: D, the token width of its inputs and outputs.
@@ -49,9 +60,9 @@ class VLMBackbone(nn.Module, ABC):
 
     @property
     @abstractmethod
-    def frozen_encoders(self) -> dict[str, dict[str, Any]]:
-        """Per encoder (or control layer): ``frozen``, ``pretrained``, ``trainable_backbone`` (backbone elements
-        with ``requires_grad`` now) and ``reason``; stored in the parameter report."""
+    def frozen_encoders(self) -> dict[str, EncoderStatus]:
+        """Per encoder (or control layer): frozen or not and why, pretrained or not, and its backbone elements
+        with ``requires_grad`` now; stored in the parameter report."""
 
     @abstractmethod
     def freeze_backbone(self) -> None:
@@ -73,6 +84,6 @@ class VLMBackbone(nn.Module, ABC):
         seq_mask: torch.Tensor | None = None,
         *,
         task_id: torch.Tensor,
-    ) -> dict[str, torch.Tensor | None]:
+    ) -> VLMOutput:
         """image (B, 3, S, S) | None, sequence (B, L, D) | None, seq_mask (B, L) 1 = token, task_id (B,) long ->
-        ``fused`` (B, N, D), ``visual`` (B, 1+P, D) | None, ``text`` (B, L, D) | None."""
+        the fused tokens and the per-modality encodings."""

@@ -35,8 +35,9 @@ from vlm4st.backbones.text_encoder import text_encoder_kwargs
 from vlm4st.backbones.vit import KEY as VISION_KEY
 from vlm4st.backbones.vit import vit_kwargs
 from vlm4st.errors import ConfigError
+from vlm4st.models.forecaster import EncoderStatus
 from vlm4st.models.layers import Block
-from vlm4st.models.vlm_backbone import VLMBackbone
+from vlm4st.models.vlm_backbone import VLMBackbone, VLMOutput
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +158,12 @@ class VLMControl(VLMBackbone):
         return self._takes_sequence
 
     @property
-    def frozen_encoders(self) -> dict[str, dict[str, Any]]:
+    def frozen_encoders(self) -> dict[str, EncoderStatus]:
         """The control's own parameters as one entry (``control``): never pretrained."""
         params = list(self.parameters())
-        return {LAYER: {"frozen": not any(p.requires_grad for p in params), "pretrained": False,
-                        "trainable_backbone": sum(p.numel() for p in params if p.requires_grad),
-                        "reason": self._frozen_reason}}
+        return {LAYER: EncoderStatus(frozen=not any(p.requires_grad for p in params), pretrained=False,
+                                     trainable_backbone=sum(p.numel() for p in params if p.requires_grad),
+                                     reason=self._frozen_reason)}
 
     def freeze_backbone(self) -> None:
         """Freeze the control's parameters (an explicit call: they stay fixed random projections)."""
@@ -207,7 +208,7 @@ class VLMControl(VLMBackbone):
         seq_mask: torch.Tensor | None = None,
         *,
         task_id: torch.Tensor,
-    ) -> dict[str, torch.Tensor | None]:
+    ) -> VLMOutput:
         """image (B, 3, S, S) | None, sequence (B, L, D) | None, seq_mask (B, L) 1 = token; task_id (B,) (routes
         nothing: ``NoAdapter``). Returns ``fused`` (B, N, D), ``visual`` (B, 1+P, D) | None, ``text`` (B, L, D) |
         None; see the module docstring."""
@@ -225,9 +226,9 @@ class VLMControl(VLMBackbone):
                 mask = seq_mask.bool()  # (B, L)
         out = self._mix(torch.cat(parts, dim=1), mask)  # (B, 1+P+L, D)
         if sequence is None:
-            return {"fused": out, "visual": out, "text": None}  # fused (B, 1+P, D)
+            return VLMOutput(fused=out, visual=out, text=None)  # fused (B, 1+P, D)
         fused = out[:, n_img:]  # (B, L, D)
-        return {"fused": fused, "visual": out[:, :n_img] if image is not None else None, "text": fused}
+        return VLMOutput(fused=fused, visual=out[:, :n_img] if image is not None else None, text=fused)
 
 
 class AttentionControl(VLMControl):

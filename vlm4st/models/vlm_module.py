@@ -30,7 +30,8 @@ from vlm4st.backbones.pretrained import EncoderWeights, load_pretrained_weights
 from vlm4st.backbones.text_encoder import build_text_encoder_from_config
 from vlm4st.backbones.vit import build_vit_from_config, num_vit_tokens
 from vlm4st.errors import ConfigError
-from vlm4st.models.vlm_backbone import VLMBackbone
+from vlm4st.models.forecaster import EncoderStatus
+from vlm4st.models.vlm_backbone import VLMBackbone, VLMOutput
 
 log = logging.getLogger(__name__)
 
@@ -218,23 +219,20 @@ class VLMModule(VLMBackbone):
             param.requires_grad_(True)
 
     @property
-    def frozen_encoders(self) -> dict[str, dict[str, Any]]:
+    def frozen_encoders(self) -> dict[str, EncoderStatus]:
         """Per built encoder (``vision``, ``text``): ``frozen`` and ``reason``, the last decision (``model.vlm.freeze``
         at build, or ``freeze_backbone()``); ``pretrained``, whether it received weights; ``trainable_backbone``, how
         many of its backbone elements (adapter parameters excluded) have ``requires_grad`` now. A frozen encoder
         may still train its tensors without pretrained weights (``auto``), and a caller may have changed
         ``requires_grad`` since; ``trainable_backbone`` shows both."""
-        report: dict[str, dict[str, Any]] = {}
+        report: dict[str, EncoderStatus] = {}
         for name, enc in self._encoders().items():
             params = enc.named_parameters(prefix=ENCODERS[name])
             backbone = [p for key, p in params if not self.adapter.is_adapter_parameter(key)]
             frozen, reason = self._freeze_decisions[name]
-            report[name] = {
-                "frozen": frozen,
-                "pretrained": self.encoder_weights[name].pretrained,
-                "trainable_backbone": sum(p.numel() for p in backbone if p.requires_grad),
-                "reason": reason,
-            }
+            report[name] = EncoderStatus(frozen=frozen, pretrained=self.encoder_weights[name].pretrained,
+                                         trainable_backbone=sum(p.numel() for p in backbone if p.requires_grad),
+                                         reason=reason)
         return report
 
     def freeze_backbone(self) -> None:
@@ -276,7 +274,7 @@ class VLMModule(VLMBackbone):
         seq_mask: torch.Tensor | None = None,
         *,
         task_id: torch.Tensor,
-    ) -> dict[str, torch.Tensor | None]:
+    ) -> VLMOutput:
         """image (B, 3, S, S) | None, sequence (B, L, D) | None, seq_mask (B, L) 1 = token; task_id (B,) long in
         [0, num_tasks] (num_tasks: the unknown task), read only by task-routed adapters.
 
@@ -287,11 +285,11 @@ class VLMModule(VLMBackbone):
 
         visual = self.visual_encoder.forward_features(image) if self.visual_encoder is not None else None  # (B,1+P,D)
         if self.text_encoder is None:
-            return {"fused": visual, "visual": visual, "text": None}  # fused (B, 1+P, D)
+            return VLMOutput(fused=visual, visual=visual, text=None)  # fused (B, 1+P, D)
         text = self.text_encoder(encoder_embeds=sequence, attention_mask=seq_mask, mode="text")  # (B, L, D)
         fused = text
         if self.text_encoder.num_fusion_layers > 0:  # without a ViT: the same layers, no cross-attention
             fused = self.text_encoder(
                 encoder_embeds=text, attention_mask=seq_mask, encoder_hidden_states=visual, mode="fusion"
             )  # (B, L, D)
-        return {"fused": fused, "visual": visual, "text": text}
+        return VLMOutput(fused=fused, visual=visual, text=text)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,14 +11,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from vlm4st.data.batch import Batch
 from vlm4st.data.module import DataModule
-from vlm4st.evaluation.metrics import ForecastMetrics
+from vlm4st.evaluation.metrics import SCALAR_METRICS, DatasetMetrics, ForecastMetrics
 from vlm4st.evaluation.shuffle import shuffle_inputs
 from vlm4st.logging import figures
 from vlm4st.logging.progress import QUIET, ProgressConfig
-from vlm4st.models.loss import ForecastLoss
+from vlm4st.models.loss import TrainingLoss
 from vlm4st.training import host
-from vlm4st.training.batches import to_device
 from vlm4st.training.distributed import DistInfo, all_reduce_sum
 
 log = logging.getLogger(__name__)
@@ -28,17 +28,17 @@ log = logging.getLogger(__name__)
 class EvalResult:
     """Metrics per dataset, the pooled normalised loss, and (optionally) real-scale forecasts per dataset."""
 
-    metrics: dict[str, dict[str, Any]]
+    metrics: dict[str, DatasetMetrics]
     loss: float
     predictions: dict[str, dict[str, np.ndarray]] | None = None
 
 
-def task_ids_for(batch: Mapping[str, Any], unseen: Iterable[str], num_tasks: int) -> torch.Tensor:
+def task_ids_for(batch: Batch, unseen: Iterable[str], num_tasks: int) -> torch.Tensor:
     """The batch's task ids; for a dataset the model never trained on, the unknown-task id ``num_tasks`` (the
     routed adapters and the cell embedding keep a row for it)."""
-    if batch["dataset"] in set(unseen):
-        return torch.full_like(batch["task_id"], num_tasks)  # (B,)
-    return batch["task_id"]  # (B,)
+    if batch.dataset in set(unseen):
+        return torch.full_like(batch.task_id, num_tasks)  # (B,)
+    return batch.task_id  # (B,)
 
 
 @torch.no_grad()
@@ -51,7 +51,7 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     dist: DistInfo,
-    loss: ForecastLoss,
+    loss: TrainingLoss,
     autocast: Any,
     unseen: Iterable[str] = (),
     collect: bool = False,
@@ -78,15 +78,15 @@ def evaluate(
     bar = progress.bar(f"{split} pass", share, unit="window")
     for name in names:
         for batch in data.eval_batches(name, split, batch_size, rank=dist.rank, world_size=dist.world_size):
-            bar.advance(len(batch["x"]))
+            bar.advance(len(batch))
             if frame_seed is not None:
                 batch = shuffle_inputs(batch, frame_seed)  # x: (B, T_in, H, W), frames reordered per window
-            b = to_device(batch, device)
+            b = batch.to(device)
             with autocast:
-                pred = model(b["x"], b["timestamps"], task_ids_for(b, unseen, len(data.names)),
-                             target_timestamps=b["target_timestamps"])
+                pred = model(b.x, b.timestamps, task_ids_for(b, unseen, len(data.names)),
+                             target_timestamps=b.target_timestamps)
             pred = pred.float()[..., 0]  # (B, T_out, H, W)
-            err = (pred - b["y"]).double()  # (B, T_out, H, W)
+            err = (pred - b.y).double()  # (B, T_out, H, W)
             errors += torch.stack([err.square().sum(), err.abs().sum()])
             points += err.numel()
             pred = host.to_host(pred)
@@ -94,9 +94,9 @@ def evaluate(
             if collect:
                 store = kept.setdefault(name, {"forecast": [], "target": [], "channel": [], "index": []})
                 store["forecast"].append(data.to_real(pred, batch).float().numpy())
-                store["target"].append(batch["y_real"].float().numpy())
-                store["channel"].append(batch["channel"].numpy())
-                store["index"].append(batch["index"].numpy())
+                store["target"].append(batch.real_targets().float().numpy())
+                store["channel"].append(batch.channel.numpy())
+                store["index"].append(batch.index.numpy())
     bar.close()
     pooled = torch.cat([errors, torch.tensor([float(points)], dtype=torch.float64, device=device)])  # (3,)
     if dist.enabled:
@@ -112,8 +112,8 @@ def scalar_tags(prefix: str, result: EvalResult) -> dict[str, float]:
     """Flat logger tags: ``{prefix}/loss`` and ``{prefix}/{dataset}/{mae,rmse,mae_norm,rmse_norm}``."""
     tags = {f"{prefix}/loss": result.loss}
     for name, m in result.metrics.items():
-        for key in ("mae", "rmse", "mae_norm", "rmse_norm"):
-            tags[f"{prefix}/{name}/{key}"] = m[key]
+        for key in SCALAR_METRICS:
+            tags[f"{prefix}/{name}/{key}"] = getattr(m, key)
     return tags
 
 
@@ -136,21 +136,21 @@ def figure_images(
     images: dict[str, np.ndarray] = {}
     for name in names:
         batch = next(iter(data.eval_batches(name, split, windows)))
-        b = to_device(batch, device)
+        b = batch.to(device)
         with autocast:
-            pred, inter = model(b["x"], b["timestamps"], task_ids_for(b, unseen, len(data.names)),
-                                return_intermediate=True, target_timestamps=b["target_timestamps"])
+            pred, inter = model(b.x, b.timestamps, task_ids_for(b, unseen, len(data.names)),
+                                return_intermediate=True, target_timestamps=b.target_timestamps)
         pred = host.to_host(pred.float()[..., 0])  # (B, T_out, H, W)
         real = data.to_real(pred, batch).float().numpy()  # (B, T_out, H0, W0)
-        truth = batch["y_real"].float().numpy()  # (B, T_out, H0, W0)
+        truth = batch.real_targets().float().numpy()  # (B, T_out, H0, W0)
         images[f"{split}/{name}/forecast"] = figures.forecast_figure(truth, real, name)
         gates = patterns = None
-        if inter.get("gate_weights") is not None:
-            gates = host.to_host(inter["gate_weights"].float().mean(dim=(0, 1))).numpy()  # (H, W, n_branches)
-        if inter.get("pattern_info"):
+        if inter.gate_weights is not None:
+            gates = host.to_host(inter.gate_weights.float().mean(dim=(0, 1))).numpy()  # (H, W, n_branches)
+        if inter.pattern_info:
             patterns = {
-                modality: host.to_host((w["coarse"][:, :, None] * w["fine"]).float().mean(0)).numpy()  # (K, M)
-                for modality, w in inter["pattern_info"].items()
+                modality: host.to_host((w.coarse[:, :, None] * w.fine).float().mean(0)).numpy()  # (K, M)
+                for modality, w in inter.pattern_info.items()
             }
         if gates is not None or patterns is not None:
             images[f"{split}/{name}/gates"] = figures.gates_figure(gates, patterns, name)

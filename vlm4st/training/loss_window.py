@@ -19,10 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vlm4st.models.loss import LossParts
 from vlm4st.training import host
-
-#: The loss parts of a step, in the order the window stores them (keys of ``ForecastLoss``'s parts).
-PARTS = ("total_loss", "mse_loss", "mae_loss")
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,8 @@ class StepRecord:
 
 @dataclass(frozen=True)
 class WindowRead:
-    """The host values of a window: (n, len(PARTS)) float64 losses with their steps, and the first bad step."""
+    """The host values of a window: (n, len(LossParts.NAMES)) float64 losses with their steps, and the first bad
+    step."""
 
     values: np.ndarray
     records: list[StepRecord]
@@ -51,7 +50,7 @@ class WindowRead:
     def last(self) -> dict[str, float]:
         """The loss parts of the window's last finite step (before ``first_bad`` when there is one)."""
         end = self.finite
-        return {k: float(v) for k, v in zip(PARTS, self.values[end - 1], strict=True)} if end else {}
+        return {k: float(v) for k, v in zip(LossParts.NAMES, self.values[end - 1], strict=True)} if end else {}
 
 
 class LossWindow:
@@ -75,15 +74,15 @@ class LossWindow:
         self.bad = torch.maximum(self.bad, (~torch.isfinite(loss.detach())).to(torch.float32))  # ()
         self.optimizer.found_inf = self.bad  # read by fused optimisers: skip the update, keep the step count
 
-    def add(self, parts: dict[str, torch.Tensor], record: StepRecord) -> None:
-        self.parts.append(torch.stack([parts[k].detach().float() for k in PARTS]))  # (len(PARTS),)
+    def add(self, parts: LossParts, record: StepRecord) -> None:
+        self.parts.append(parts.stacked())  # (len(LossParts.NAMES),)
         self.records.append(record)
 
     def read(self) -> WindowRead:
         """One host transfer of every step's parts; empties the window and clears the skip flag."""
         if not self.parts:
-            return WindowRead(np.zeros((0, len(PARTS))), [], None)
-        values = host.to_host(torch.stack(self.parts).double()).numpy()  # (n, len(PARTS))
+            return WindowRead(np.zeros((0, len(LossParts.NAMES))), [], None)
+        values = host.to_host(torch.stack(self.parts).double()).numpy()  # (n, len(LossParts.NAMES))
         records = self.records
         bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
         self.parts, self.records = [], []

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlm4st.errors import CheckpointError
+from vlm4st.records import from_json, to_json
+from vlm4st.training.run_metrics import EpochRecord
 
 
 @dataclass
@@ -25,7 +27,7 @@ class TrainState:
     step: int = 0
     best_val: float = math.inf
     best_epoch: int = -1
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[EpochRecord] = field(default_factory=list)
     train_seconds: float = 0.0
     epoch_loss_sum: float = 0.0
     epoch_loss_steps: int = 0
@@ -34,7 +36,7 @@ class TrainState:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for a ``weights_only`` checkpoint."""
-        return dataclasses.asdict(self)
+        return to_json(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str) -> TrainState:
@@ -45,4 +47,6 @@ class TrainState:
                 f"checkpoint '{source}': trainer_state has fields {sorted(values)}, expected {sorted(names)} "
                 "(written by another version of the trainer?)"
             )
-        return cls(**values)
+        history = from_json(list[EpochRecord], values["history"], f"checkpoint '{source}'", "trainer_state.history",
+                            error=CheckpointError)
+        return cls(**{**values, "history": history})

@@ -12,6 +12,7 @@ with each window's input frames permuted (the input-order test, ``vlm4st.evaluat
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -25,18 +26,28 @@ from vlm4st.config import ConfigError, instantiate
 from vlm4st.data.build import build_datamodule
 from vlm4st.data.module import DataModule
 from vlm4st.errors import CheckpointError
-from vlm4st.evaluation.baselines import evaluate_baselines
-from vlm4st.evaluation.shuffle import ShuffleTest, log_degradation, shuffle_section
+from vlm4st.evaluation.baselines import BaselineResults, evaluate_baselines
+from vlm4st.evaluation.shuffle import ShuffleResult, ShuffleTest, log_degradation, shuffle_result
 from vlm4st.logging.progress import ProgressConfig
-from vlm4st.models.loss import ForecastLoss
+from vlm4st.models.forecaster import Forecaster
+from vlm4st.models.loss import TrainingLoss
 from vlm4st.training import checkpoint as ckpt
 from vlm4st.training.distributed import barrier
 from vlm4st.training.evaluate import EvalResult, evaluate, figure_images
 from vlm4st.training.report import write_figures, write_report
+from vlm4st.training.run_metrics import (
+    BlendWeights,
+    EpochRecord,
+    ReusedStage,
+    RunInfo,
+    RunMetrics,
+    StageSummary,
+)
 from vlm4st.training.runtime import Runtime, resolved_config, run_context
 from vlm4st.training.signals import RunInterrupted
 from vlm4st.training.source_cache import locked_source_dir, source_key
 from vlm4st.training.stages import Plan, plan_stages
+from vlm4st.training.state import TrainState
 from vlm4st.training.trainer import StageResult, Trainer
 from vlm4st.training.weights import load_model_state
 from vlm4st.training.zero_shot import BlendedForecast, fit_blend
@@ -51,7 +62,7 @@ def build_data(cfg: DictConfig) -> DataModule:
     return build_datamodule(cfg.dataset, cfg.shot_ratio, seed=int(cfg.seed), cache_dir=str(cfg.paths.cache_dir))
 
 
-def build_model(model_cfg: DictConfig | dict[str, Any], num_datasets: int, t_in: int, t_out: int) -> Any:
+def build_model(model_cfg: DictConfig | dict[str, Any], num_datasets: int, t_in: int, t_out: int) -> Forecaster:
     """Instantiate the model tree (``model`` config node) through the guarded ``instantiate`` and check it
     against the data it will see: ``num_datasets`` task ids and windows of ``t_in`` inputs and ``t_out`` steps.
 
@@ -62,6 +73,9 @@ def build_model(model_cfg: DictConfig | dict[str, Any], num_datasets: int, t_in:
     """
     node = model_cfg if isinstance(model_cfg, DictConfig) else OmegaConf.create(model_cfg)
     model = instantiate(node, path="model")
+    if not isinstance(model, Forecaster):
+        raise ConfigError(f"model: {type(model).__name__} is not a forecaster (it lacks t_in, t_out, out_channels or "
+                          "a method of vlm4st.models.forecaster.Forecaster); expected model._target_ to build one")
     for name, module in model.named_modules():
         tasks = getattr(module, "num_tasks", None)
         if isinstance(tasks, int) and tasks < num_datasets:
@@ -84,7 +98,7 @@ def data_summary(cfg: DictConfig) -> None:
         sys.stdout.write(dm.summary() + "\n")
 
 
-def _evaluate_test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: ForecastLoss, unseen: list[str],
+def _evaluate_test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: TrainingLoss, unseen: list[str],
                    collect: bool = False, frame_seed: int | None = None) -> EvalResult:
     """The test split of every dataset, as ``evaluate`` takes it from the run's config and runtime."""
     return evaluate(model, dm, "test", dm.eval_names("test"), batch_size=int(cfg.trainer.eval_batch_size),
@@ -93,28 +107,28 @@ def _evaluate_test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: Fo
                     frame_seed=frame_seed)
 
 
-def _test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: ForecastLoss, unseen: list[str]) -> EvalResult:
+def _test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: TrainingLoss, unseen: list[str]) -> EvalResult:
     collect = bool(cfg.save_predictions) and not rt.dist.enabled
     if cfg.save_predictions and rt.dist.enabled:
         log.warning("save_predictions is ignored under DDP; run task=test on one process to write them")
     return _evaluate_test(model, dm, cfg, rt, loss, unseen, collect=collect)
 
 
-def _shuffle_test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: ForecastLoss, unseen: list[str],
-                  shuffle: ShuffleTest, ordered: EvalResult) -> dict[str, Any]:
+def _shuffle_test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: TrainingLoss, unseen: list[str],
+                  shuffle: ShuffleTest, ordered: EvalResult) -> ShuffleResult | None:
     """The input-order test (``shuffle_test``): the test split again with each window's input frames permuted;
-    the ``shuffle_test`` entry of ``metrics.json`` (empty when disabled)."""
+    None when disabled."""
     if not shuffle.enabled:
-        return {}
+        return None
     shuffled = _evaluate_test(model, dm, cfg, rt, loss, unseen, frame_seed=shuffle.seed)
-    section = shuffle_section(shuffle, ordered.metrics, shuffled.metrics, shuffled.loss)
+    result = shuffle_result(shuffle, ordered.metrics, shuffled.metrics, shuffled.loss)
     if rt.dist.is_main:
-        log_degradation(section, ordered.metrics)
-    return section
+        log_degradation(result, ordered.metrics)
+    return result
 
 
 def _zero_shot(model, dm: DataModule, cfg: DictConfig, rt: Runtime, unseen: list[str],
-               loss: ForecastLoss) -> tuple[Any, dict[str, Any]]:
+               loss: TrainingLoss) -> tuple[Any, dict[str, BlendWeights]]:
     """The model the test runs: with ``transfer.zero_shot_blend`` and a zero-shot target, the model pulled toward
     the last frame per forecast step by weights fitted on the target's unscored calibration prefix; and what was
     fitted (for ``metrics.json``)."""
@@ -123,12 +137,12 @@ def _zero_shot(model, dm: DataModule, cfg: DictConfig, rt: Runtime, unseen: list
     (name,) = unseen  # a zero-shot run has one target
     blend = fit_blend(model, dm.by_name[name], len(dm.names), rt.device, rt.autocast(),
                       int(cfg.trainer.eval_batch_size), loss)
-    fitted = {name: {"weights": [float(w) for w in blend.weights], "prefix_windows": blend.windows}}
+    fitted = {name: BlendWeights(weights=[float(w) for w in blend.weights], prefix_windows=blend.windows)}
     return BlendedForecast(model, blend.weights).to(rt.device), fitted
 
 
 def _figures(model, dm: DataModule, cfg: DictConfig, rt: Runtime, unseen: list[str],
-             histories: dict[str, list[dict[str, Any]]], step: int) -> None:
+             histories: dict[str, list[EpochRecord]], step: int) -> None:
     """The run's pictures from the test windows and the stage histories (main process only)."""
     if not rt.dist.is_main:
         return
@@ -137,17 +151,17 @@ def _figures(model, dm: DataModule, cfg: DictConfig, rt: Runtime, unseen: list[s
     write_figures(rt, images, histories, step)
 
 
-def _baselines(dm: DataModule, cfg: DictConfig, rt: Runtime) -> dict[str, Any]:
+def _baselines(dm: DataModule, cfg: DictConfig, rt: Runtime) -> BaselineResults:
     """The naive baselines on the test split (main process only: they need no model)."""
     if not rt.dist.is_main:
-        return {}
+        return BaselineResults()
     return evaluate_baselines(dm, "test", progress=ProgressConfig.from_trainer(cfg.trainer))
 
 
-def _stage_summary(result: StageResult) -> dict[str, Any]:
-    return {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, "epochs": result.epochs_run,
-            "steps": result.steps, "train_seconds": result.train_seconds, "best_checkpoint": str(result.best_path),
-            "history": result.history}
+def _stage_summary(result: StageResult) -> StageSummary:
+    return StageSummary(best_epoch=result.best_epoch, best_val_loss=result.best_val_loss, epochs=result.epochs_run,
+                        steps=result.steps, train_seconds=result.train_seconds, best_checkpoint=str(result.best_path),
+                        history=result.history)
 
 
 def _check_source_checkpoint(payload: dict[str, Any], dm: DataModule, path: str) -> None:
@@ -168,10 +182,10 @@ def _load_best(model, path: Path) -> None:
 
 
 def _run_plan(plan: Plan, trainer: Trainer, cfg: DictConfig, dm: DataModule, rt: Runtime,
-              config: dict[str, Any]) -> tuple[dict[str, Any], StageResult | None]:
+              config: dict[str, Any]) -> tuple[dict[str, StageSummary | ReusedStage], StageResult | None]:
     """Run the stages in order; returns their summaries and the result whose best weights the test uses."""
     resume = _resume_choice(cfg.resume)
-    stages: dict[str, Any] = {}
+    stages: dict[str, StageSummary | ReusedStage] = {}
     result: StageResult | None = None
     for stage in plan.stages:
         if stage.start == "previous" and result is not None:
@@ -180,7 +194,7 @@ def _run_plan(plan: Plan, trainer: Trainer, cfg: DictConfig, dm: DataModule, rt:
             payload = ckpt.load_checkpoint(stage.reuse)
             _check_source_checkpoint(payload, dm, str(stage.reuse))
             load_model_state(trainer.model, payload["model"], str(stage.reuse))
-            stages[stage.name] = {"reused": str(stage.reuse)}
+            stages[stage.name] = ReusedStage(reused=str(stage.reuse))
             result = None
         elif stage.cached:
             key = source_key(config, dm.content_hashes())
@@ -189,7 +203,7 @@ def _run_plan(plan: Plan, trainer: Trainer, cfg: DictConfig, dm: DataModule, rt:
                 stage.checkpoint_dir = entry
                 reused = (entry / "last.pt").is_file()
                 result = trainer.fit(stage, resume=True)
-            stages[stage.name] = {**_stage_summary(result), "cache": str(entry), "reused": reused}
+            stages[stage.name] = dataclasses.replace(_stage_summary(result), cache=str(entry), cache_hit=reused)
         else:
             result = trainer.fit(stage, resume=resume)
             stages[stage.name] = _stage_summary(result)
@@ -219,8 +233,8 @@ def _train(cfg: DictConfig, rt: Runtime) -> float:
     log.info("data:\n%s", dm.summary())
     model = build_model(cfg.model, len(dm.names), dm.t_in, dm.t_out)
     params = model.get_trainable_parameters()
-    log.info("model: %s parameters, %s trainable (%s in adapters)", f"{params['total']:,}",
-             f"{params['trainable']:,}", f"{params['adapter']['trainable']:,}")
+    log.info("model: %s parameters, %s trainable (%s in adapters)", f"{params.total:,}", f"{params.trainable:,}",
+             f"{params.adapter.trainable:,}")
     if cfg.trainer.grad_checkpointing:
         model.set_grad_checkpointing(True)
     config = resolved_config(cfg)
@@ -237,21 +251,25 @@ def _train(cfg: DictConfig, rt: Runtime) -> float:
     tested = _test(forecaster, dm, cfg, rt, trainer.loss, plan.unseen)
     shuffled = _shuffle_test(forecaster, dm, cfg, rt, trainer.loss, plan.unseen, shuffle, tested)
     baselines = _baselines(dm, cfg, rt)
-    _figures(forecaster, dm, cfg, rt, plan.unseen, {name: s["history"] for name, s in stages.items() if "history" in s},
+    trained = {name: s for name, s in stages.items() if isinstance(s, StageSummary)}
+    _figures(forecaster, dm, cfg, rt, plan.unseen, {name: s.history for name, s in trained.items()},
              trainer.global_step_offset)
     objective = float(result.best_val_loss) if result is not None else float("nan")
-    metrics = {
-        "run": {"task": "train", "seed": int(cfg.seed), "mode": dm.mode, "target": dm.target,
-                "init": str(cfg.transfer.init), **rt.choices},
-        "params": params,
-        "stages": stages,
-        "best_val_loss": objective,
-        "zero_shot_blend": blend,
-        "shuffle_test": shuffled,
-        "train_seconds": sum(s.get("train_seconds", 0.0) for s in stages.values()),
-        "wall_seconds": time.perf_counter() - started,
-    }
-    write_report(rt, metrics, tested, baselines, _model_name(rt))
+    metrics = RunMetrics(
+        run=RunInfo(task="train", seed=int(cfg.seed), mode=dm.mode, target=dm.target, init=str(cfg.transfer.init),
+                    **rt.choices),
+        test=tested.metrics,
+        test_loss=tested.loss,
+        baselines=baselines,
+        zero_shot_blend=blend,
+        shuffle_test=shuffled,
+        params=params,
+        stages=stages,
+        best_val_loss=objective,
+        train_seconds=sum(s.train_seconds for s in trained.values()),
+        wall_seconds=time.perf_counter() - started,
+    )
+    write_report(rt, metrics, tested, _model_name(rt))
     return objective
 
 
@@ -296,13 +314,18 @@ def test(cfg: DictConfig) -> float:
         result = _test(forecaster, dm, run_cfg, rt, loss, unseen)
         shuffled = _shuffle_test(forecaster, dm, run_cfg, rt, loss, unseen, shuffle, result)
         baselines = _baselines(dm, run_cfg, rt)
-        state = payload["trainer_state"]
-        _figures(forecaster, dm, run_cfg, rt, unseen, {str(payload["stage"]): list(state["history"])},
-                 int(state["step"]))
-        metrics = {"run": {"task": "test", "checkpoint": str(cfg.checkpoint), "seed": int(run_cfg.seed),
-                           "mode": dm.mode, "target": dm.target}, "zero_shot_blend": blend,
-                   "shuffle_test": shuffled}
-        write_report(rt, metrics, result, baselines, _model_name(rt))
+        state = TrainState.from_dict(dict(payload["trainer_state"]), str(cfg.checkpoint))
+        _figures(forecaster, dm, run_cfg, rt, unseen, {str(payload["stage"]): state.history}, state.step)
+        metrics = RunMetrics(
+            run=RunInfo(task="test", seed=int(run_cfg.seed), mode=dm.mode, target=dm.target,
+                        checkpoint=str(cfg.checkpoint)),
+            test=result.metrics,
+            test_loss=result.loss,
+            baselines=baselines,
+            zero_shot_blend=blend,
+            shuffle_test=shuffled,
+        )
+        write_report(rt, metrics, result, _model_name(rt))
         return result.loss
 
 

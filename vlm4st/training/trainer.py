@@ -25,16 +25,18 @@ from torch.nn.parallel import DistributedDataParallel
 from vlm4st import checks
 from vlm4st.checks import one_line
 from vlm4st.config import ConfigError, instantiate
+from vlm4st.data.batch import Batch
 from vlm4st.data.module import DataModule
 from vlm4st.errors import CheckpointError
 from vlm4st.logging.progress import Progress, ProgressConfig
+from vlm4st.models.loss import LossParts, TrainingLoss
 from vlm4st.training import checkpoint as ckpt
 from vlm4st.training import host
-from vlm4st.training.batches import to_device
 from vlm4st.training.distributed import all_reduce_sum, barrier
 from vlm4st.training.evaluate import EvalResult, evaluate, figure_images, scalar_tags
 from vlm4st.training.loss_window import LossWindow, StepRecord
 from vlm4st.training.optim import build_optimizer, build_schedule
+from vlm4st.training.run_metrics import EpochRecord, ValErrors
 from vlm4st.training.runtime import Runtime
 from vlm4st.training.signals import RunInterrupted, StopSignal
 from vlm4st.training.stages import Stage
@@ -67,7 +69,7 @@ class StageResult:
     epochs_run: int
     steps: int
     train_seconds: float
-    history: list[dict[str, Any]]
+    history: list[EpochRecord]
 
 
 @dataclass
@@ -105,7 +107,7 @@ class Trainer:
         self.model = model.to(runtime.device)
         self.data, self.cfg, self.rt = data, cfg, runtime
         self.run_meta = dict(run_meta)
-        self.loss = instantiate(cfg.loss, path="trainer.loss")
+        self.loss: TrainingLoss = instantiate(cfg.loss, path="trainer.loss")
         self.progress = ProgressConfig.from_trainer(cfg, runtime.dist.is_main)
         self.unknown_task_rate = checks.probability(cfg.unknown_task_rate, "trainer.unknown_task_rate")
         self.global_step_offset = 0  # steps of earlier stages, so logger steps keep increasing
@@ -179,10 +181,10 @@ class Trainer:
                     if parts is None:  # non-finite loss read in the step: no update was made
                         st.train_seconds += time.perf_counter() - tick
                         self._read(window, run, progress)
-                        self._diverged(run, StepRecord(st.step + 1, st.epoch_step + 1, st.epoch, batch["dataset"]))
+                        self._diverged(run, StepRecord(st.step + 1, st.epoch_step + 1, st.epoch, batch.dataset))
                     st.step += 1
                     st.epoch_step += 1
-                    window.add(parts, StepRecord(st.step, st.epoch_step, st.epoch, batch["dataset"]))
+                    window.add(parts, StepRecord(st.step, st.epoch_step, st.epoch, batch.dataset))
                     progress.advance()
                     # Under DDP every rank must stop at the same step; agreeing is a collective, so the ranks
                     # agree only when the window is read anyway. A single process checks its flags every step.
@@ -223,18 +225,18 @@ class Trainer:
                                 run.last_path)
 
     def _step(
-        self, net: nn.Module, batch: dict[str, Any], run: _StageRun, window: LossWindow
-    ) -> dict[str, torch.Tensor] | None:
+        self, net: nn.Module, batch: Batch, run: _StageRun, window: LossWindow
+    ) -> LossParts | None:
         """One optimiser step; the loss parts as device tensors, or None (no update) for a non-finite loss.
 
         With an optimiser that skips flagged updates on the device the step reads nothing on the host; with
         any other optimiser it reads the loss once, to refuse a non-finite update.
         """
-        b = to_device(batch, self.rt.device)
-        task = self._hide_tasks(b["task_id"])  # (B,)
+        b = batch.to(self.rt.device)
+        task = self._hide_tasks(b.task_id)  # (B,)
         with self.rt.autocast():
-            pred = net(b["x"], b["timestamps"], task, target_timestamps=b["target_timestamps"])
-        loss, parts = self.loss(pred.float(), b["y"])  # fp32 loss outside autocast
+            pred = net(b.x, b.timestamps, task, target_timestamps=b.target_timestamps)
+        loss, parts = self.loss(pred.float(), b.y)  # fp32 loss outside autocast
         if not window.skips_on_device and not math.isfinite(host.host_float(loss)):
             return None
         run.optimizer.zero_grad(set_to_none=True)
@@ -267,9 +269,8 @@ class Trainer:
         last = got.last()
         lr = run.scheduler.get_last_lr()[0]
         if last:
-            progress.note(loss=last["total_loss"], lr=f"{lr:.2e}")
-            self.rt.logger.log_scalars({"train/loss": last["total_loss"], "train/mse": last["mse_loss"],
-                                        "train/mae": last["mae_loss"], "train/lr": lr},
+            progress.note(loss=last["loss"], lr=f"{lr:.2e}")
+            self.rt.logger.log_scalars({**{f"train/{name}": value for name, value in last.items()}, "train/lr": lr},
                                        self.global_step_offset + got.records[got.finite - 1].step)
         if got.first_bad is not None:
             self._diverged(run, got.records[got.first_bad])
@@ -293,9 +294,9 @@ class Trainer:
         improved = result.loss < st.best_val
         train_loss = st.epoch_loss_sum / st.epoch_loss_steps if st.epoch_loss_steps else math.nan
         st.epoch_loss_sum, st.epoch_loss_steps = 0.0, 0
-        st.history.append({"epoch": epoch, "step": st.step, "train_seconds": st.train_seconds,
-                           "train_loss": train_loss, "val_loss": result.loss,
-                           "val": {n: {k: m[k] for k in ("mae", "rmse")} for n, m in result.metrics.items()}})
+        st.history.append(EpochRecord(epoch=epoch, step=st.step, train_seconds=st.train_seconds, train_loss=train_loss,
+                                      val_loss=result.loss,
+                                      val={n: ValErrors(mae=m.mae, rmse=m.rmse) for n, m in result.metrics.items()}))
         st.epoch, st.epoch_step = epoch + 1, 0
         step = self.global_step_offset + st.step
         rt.logger.log_scalars({**scalar_tags("val", result), "epoch": epoch + 1}, step)
@@ -306,7 +307,7 @@ class Trainer:
                 rt.logger.log_image(tag, image, step)
         log.info("%s epoch %d/%d: val loss %.5f%s | %s", stage.name, epoch + 1, stage.epochs, result.loss,
                  " (best)" if improved else "",
-                 ", ".join(f"{n} rmse {m['rmse']:.4g} mae {m['mae']:.4g}" for n, m in result.metrics.items()))
+                 ", ".join(f"{n} rmse {m.rmse:.4g} mae {m.mae:.4g}" for n, m in result.metrics.items()))
         if improved:
             st.best_val, st.best_epoch = result.loss, epoch
             self._save(run.best_path, run)

@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 from vlm4st.data.prepared import PreparedDataset
-from vlm4st.models.loss import ForecastLoss
-from vlm4st.training.batches import to_device
+from vlm4st.models.loss import TrainingLoss
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ def prefix_starts(ds: PreparedDataset) -> np.ndarray:
 
 @torch.no_grad()
 def fit_blend(model: nn.Module, ds: PreparedDataset, task_id: int, device: torch.device, autocast: Any,
-              batch_size: int, loss: ForecastLoss) -> Blend:
+              batch_size: int, loss: TrainingLoss) -> Blend:
     """Weights from the prefix windows of ``ds`` (run with task id ``task_id``); all ones when there is none."""
     starts = prefix_starts(ds)
     if len(starts) == 0:
@@ -70,11 +69,10 @@ def fit_blend(model: nn.Module, ds: PreparedDataset, task_id: int, device: torch
     for b in range(0, len(starts), batch_size):
         idx = torch.from_numpy(starts[b : b + batch_size])[:, None] + steps  # (B, L)
         seq, codes = ds.frames[idx], ds.codes[idx]  # (B, L, h, w), (B, L, 3)
-        batch = {"x": seq[:, : ds.t_in], "timestamps": codes[:, : ds.t_in], "target_timestamps": codes[:, ds.t_in :],
-                 "task_id": torch.full((len(idx),), task_id, dtype=torch.int64)}
-        d = to_device(batch, device)
+        x = seq[:, : ds.t_in].to(device)  # (B, T_in, h, w)
+        task = torch.full((len(idx),), task_id, dtype=torch.int64, device=device)  # (B,)
         with autocast:
-            pred = model(d["x"], d["timestamps"], d["task_id"], target_timestamps=d["target_timestamps"])
+            pred = model(x, codes[:, : ds.t_in].to(device), task, target_timestamps=codes[:, ds.t_in :].to(device))
         pred = pred.float()[..., 0].cpu().double()  # (B, T_out, h, w)
         last = seq[:, ds.t_in - 1 : ds.t_in].double()  # (B, 1, h, w)
         move, wanted = pred - last, seq[:, ds.t_in :].double() - last  # (B, T_out, h, w) each
@@ -83,7 +81,7 @@ def fit_blend(model: nn.Module, ds: PreparedDataset, task_id: int, device: torch
         ab += err.abs().sum(dim=(1, 3, 4))
         points += move[:, 0].numel()
     model.train(was_training)
-    score = loss.mse_weight * sq / points + loss.mae_weight * ab / points  # (G, T_out)
+    score = loss.combine(sq / points, ab / points)  # (G, T_out)
     weights = GRID[score.argmin(dim=0)].float()  # (T_out,)
     log.info("zero-shot blend for %s from %d prefix windows: weight of the model over the last frame per step %s",
              ds.name, len(starts), [round(float(w), 3) for w in weights])
