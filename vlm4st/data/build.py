@@ -24,6 +24,7 @@ from vlm4st.data.calibration import CONFIG_KEY as CALIBRATION_KEY
 from vlm4st.data.fingerprint import array_sha256
 from vlm4st.data.module import DataModule
 from vlm4st.data.prepared import prepare, validate
+from vlm4st.data.reader import Reader
 from vlm4st.data.records import SPLITS
 from vlm4st.data.resize import target_size
 from vlm4st.data.sampling import FEW_SHOT_SAMPLING, few_shot_positions
@@ -188,8 +189,13 @@ def build_datamodule(
     return DataModule(datasets, mode, target, seed, accessed, settings)
 
 
-def _reader(node: DictConfig, name: str, cache_dir: str | None) -> Any:
+def _reader(node: DictConfig, name: str, cache_dir: str | None) -> Reader:
     kwargs: dict[str, Any] = {"name": name, "config_key": f"dataset.sources.{name}.path"}
     if "cache_dir" in node and node.get("cache_dir") is None and not node.get("cache_beside_file", False):
         kwargs["cache_dir"] = cache_dir
-    return instantiate(node, path=f"dataset.sources.{name}", **kwargs)
+    reader = instantiate(node, path=f"dataset.sources.{name}", **kwargs)
+    if not isinstance(reader, Reader):
+        raise ConfigError(f"dataset.sources.{name}._target_: {type(reader).__name__} is not a dataset reader; "
+                          "expected a vlm4st.data reader (SyntheticCityReader, SeriesReader, WindowNpzReader, "
+                          "UniSTJsonReader)")
+    return reader

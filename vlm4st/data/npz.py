@@ -8,9 +8,9 @@ import numpy as np
 from numpy.lib.npyio import NpzFile
 
 from vlm4st.data.errors import DataFormatError, DataValueError
-from vlm4st.data.fingerprint import file_fingerprint
 from vlm4st.data.npyfile import load, member, real_values
-from vlm4st.data.records import GridData, check_splits, node_key, resolve_path
+from vlm4st.data.reader import FileReader
+from vlm4st.data.records import GridData, check_splits, node_key
 from vlm4st.data.timestamps import MINUTES_PER_DAY, as_integers, generate, steps_per_day_of
 from vlm4st.data.windows import from_series, from_stored
 from vlm4st.errors import ConfigError
@@ -55,7 +55,7 @@ def declared_interval(z: NpzFile | None, configured: int | None, source: str, ke
     return interval
 
 
-class WindowNpzReader:
+class WindowNpzReader(FileReader):
     """Stored windows: ``X_<split>`` (N, T, H, W), ``ts_<split>`` (N, T, 2), optional ``chan_<split>`` (N,).
 
     Only the requested splits' arrays are loaded (``np.load`` of an ``.npz`` is lazy per key).
@@ -69,17 +69,8 @@ class WindowNpzReader:
         name: str = "windows",
         config_key: str = "path",
     ) -> None:
-        self.name, self.config_key = name, config_key
-        self.path = resolve_path(path, data_dir, config_key, name)
+        super().__init__(path, data_dir, name, config_key)
         self.interval_minutes = interval_minutes
-
-    @property
-    def source(self) -> str:
-        return str(self.path)
-
-    def fingerprint(self) -> dict[str, str]:
-        """The sha256 of the file's bytes (what a checkpoint compares)."""
-        return file_fingerprint(self.path)
 
     def read(self, window_len: int, splits: Collection[str], allow_gaps: bool = False) -> GridData:
         """The requested splits; every stored window must advance one step per frame (``allow_gaps`` has nothing
@@ -107,7 +98,7 @@ class WindowNpzReader:
         return from_stored(self.name, self.source, parts, window_len, MINUTES_PER_DAY // interval)
 
 
-class SeriesReader:
+class SeriesReader(FileReader):
     """A raw series (T, H, W) or (T, C, H, W) from ``.npy`` or ``.npz`` (array under ``key``), cut into windows.
 
     The step length is ``interval_minutes``, or with null the file's ``interval_minutes`` / ``steps_per_day``.
@@ -131,16 +122,11 @@ class SeriesReader:
         name: str = "series",
         config_key: str = "path",
     ) -> None:
-        self.name, self.config_key = name, config_key
-        self.path = resolve_path(path, data_dir, config_key, name)
+        super().__init__(path, data_dir, name, config_key)
         self.key, self.timestamps_key = key, timestamps_key
         self.interval_minutes = interval_minutes
         self.train_ratio, self.val_ratio = float(train_ratio), float(val_ratio)
         self.generated_start = self._generated_start(generate_timestamps)
-
-    @property
-    def source(self) -> str:
-        return str(self.path)
 
     def _node(self, leaf: str) -> str:
         return node_key(self.config_key, leaf)
@@ -158,10 +144,6 @@ class SeriesReader:
         if slot < 0:
             raise ConfigError(f"{key}.start_slot={slot}; expected a slot >= 0 (below the source's steps per day)")
         return weekday, slot
-
-    def fingerprint(self) -> dict[str, str]:
-        """The sha256 of the file's bytes (what a checkpoint compares)."""
-        return file_fingerprint(self.path)
 
     def read(self, window_len: int, splits: Collection[str], allow_gaps: bool = False) -> GridData:
         """Windows of the requested splits; with ``allow_gaps`` only inside the series' gap-free runs."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from vlm4st.data.errors import DataValueError
 from vlm4st.data.fingerprint import config_fingerprint
+from vlm4st.data.reader import Reader
 from vlm4st.data.records import GridData, node_key
 from vlm4st.data.timestamps import generate, steps_per_day_of
 from vlm4st.data.windows import from_series
@@ -94,7 +95,7 @@ def generate_city(
     return counts, stamps
 
 
-class SyntheticCityReader:
+class SyntheticCityReader(Reader):
     """A generated city served like a raw series file (chronological 6:2:2 window split by default)."""
 
     def __init__(

@@ -18,9 +18,9 @@ import numpy as np
 
 from vlm4st.data import cache
 from vlm4st.data.errors import DataFormatError
-from vlm4st.data.fingerprint import file_fingerprint
 from vlm4st.data.jsonscan import JsonIndex
-from vlm4st.data.records import GridData, check_splits, node_key, resolve_path
+from vlm4st.data.reader import FileReader
+from vlm4st.data.records import GridData, check_splits, node_key
 from vlm4st.data.timestamps import (
     check_format,
     decode_datetime,
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 _ST_LEVELS, _PAIR_LEVELS = 4, 6  # nesting of (N, T, H, W) and of [(N, T, H, W), (N, P, T, H, W)]
 
 
-class UniSTJsonReader:
+class UniSTJsonReader(FileReader):
     """Read a UniST JSON file; parsed splits are cached under ``cache_dir`` (or beside the file if asked).
 
     Args:
@@ -60,8 +60,7 @@ class UniSTJsonReader:
         name: str = "unist",
         config_key: str = "path",
     ) -> None:
-        self.name, self.config_key = name, config_key
-        self.path = resolve_path(path, data_dir, config_key, name)
+        super().__init__(path, data_dir, name, config_key)
         fmt_key = node_key(config_key, "timestamp_format")
         self.timestamp_format = check_format(timestamp_format, str(self.path), fmt_key)
         self.steps_per_day = steps_per_day_of(interval_minutes, node_key(config_key, "interval_minutes"))
@@ -70,14 +69,6 @@ class UniSTJsonReader:
             self.cache_dir: Path | None = Path(cache_dir).expanduser()
         else:
             self.cache_dir = self.path.parent / ".vlm4st_cache" if cache_beside_file else None
-
-    @property
-    def source(self) -> str:
-        return str(self.path)
-
-    def fingerprint(self) -> dict[str, str]:
-        """The sha256 of the file's bytes (what a checkpoint compares)."""
-        return file_fingerprint(self.path)
 
     def read(self, window_len: int, splits: Collection[str], allow_gaps: bool = False) -> GridData:
         """The requested splits as a frame store; only those splits' arrays are parsed or loaded.

@@ -53,7 +53,7 @@ def init_distributed(backend: str = "auto") -> DistInfo:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if not dist.is_initialized():
         if backend == "nccl":
-            torch.cuda.set_device(local_rank)
+            torch.cuda.set_device(local_rank % torch.cuda.device_count())
         dist.init_process_group(backend=backend)
     log.info("joined process group: rank %d of %d (local rank %d, backend %s)", rank, world_size, local_rank, backend)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)

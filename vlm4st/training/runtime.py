@@ -63,6 +63,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def rank_device(device: torch.device, dist: DistInfo) -> torch.device:
+    """A rank's device: an explicit ``cuda:N`` as given (every rank on it); plain ``cuda`` one GPU per local rank,
+    ranks sharing GPUs round-robin when there are more of them than GPUs (gloo; NCCL refuses shared GPUs)."""
+    if device.type != "cuda" or not dist.enabled or device.index is not None:
+        return device
+    return torch.device("cuda", dist.local_rank % torch.cuda.device_count())
+
+
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """``auto``: bf16 autocast on CUDA, fp32 on CPU. ``bf16`` on CPU is allowed (autocast on CPU)."""
     options = ("auto", "fp32", "bf16")
@@ -135,9 +143,7 @@ def setup_runtime(cfg: DictConfig) -> Runtime:
         # (a user's own setting wins).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     dist = init_distributed(str(trainer.distributed.backend))
-    device = resolve_device(str(trainer.device))
-    if device.type == "cuda" and dist.enabled:
-        device = torch.device("cuda", dist.local_rank)
+    device = rank_device(resolve_device(str(trainer.device)), dist)
     if trainer.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
