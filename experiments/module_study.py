@@ -19,9 +19,11 @@ Settings (``model=cpu`` unless said otherwise; every run also scores the test sp
   override (``model.vlm.text_weights``); with ALBEF weights the same pair is ``model.vlm.pretrained_path=<file>``
   against none.
 
-Runs go seed by seed (every row of seed 0 first), land in ``outputs/module_study/<run>/`` and are skipped when
-their ``metrics.json`` exists: an interrupted study resumes with the same command (a run cut short restarts from
-its last checkpoint). The budgets are wall-clock training time on this CPU: run nothing else beside it.
+Runs go seed by seed (every row of seed 0 first) and train in ``outputs/module_study/<run>/``. A finished run's
+``metrics.json`` is copied to ``experiments/results/module_study/<run>.json``: that record is what the report reads
+and what marks the run done, and it is small enough to commit, so a study spread over several machines or fresh
+checkouts resumes with the same command (a run cut short restarts from its last checkpoint when its working
+directory survived). The budgets are wall-clock training time on this CPU: run nothing else beside it.
 
 The report compares every row with ``full`` by its mean over seeds and calls a difference *shown* only when the two
 rows' mean +- std intervals do not overlap; otherwise it is *not shown*, whatever its sign.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import statistics
 import sys
 from dataclasses import dataclass
@@ -43,6 +46,7 @@ from vlm4st.training.run_metrics import METRICS_FILE, load_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "outputs" / "module_study"
+RECORDS = REPO / "experiments" / "results" / "module_study"
 RESULT = REPO / "experiments" / "results" / "modules.md"
 log = logging.getLogger("module_study")
 
@@ -115,9 +119,25 @@ def plan(settings: tuple[Setting, ...] = SETTINGS) -> list[Run]:
     return [Run(f"{s.name}_{row}_s{seed}", s, row, seed) for s in settings for seed in SEEDS for row in s.rows]
 
 
-def run_all(runs: list[Run], out: Path) -> None:
+def record_path(records: Path, name: str) -> Path:
+    """The committed copy of a finished run's ``metrics.json``."""
+    return records / f"{name}.json"
+
+
+def keep_record(out: Path, records: Path, name: str) -> bool:
+    """Copy ``out/<name>/metrics.json`` to the records when the run finished (after checking it parses); whether
+    a record now exists."""
+    metrics = out / name / METRICS_FILE
+    if metrics.is_file():
+        load_metrics(metrics)  # a report this version cannot read must not become the study's record
+        records.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(metrics, record_path(records, name))
+    return record_path(records, name).is_file()
+
+
+def run_all(runs: list[Run], out: Path, records: Path) -> None:
     for run in runs:
-        if (out / run.name / METRICS_FILE).is_file():
+        if record_path(records, run.name).is_file() or keep_record(out, records, run.name):
             log.info("%s: done already", run.name)
             continue
         if not available(run.setting.needs):
@@ -125,7 +145,7 @@ def run_all(runs: list[Run], out: Path) -> None:
             continue
         cmd = run.command(out)
         log.info("%s: %s", run.name, " ".join(cmd[1:]))
-        if stream(cmd, out / run.name / "study.log", run.name) != 0:
+        if stream(cmd, out / run.name / "study.log", run.name) != 0 or not keep_record(out, records, run.name):
             log.error("%s failed; see %s", run.name, out / run.name / "study.log")
 
 
@@ -152,15 +172,15 @@ class Result:
         return statistics.stdev(self.rmse) if len(self.rmse) > 1 else 0.0
 
 
-def collect(setting: Setting, out: Path) -> dict[str, Result]:
+def collect(setting: Setting, records: Path) -> dict[str, Result]:
     results = {}
     for row in setting.rows:
         found = Result(row, [], [], [], [], [], [], {})
         for seed in SEEDS:
-            run_dir = out / f"{setting.name}_{row}_s{seed}"
-            if not (run_dir / METRICS_FILE).is_file():
+            record = record_path(records, f"{setting.name}_{row}_s{seed}")
+            if not record.is_file():
                 continue
-            m = load_metrics(run_dir)
+            m = load_metrics(record)
             test = next(iter(m.test.values()))
             found.seeds.append(seed)
             found.rmse.append(test.rmse)
@@ -248,12 +268,13 @@ def headline(per_setting: dict[str, dict[str, Result]]) -> list[str]:
     return lines or ["- No control beats the full model by more than the seed spread in the settings finished so far."]
 
 
-def report(out: Path, result: Path) -> None:
-    per_setting = {s.name: collect(s, out) for s in SETTINGS}
+def report(records: Path, result: Path) -> None:
+    per_setting = {s.name: collect(s, records) for s in SETTINGS}
     lines = ["# Does each module earn its cost? Per-module study on the NYC flows", "",
-             "Generated by `python experiments/module_study.py` from the runs under `outputs/module_study/`; rows "
-             "without a finished run are absent, never guessed. A difference is *shown* only when the mean ± std "
-             "intervals over seeds do not overlap.", "", "## Controls against the full model", "",
+             "Generated by `python experiments/module_study.py` from the run records in "
+             "`experiments/results/module_study/`; rows without a finished run are absent, never guessed. A "
+             "difference is *shown* only when the mean ± std intervals over seeds do not overlap.", "",
+             "## Controls against the full model", "",
              *headline(per_setting), "", "## Setup", "", *machine(),
              "- Every run: `python -m vlm4st.run experiment=nyc_study <overrides>` (batch 32, AdamW lr 2e-3, cosine "
              "schedule on the time budget, best epoch on validation), `shuffle_test.enabled=true`.",
@@ -283,15 +304,16 @@ def report(out: Path, result: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=[s.name for s in SETTINGS], default=None)
-    parser.add_argument("--runs-dir", type=Path, default=OUT)
+    parser.add_argument("--runs-dir", type=Path, default=OUT, help="where the runs train")
+    parser.add_argument("--records", type=Path, default=RECORDS, help="where finished runs' metrics are kept")
     parser.add_argument("--out", type=Path, default=RESULT)
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not args.report_only:
         chosen = tuple(s for s in SETTINGS if args.only is None or s.name in args.only)
-        run_all(plan(chosen), args.runs_dir)
-    report(args.runs_dir, args.out)
+        run_all(plan(chosen), args.runs_dir, args.records)
+    report(args.records, args.out)
 
 
 if __name__ == "__main__":

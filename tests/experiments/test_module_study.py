@@ -41,11 +41,13 @@ def test_report_names_a_control_that_beats_the_full_model_first(tmp_path: Path) 
     runs = tmp_path / "runs"
     scores = {"full": (4.0, 4.2, 4.1), "no_vlm": (3.5, 3.6, 3.55), "no_dix": (4.05, 4.15, 4.3), "no_seq": (5.0, 5.1),
               "vlm2attn": (4.5,)}
+    records = tmp_path / "records"
     for row, values in scores.items():
         for seed, rmse in enumerate(values):
             fakes.write(runs / f"bike6_{row}_s{seed}", fake_metrics(rmse))
+            assert module_study.keep_record(runs, records, f"bike6_{row}_s{seed}")
     out = tmp_path / "modules.md"
-    module_study.report(runs, out)
+    module_study.report(records, out)
     text = out.read_text()
     controls = text.index("## Controls against the full model")
     assert "The full model is beaten by the control `no_vlm` on bike6" in text[controls:text.index("## Setup")]
@@ -56,3 +58,28 @@ def test_report_names_a_control_that_beats_the_full_model_first(tmp_path: Path) 
     assert "| +10.0 % | 100 | 30 | 10 / 20 |" in text  # shuffle degradation, step ms, epochs, params
     assert "no_prompt" not in text.split("## BikeNYC")[1].split("Verdicts")[0].split("\n| row")[1]  # no run, no row
     assert "(not run yet)" in text  # the taxi12 setting has no run
+
+
+def test_study_resumes_from_committed_records_and_records_what_it_runs(tmp_path: Path, monkeypatch) -> None:
+    """A run with a record is skipped even when its working directory is gone (a fresh checkout); a finished working
+    directory without a record is adopted; a run that ends without metrics.json leaves no record."""
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    plan = [r for r in module_study.plan() if r.setting.name == "bike6" and r.seed == 0][:4]
+    recorded, adopted, trained, failed = plan
+    fakes.write(tmp_path / "elsewhere", fake_metrics(4.0))
+    records.mkdir()
+    (records / f"{recorded.name}.json").write_bytes((tmp_path / "elsewhere" / "metrics.json").read_bytes())
+    fakes.write(runs / adopted.name, fake_metrics(4.1))
+    started = []
+
+    def fake_stream(cmd: list[str], log_path: Path, prefix: str) -> int:
+        started.append(prefix)
+        if prefix == trained.name:
+            fakes.write(runs / prefix, fake_metrics(4.2))
+        return 0
+
+    monkeypatch.setattr(module_study, "stream", fake_stream)
+    module_study.run_all(plan, runs, records)
+    assert started == [trained.name, failed.name]
+    assert sorted(p.stem for p in records.iterdir()) == sorted([recorded.name, adopted.name, trained.name])
+    assert module_study.load_metrics(records / f"{trained.name}.json").test["bikenyc"].rmse == 4.2
