@@ -44,9 +44,9 @@ done
 
 if [ -f "$SHARED/nyc_taxi_stdn_10x20_30min.series.npz" ]; then
     log "TaxiNYC 6 -> 6, small, 3 minutes"
-    timeout 330 python -m vlm4st.run '~experiment' model=small dataset=taxinyc dataset.t_in=6 dataset.t_out=6 \
+    timeout 330 python -m vlm4st.run model=small dataset=taxinyc dataset.t_in=6 dataset.t_out=6 \
         paths.shared_data="$(cd "$SHARED" && pwd)" trainer.device=cuda trainer.epochs=500 trainer.time_budget_min=3 \
-        trainer.optimizer.fused=true trainer.batch_size=64 logger=none hydra.run.dir="$OUT/taxi6_small" \
+        trainer.optimizer.lr=1e-3 trainer.optimizer.fused=true trainer.batch_size=64 logger=none hydra.run.dir="$OUT/taxi6_small" \
         > "$OUT/taxi6_small.txt" 2>&1
     echo "exit $?" >> "$OUT/taxi6_small.txt"
 else

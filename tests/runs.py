@@ -16,11 +16,12 @@ from vlm4st.config import compose
 from vlm4st.training import checkpoint as ckpt
 from vlm4st.training.run_metrics import RunMetrics, load_metrics
 
-# Small, fast settings shared by the end-to-end tests: the bare defaults (no quickstart schedule), tiny model,
-# short epochs, no progress bar.
+# Small, fast settings shared by the end-to-end tests: the tiny model on its 20-epoch schedule at lr 1e-3 (the tests
+# cut it short with trainer.max_steps or fewer epochs), no progress bar.
 FAST = [
-    "~experiment",
     "model=tiny",
+    "trainer.epochs=20",
+    "trainer.optimizer.lr=1e-3",
     "logger=none",
     "trainer.progress=false",
     "trainer.batch_size=32",

@@ -20,8 +20,6 @@ from vlm4st.config import compose
 from vlm4st.errors import ConfigError
 
 SHELL = "torch.utils.cpp_extension.subprocess.run"
-#: The fast settings, keeping the experiment default so that ``experiment=<received>`` can replace it.
-FAST_WITH_EXPERIMENT = [o for o in FAST if o != "~experiment"]
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -51,7 +49,7 @@ def _experiment(folder: Path, name: str, body: dict) -> list[str]:
 def test_a_foreign_target_in_a_received_experiment_file(tmp_path) -> None:
     sentinel = tmp_path / "sentinel"
     body = {"model": {"head": {"step_readout": payloads(sentinel, tmp_path)["os"]}}}
-    proc = run_cli(*FAST_WITH_EXPERIMENT, *_experiment(tmp_path / "received", "colleague", body),
+    proc = run_cli(*FAST, *_experiment(tmp_path / "received", "colleague", body),
                    f"hydra.run.dir={tmp_path}/run")
     assert_one_line_error(proc, "model.head.step_readout._target_", "os.system")
     assert not sentinel.exists()
@@ -88,13 +86,13 @@ def test_a_received_file_cannot_make_hydra_run_code(name: str, tmp_path) -> None
     starts: a received preset that sets them is refused where the config is composed."""
     overrides, key, _ = _hydra_preset(name, tmp_path)
     with pytest.raises(ConfigError, match=re.escape(f"config key '{key}'")):
-        compose([*FAST_WITH_EXPERIMENT, *overrides])
+        compose([*FAST, *overrides])
 
 
 def test_a_hydra_callback_from_a_received_file_never_runs(tmp_path) -> None:
     """The same on the command line, where Hydra would call the callback as the run starts."""
     overrides, key, sentinel = _hydra_preset("callback", tmp_path)
-    proc = run_cli(*FAST_WITH_EXPERIMENT, *overrides, f"hydra.run.dir={tmp_path}/run", "task=data")
+    proc = run_cli(*FAST, *overrides, f"hydra.run.dir={tmp_path}/run", "task=data")
     assert_one_line_error(proc, key, "os.system")
     assert not sentinel.exists()
 
