@@ -104,3 +104,19 @@ def test_an_argument_the_class_does_not_take_names_its_key(overrides: list[str],
     with pytest.raises(ConfigError, match=rf"config key '{re.escape(key)}': .* takes no argument") as err:
         instantiate(OmegaConf.select(cfg, node), path=node)
     assert "\n" not in str(err.value)
+
+
+def test_every_dataset_takes_the_protocol_from_one_file(tmp_path) -> None:
+    """The protocol keys (window lengths, scaling, transfer and stamp settings) are written once, in
+    ``conf/dataset/_base/protocol.yaml``: no dataset file repeats one, and each composes with its values."""
+    import yaml
+
+    protocol = yaml.safe_load((CONF_DIR / "dataset" / "_base" / "protocol.yaml").read_text())
+    assert {"t_in", "t_out", "scaler", "zero_shot_calibration_steps", "allow_gaps", "min_grid"} <= set(protocol)
+    for option in options("dataset"):
+        own = yaml.safe_load((CONF_DIR / "dataset" / f"{option}.yaml").read_text())
+        assert own["defaults"][0] == "_base/protocol@_here_", option
+        assert not set(own) & set(protocol), (option, set(own) & set(protocol))
+        composed = OmegaConf.to_container(compose([f"dataset={option}"], output_dir=str(tmp_path)).dataset)
+        assert {k: composed[k] for k in protocol} == protocol, option
+        assert composed["name"] == option

@@ -38,21 +38,30 @@ def test_lora_type_node_builds_the_adapter_inside_the_tiny_vlm(kind: str, tmp_pa
 
 
 def test_the_documented_wide_pattern_is_the_code_constant() -> None:
-    text = (CONF_DIR / "lora_type" / "standard.yaml").read_text()
+    text = (CONF_DIR / "lora_type" / "_base" / "lora.yaml").read_text()
     assert f"'{WIDE_TARGETS}'" in text
     for kind in TYPES:
         assert compose([f"lora_type={kind}"]).lora_type.targets == DEFAULT_TARGETS
 
 
 def test_routed_types_share_one_base_and_differ_only_where_their_files_say() -> None:
-    """moe, mtl and task_adaptive compose from ``_base/routed.yaml``: the same shared keys, their own class and
-    gate width, and a task embedding width only for the types that build one."""
+    """Every LoRA type composes from ``_base/lora.yaml`` (rank, alpha, dropout, init, targets written once); moe, mtl
+    and task_adaptive also from ``_base/routed.yaml``: the same shared keys, their own class and gate width, and a
+    task embedding width only for the types that build one."""
+    lora = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "lora_type" / "_base" / "lora.yaml"))
+    assert set(lora) == {"rank", "alpha", "dropout", "init", "targets"}
+    for kind in TYPES:
+        own = OmegaConf.load(CONF_DIR / "lora_type" / f"{kind}.yaml")
+        assert not set(own) & set(lora), kind  # no type file repeats a shared default
+        node = OmegaConf.to_container(compose([f"lora_type={kind}"]).lora_type)
+        assert {k: node[k] for k in lora} == lora, kind
     base = OmegaConf.load(CONF_DIR / "lora_type" / "_base" / "routed.yaml")
     composed = {kind: compose([f"lora_type={kind}"]).lora_type for kind in ROUTED}
     for kind, node in composed.items():
         assert node._target_.endswith(CLASSES[kind].__name__)
         assert ("task_dim" in node) == (kind != "mtl")
-        shared = {k: v for k, v in OmegaConf.to_container(base).items() if k not in ("_target_", "gate_hidden")}
+        skip = ("_target_", "gate_hidden", "defaults")
+        shared = {k: v for k, v in OmegaConf.to_container(base).items() if k not in skip}
         assert {k: OmegaConf.to_container(node)[k] for k in shared} == shared
     assert {kind: node.gate_hidden for kind, node in composed.items()} == GATE_HIDDEN
 
@@ -100,3 +109,11 @@ def test_bad_lora_type_value_is_a_config_error_naming_the_key(overrides: list[st
         instantiate(cfg.model, path="model")
     message = str(err.value)
     assert key in message and "expected" in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_adapter_classes_take_their_defaults_from_the_config_alone(kind: str) -> None:
+    """No hyperparameter has a Python default: an adapter built without its config's values is refused, so the
+    files under conf/lora_type are the one place a default is written."""
+    with pytest.raises(TypeError, match="required"):
+        CLASSES[kind](**({"num_tasks": 2} if kind in ROUTED else {}))

@@ -9,7 +9,6 @@ from torch import nn
 from vlm4st.adapters import expected_parameter_count, lora_linear_param_count, parameter_report
 
 from .tiny import (
-    CLASSES,
     N_CROSS,
     N_SELF,
     N_VIT,
@@ -18,6 +17,7 @@ from .tiny import (
     TYPES,
     WIDTH,
     Holder,
+    adapter_from_config,
     make_adapter,
     make_inputs,
     make_vlm,
@@ -32,12 +32,12 @@ GATE = {"moe": 64, "mtl": 64, "task_adaptive": 32}
 @pytest.mark.parametrize("kind", TYPES)
 def test_paper_size_counts_per_768_linear(kind: str) -> None:
     kw = {} if kind == "standard" else {"num_tasks": 14, "num_experts": 4, "gate_hidden": GATE[kind], "route": "input"}
-    adapter = CLASSES[kind](rank=16, alpha=32, targets="proj", **kw)
+    adapter = adapter_from_config(kind, rank=16, alpha=32, targets="proj", **kw)
     holder = Holder(adapter)
     holder.proj = nn.Linear(768, 768)
     adapter.attach(holder)
     built = sum(p.numel() for _, p in adapter.adapter_parameters(holder))
-    closed = lora_linear_param_count(kind, 768, 768, rank=16, num_tasks=14, gate_hidden=GATE.get(kind, 64))
+    closed = lora_linear_param_count(kind, 768, 768, rank=16, **kw)
     assert built == closed == PAPER_SIZE[kind]
 
 

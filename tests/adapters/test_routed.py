@@ -13,7 +13,16 @@ from vlm4st.adapters import AdapterError, MoELora, MTLLora, TaskAdaptiveLora, Ta
 from vlm4st.adapters.routing import RoutingContext
 from vlm4st.config import ConfigError
 
-from .tiny import CLASSES, NUM_TASKS, ROUTED, Holder, make_adapter, make_inputs, make_vlm, perturb_adapter
+from .tiny import (
+    NUM_TASKS,
+    ROUTED,
+    Holder,
+    adapter_from_config,
+    make_adapter,
+    make_inputs,
+    make_vlm,
+    perturb_adapter,
+)
 
 ROUTED_BOTH = [(k, r) for k in ROUTED for r in ("input", "task")]
 
@@ -45,8 +54,8 @@ def _naive_update(
 @pytest.mark.parametrize(("kind", "route"), ROUTED_BOTH)
 def test_batched_layer_matches_the_per_sample_per_expert_formula(kind: str, route: str) -> None:
     embedding = {} if kind == "mtl" else {"task_dim": 4}  # mtl has no task embedding
-    adapter = CLASSES[kind](
-        num_tasks=3, rank=2, alpha=4, num_experts=3, gate_hidden=7, targets="proj", route=route, **embedding
+    adapter = adapter_from_config(
+        kind, num_tasks=3, rank=2, alpha=4, num_experts=3, gate_hidden=7, targets="proj", route=route, **embedding
     )
     holder = Holder(adapter)
     adapter.attach(holder)
@@ -81,10 +90,11 @@ def test_mtl_tables_and_gate_follow_the_route(route: str) -> None:
 def test_mtl_takes_no_task_dim_and_the_embedding_types_do() -> None:
     """mtl builds no task embedding under either route, so a ``task_dim`` is refused, not silently ignored."""
     with pytest.raises(TypeError, match="task_dim"):
-        MTLLora(num_tasks=2, task_dim=8)
+        adapter_from_config("mtl", num_tasks=2, task_dim=8)
     assert not issubclass(MTLLora, TaskEmbeddingLora)
-    assert MoELora(num_tasks=2, task_dim=8, route="task").task_embedding.weight.shape == (3, 8)  # + unknown row
-    by_input = MoELora(num_tasks=2, task_dim=8, route="input")  # the gates read no embedding: none is built
+    by_task = adapter_from_config("moe", num_tasks=2, task_dim=8, route="task")
+    assert by_task.task_embedding.weight.shape == (3, 8)  # + unknown row
+    by_input = adapter_from_config("moe", num_tasks=2, task_dim=8, route="input")  # the gates read no embedding
     assert by_input.task_embedding is None and by_input.describe()["task_dim"] == 8
 
 
@@ -234,7 +244,7 @@ def test_routed_adapters_cannot_merge(cls: type) -> None:
 )
 def test_bad_routing_hyperparameters_raise_naming_the_key(kwargs: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key):
-        MoELora(**({"num_tasks": 2} | kwargs))
+        adapter_from_config("moe", **({"num_tasks": 2} | kwargs))
 
 
 @pytest.mark.parametrize("kind", ROUTED)

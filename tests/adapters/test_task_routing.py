@@ -15,7 +15,7 @@ from torch import nn
 from vlm4st.adapters import LoraAdapter
 from vlm4st.models.vlm_module import VLMModule
 
-from .tiny import CLASSES, ROUTED, TEXT, WIDTH
+from .tiny import ROUTED, TEXT, WIDTH, adapter_from_config
 
 STEPS, BATCH = 100, 64
 
@@ -27,8 +27,8 @@ class Fitted:
     def __init__(self, kind: str, route: str, steps: int, task_dropout: float = 0.0) -> None:
         torch.manual_seed(0)
         embedding = {} if kind == "mtl" else {"task_dim": 8}  # mtl has no task embedding
-        self.adapter: LoraAdapter = CLASSES[kind](
-            num_tasks=2, route=route, rank=4, alpha=8, num_experts=4, gate_hidden=16, task_dropout=task_dropout,
+        self.adapter: LoraAdapter = adapter_from_config(
+            kind, num_tasks=2, route=route, rank=4, alpha=8, num_experts=4, gate_hidden=16, task_dropout=task_dropout,
             **embedding,
         )  # fmt: skip
         text = TEXT | {"num_layers": 2, "fusion_layer": 1}

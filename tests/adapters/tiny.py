@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from vlm4st.adapters import LoraAdapter, MoELora, MTLLora, StandardLora, TaskAdaptiveLora
+from vlm4st.config import compose
 from vlm4st.models.vlm_module import VLMModule
 
 WIDTH = 32
@@ -46,6 +49,23 @@ class Holder(nn.Module):
         self.adapter = adapter
 
 
+@cache
+def config_kwargs(kind: str) -> dict[str, Any]:
+    """The constructor arguments ``lora_type=<kind>`` gives on the default data (its config file is the only place
+    the adapters' defaults are written); the routed types' ``task_dropout`` set to 0 so that routing is
+    deterministic in training mode (tests of the dropout set it)."""
+    node = OmegaConf.to_container(compose([f"lora_type={kind}"]).lora_type, resolve=True)
+    node.pop("_target_")
+    if kind in ROUTED:
+        node["task_dropout"] = 0.0
+    return node
+
+
+def adapter_from_config(kind: str, **overrides: Any) -> LoraAdapter:
+    """An adapter of ``kind`` built from its config's values with ``overrides``."""
+    return CLASSES[kind](**(config_kwargs(kind) | overrides))
+
+
 def make_adapter(kind: str, route: str = "task", seed: int = 0, **overrides: Any) -> LoraAdapter:
     """A small adapter of ``kind`` (rank 4, 3 tasks, narrow gates, task_dim 8 for moe / task_adaptive); seeded,
     so its task embedding and per-task tables are too."""
@@ -55,7 +75,7 @@ def make_adapter(kind: str, route: str = "task", seed: int = 0, **overrides: Any
         kw |= {"num_tasks": NUM_TASKS, "route": route, "num_experts": 3, "gate_hidden": 16}
     if kind in ("moe", "task_adaptive"):  # mtl has no task embedding
         kw["task_dim"] = 8
-    return CLASSES[kind](**(kw | overrides))
+    return adapter_from_config(kind, **(kw | overrides))
 
 
 def make_vlm(adapter: Any = None, vision: bool = True, text: bool = True, seed: int = 0) -> VLMModule:

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 from torch import nn
 
+from tests.adapters.tiny import adapter_from_config
 from vlm4st import CONF_DIR
 from vlm4st.adapters.base import Adapter
 from vlm4st.adapters.lora import StandardLora
@@ -222,7 +223,7 @@ def albef_vlm(tmp_path: Path, sd: dict[str, torch.Tensor] | None, freeze: str | 
 
 
 def lora() -> StandardLora:
-    return StandardLora(rank=2, alpha=4)
+    return adapter_from_config("standard", rank=2, alpha=4)
 
 
 def backbone(vlm: VLMModule, name: str) -> dict[str, nn.Parameter]:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from vlm4st import CONF_DIR
 from vlm4st.config import ConfigError, compose
 from vlm4st.data import DataFileError, build_datamodule
 
@@ -87,9 +85,9 @@ def test_unist_config_demands_a_path(tmp_path) -> None:
         build(["dataset=unist", "dataset.sources.unist.timestamp_format=pairs"], tmp_path)
 
 
-@pytest.mark.parametrize("name", ["synthetic", "taxinyc", "bikenyc", "multi", "unist"])
+@pytest.mark.parametrize("name", ["synthetic", "taxinyc", "bikenyc", "multi", "mixed", "unist"])
 def test_every_dataset_file_sets_the_integrity_keys(name) -> None:
-    cfg = OmegaConf.load(CONF_DIR / "dataset" / f"{name}.yaml")
+    cfg = compose([f"dataset={name}"]).dataset
     assert cfg.allow_gaps is False
     assert cfg.zero_shot_calibration_steps >= cfg.t_in
     for node in cfg.sources.values():

@@ -184,9 +184,11 @@ def test_grid_below_min_grid_raises_with_dataset_name() -> None:
     [
         ({"target": "nowhere"}, 1.0, "dataset.target='nowhere' is not a source"),
         ({}, 0.05, "needs dataset.target"),
-        ({"few_shot_sampling": "tail"}, 1.0, "dataset.few_shot_sampling='tail'"),
-        ({"scaler": {"fit_on": "test"}}, 1.0, "dataset.fit_on='test'"),
-        ({"t_out": 0}, 1.0, "dataset.t_out=0"),
+        ({"few_shot_sampling": "tail"}, 1.0, r"dataset\.few_shot_sampling: expected one of .*, got 'tail'"),
+        ({"scaler": {"fit_on": "test"}}, 1.0, r"dataset\.scaler\.fit_on: expected one of .*, got 'test'"),
+        ({"t_out": 0}, 1.0, r"dataset\.t_out: expected a positive integer, got 0"),
+        ({"scaler": {"fit_on": "train"}}, 1.0, r"dataset\.scaler\.per_channel is missing"),
+        ({"min_grid": [4, 0]}, 1.0, r"dataset\.min_grid\[1\]: expected a positive integer, got 0"),
     ],
 )
 def test_config_errors_name_the_key(kwargs, ratio, match) -> None:

@@ -7,9 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
-from vlm4st import CONF_DIR
+from vlm4st.config import compose
 from vlm4st.data import DataValueError, build_datamodule, generate_city
 from vlm4st.evaluation.baselines import evaluate_baselines
 
@@ -38,7 +37,7 @@ def test_daily_weekly_and_zone_structure() -> None:
 
 
 def test_default_config_builds_several_grids_without_files() -> None:
-    dm = build_datamodule(OmegaConf.load(CONF_DIR / "dataset" / "synthetic.yaml"), shots(1.0), 0)
+    dm = build_datamodule(compose(["dataset=synthetic"]).dataset, shots(1.0), 0)
     grids = {dm.by_name[n].native_hw for n in dm.names}
     assert len(dm.names) >= 3 and len(grids) == len(dm.names)
     for name in dm.names:
@@ -48,7 +47,7 @@ def test_default_config_builds_several_grids_without_files() -> None:
 
 def test_time_of_day_mean_clearly_beats_persistence() -> None:
     """On the default dataset a model that uses timestamps has something to learn."""
-    dm = build_datamodule(OmegaConf.load(CONF_DIR / "dataset" / "synthetic.yaml"), shots(1.0), 0)
+    dm = build_datamodule(compose(["dataset=synthetic"]).dataset, shots(1.0), 0)
     res = evaluate_baselines(dm)
     for name in dm.names:
         tod, last = res.time_of_day_mean[name], res.last_value[name]

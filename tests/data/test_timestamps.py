@@ -94,7 +94,7 @@ def test_allow_gaps_is_a_dataset_key(tmp_path) -> None:
     del cfg["allow_gaps"]
     with pytest.raises(ConfigError, match=r"dataset\.allow_gaps is missing"):
         build_datamodule(cfg, shots(1.0), 0)
-    with pytest.raises(ConfigError, match=r"dataset\.allow_gaps='yes'; expected true or false"):
+    with pytest.raises(ConfigError, match=r"dataset\.allow_gaps: expected true or false, got 'yes'"):
         build_datamodule(dataset_cfg(sources, allow_gaps="yes"), shots(1.0), 0)
 
 

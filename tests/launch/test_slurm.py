@@ -40,7 +40,8 @@ if skip_reason:
     pytestmark = [pytestmark, pytest.mark.skip(reason=skip_reason)]
 
 JOB = [
-    "model=tiny", "trainer.epochs=20", "trainer.optimizer.lr=1e-3", "logger=none", "trainer.progress=false", "trainer.num_threads=1",
+    "model=tiny", "trainer.epochs=20", "trainer.optimizer.lr=1e-3", "logger=none", "trainer.progress=false",
+    "trainer.num_threads=1",
     "trainer.batch_size=32",
     "trainer.schedule.warmup_epochs=0", "dataset.sources.city_a.days=14", "dataset.sources.city_b.days=14",
     "dataset.sources.city_c.days=14", "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=20",

@@ -58,62 +58,66 @@ NO_PARAMS = ParamCount(total=0, trainable=0)
 NO_ADAPTER = AdapterReport(type="none", total=0, trainable=0)
 
 
-def lora_linear_param_count(
-    lora_type: str,
-    d_in: int,
-    d_out: int,
-    rank: int = 16,
-    num_experts: int = 4,
-    num_tasks: int = 14,
-    gate_hidden: int = 64,
-    route: str = "input",
-    task_dim: int = 32,
-) -> int:
+#: The routing hyperparameters a routed type's count needs (moe and task_adaptive also ``task_dim`` under
+#: ``route: task``), as ``describe()`` names them.
+ROUTING_KEYS = ("num_experts", "num_tasks", "gate_hidden", "route")
+ROUTED_TYPES = ("moe", "mtl", "task_adaptive")
+EMBEDDING_TYPES = ("moe", "task_adaptive")
+
+
+def _required(lora_type: str, routing: Mapping[str, Any], key: str) -> Any:
+    if routing.get(key) is None:
+        raise ConfigError(f"lora_type: a {lora_type} adapter's count needs '{key}'; got only {sorted(routing)}")
+    return routing[key]
+
+
+def lora_linear_param_count(lora_type: str, d_in: int, d_out: int, *, rank: int, **routing: Any) -> int:
     """Adapter parameters on one adapted Linear(d_in, d_out) (excluding the shared task embedding).
 
-    ``task_dim`` matters only for moe and task_adaptive with ``route: task`` (their gate input width).
+    ``routing``: for the routed types, ``num_experts``, ``num_tasks``, ``gate_hidden``, ``route`` and (moe and
+    task_adaptive with ``route: task``, their gate input width) ``task_dim``; a missing one is a ``ConfigError``.
     """
-    r, E, T, h = rank, num_experts, num_tasks, gate_hidden
+    known = ("none", "standard", *ROUTED_TYPES)
+    if lora_type not in known:
+        raise ConfigError(f"lora_type: unknown type {lora_type!r}; expected one of {sorted(known)}")
+    r = rank
+    if lora_type == "none":
+        return 0
+    if lora_type == "standard":
+        return r * d_in + d_out * r
+    E, T, h, route = (_required(lora_type, routing, key) for key in ROUTING_KEYS)
     by_task = route == "task"
-    g = d_in + (task_dim if by_task else 0)  # gate input width of moe / task_adaptive
-    slots = T + 1 if by_task else T  # mtl: rows of Lambda and Omega
 
     def gate(width: int, out: int) -> int:
         return width * h + h + h * out + out
 
-    counts = {
-        "none": 0,
-        "standard": r * d_in + d_out * r,
-        "moe": E * r * d_in + E * d_out * r + gate(g, E),
-        "task_adaptive": r * d_in + E * r * d_in + d_out * r + gate(g, E),
-        # mtl's gate (route: input only) reads the token mean alone
-        "mtl": r * d_in + slots * r + slots * E + E * d_out * r + (0 if by_task else gate(d_in, T)),
-    }
-    if lora_type not in counts:
-        raise ConfigError(f"lora_type: unknown type {lora_type!r}; expected one of {sorted(counts)}")
-    return counts[lora_type]
+    if lora_type == "mtl":  # its gate (route: input only) reads the token mean alone
+        slots = T + 1 if by_task else T  # rows of Lambda and Omega
+        return r * d_in + slots * r + slots * E + E * d_out * r + (0 if by_task else gate(d_in, T))
+    g = d_in + (_required(lora_type, routing, "task_dim") if by_task else 0)  # gate input width
+    if lora_type == "moe":
+        return E * r * d_in + E * d_out * r + gate(g, E)
+    return r * d_in + E * r * d_in + d_out * r + gate(g, E)  # task_adaptive
 
 
-def shared_param_count(lora_type: str, route: str = "input", num_tasks: int = 14, task_dim: int = 32) -> int:
-    """Parameters kept once on the adapter module: the task embedding of moe and task_adaptive with ``route: task``.
-
-    mtl selects per-task rows in every layer instead and has no shared tensor.
-    """
-    embeds = lora_type in ("moe", "task_adaptive")
-    return (num_tasks + 1) * task_dim if embeds and route == "task" else 0
+def shared_param_count(lora_type: str, **routing: Any) -> int:
+    """Parameters kept once on the adapter module: the task embedding of moe and task_adaptive with ``route: task``
+    (``routing`` as for ``lora_linear_param_count``). mtl selects per-task rows in every layer instead and has no
+    shared tensor."""
+    if lora_type not in EMBEDDING_TYPES or _required(lora_type, routing, "route") != "task":
+        return 0
+    return (_required(lora_type, routing, "num_tasks") + 1) * _required(lora_type, routing, "task_dim")
 
 
 def expected_parameter_count(description: Mapping[str, Any], linear_shapes: Iterable[tuple[int, int]]) -> int:
     """Closed-form adapter parameter count for an adapter ``describe()`` and the (d_in, d_out) it adapts."""
     kind = str(description["type"])
-    kw = {
-        k: description[k] for k in ("num_experts", "num_tasks", "gate_hidden", "route", "task_dim") if k in description
-    }
-    per_linear = sum(
-        lora_linear_param_count(kind, d_in, d_out, rank=int(description.get("rank", 0)), **kw)
-        for d_in, d_out in linear_shapes
-    )
-    return per_linear + shared_param_count(kind, **{k: kw[k] for k in ("route", "num_tasks", "task_dim") if k in kw})
+    if kind == "none":
+        return 0
+    routing = {k: description[k] for k in (*ROUTING_KEYS, "task_dim") if k in description}
+    rank = int(description["rank"])
+    per_linear = sum(lora_linear_param_count(kind, d_in, d_out, rank=rank, **routing) for d_in, d_out in linear_shapes)
+    return per_linear + shared_param_count(kind, **routing)
 
 
 def parameter_report(vlm: nn.Module) -> AdapterReport:

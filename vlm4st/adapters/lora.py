@@ -26,7 +26,7 @@ from vlm4st import checks
 from vlm4st.adapters.base import Adapter
 from vlm4st.adapters.errors import AdapterError
 from vlm4st.adapters.split_qkv import split_fused_qkv
-from vlm4st.adapters.targets import DEFAULT_TARGETS, compile_targets, resolve_targets
+from vlm4st.adapters.targets import compile_targets, resolve_targets
 from vlm4st.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -56,14 +56,8 @@ class LoraAdapter(Adapter):
     lora_type: ClassVar[str] = "standard"
     freeze_backbone_on_attach: bool = True
 
-    def __init__(
-        self,
-        rank: int = 16,
-        alpha: float = 32,
-        dropout: float = 0.0,
-        targets: str = DEFAULT_TARGETS,
-        init: str = "reference",
-    ) -> None:
+    def __init__(self, *, rank: int, alpha: float, dropout: float, targets: str, init: str) -> None:
+        """Every hyperparameter is required: their defaults live in ``conf/lora_type/_base/lora.yaml`` alone."""
         super().__init__()
         self.rank = checks.positive_int(rank, "lora_type.rank")
         checks.positive_number(alpha, "lora_type.alpha")

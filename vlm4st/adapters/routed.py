@@ -39,7 +39,6 @@ from vlm4st.adapters.routed_layers import (
     bind_layer_cls,
 )
 from vlm4st.adapters.routing import RoutingContext
-from vlm4st.adapters.targets import DEFAULT_TARGETS
 
 
 class RoutedLora(LoraAdapter):
@@ -54,17 +53,16 @@ class RoutedLora(LoraAdapter):
     def __init__(
         self,
         num_tasks: int,
-        rank: int = 16,
-        alpha: float = 32,
-        dropout: float = 0.0,
-        targets: str = DEFAULT_TARGETS,
-        init: str = "reference",
-        num_experts: int = 4,
-        route: str = "task",
-        gate_hidden: int = 64,
-        task_dropout: float = 0.0,
+        *,
+        num_experts: int,
+        route: str,
+        gate_hidden: int,
+        task_dropout: float,
+        **lora: Any,
     ) -> None:
-        super().__init__(rank=rank, alpha=alpha, dropout=dropout, targets=targets, init=init)
+        """Every hyperparameter is required (defaults: ``conf/lora_type/_base/routed.yaml``); ``lora``: the keys
+        every LoRA type takes (rank, alpha, dropout, targets, init)."""
+        super().__init__(**lora)
         self.num_tasks = checks.positive_int(num_tasks, "lora_type.num_tasks")
         self.num_experts = checks.positive_int(num_experts, "lora_type.num_experts")
         self.gate_hidden = checks.positive_int(gate_hidden, "lora_type.gate_hidden")
@@ -147,7 +145,7 @@ class TaskEmbeddingLora(RoutedLora):
     (with ``route: input`` the value is validated and described but builds nothing).
     """
 
-    def __init__(self, num_tasks: int, task_dim: int = 32, **routed: Any) -> None:
+    def __init__(self, num_tasks: int, *, task_dim: int, **routed: Any) -> None:
         super().__init__(num_tasks, **routed)
         self.task_dim = checks.positive_int(task_dim, "lora_type.task_dim")
         if self.route_mode == "task":

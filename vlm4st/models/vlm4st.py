@@ -129,7 +129,10 @@ class VLM4ST(nn.Module):
         """DiX, fusion and head agree on widths, lengths and the temporal patch."""
         head = self.head
         d = self.dix.d_model
-        for key, value in (("model.head.d_model", head.d_model), ("model.dims.d_model", self.dims.get("d_model", d))):
+        stated = [("model.head.d_model", head.d_model)]
+        if "d_model" in self.dims:  # a model built from Python may state no preset sizes
+            stated.append(("model.dims.d_model", self.dims["d_model"]))
+        for key, value in stated:
             if value != d:
                 raise ConfigError(f"{key}: {value} differs from the DiX width model.dix.d_model; expected {d}")
         if head.out_channels != self.out_channels:
@@ -168,10 +171,10 @@ class VLM4ST(nn.Module):
 
     def _check_context_width(self, width: int, source: str) -> None:
         """The head's context width and ``model.dims.vlm_width`` equal the width ``width`` of the context tokens."""
-        for key, value in (
-            ("model.head.context_dim", self.head.context_dim),
-            ("model.dims.vlm_width", self.dims.get("vlm_width", width)),
-        ):
+        stated = [("model.head.context_dim", self.head.context_dim)]
+        if "vlm_width" in self.dims:
+            stated.append(("model.dims.vlm_width", self.dims["vlm_width"]))
+        for key, value in stated:
             if value != width:
                 raise ConfigError(f"{key}: {value} differs from the width of the head's context ({source}); "
                                   f"expected {width}")

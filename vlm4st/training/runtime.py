@@ -119,16 +119,15 @@ def sweep_group() -> str | None:
 
 def build_logger(cfg: DictConfig, choices: Mapping[str, str], dist: DistInfo) -> ExperimentLogger:
     """The configured logger on rank 0, a ``NullLogger`` elsewhere; W&B gets group and choice tags."""
-    if not dist.is_main or cfg.get("logger") is None:
+    if not dist.is_main or cfg.logger is None:
         return NullLogger()
     kwargs: dict[str, Any] = {}
-    target = str(cfg.logger.get("_target_", ""))
-    if target.endswith("WandbLogger"):
-        tags = list(cfg.logger.get("tags") or [])
+    if str(cfg.logger["_target_"]).endswith("WandbLogger"):
+        tags = list(cfg.logger.tags or [])
         tags += [f"{k}={v}" for k, v in choices.items() if k in ("model", "lora_type", "ablation", "dataset",
                                                                     "shot_ratio")]
         kwargs["tags"] = tags
-        if cfg.logger.get("group") is None:
+        if cfg.logger.group is None:
             kwargs["group"] = sweep_group()
     return instantiate(cfg.logger, path="logger", **kwargs)
 
