@@ -175,7 +175,7 @@ def test_albef_config_defaults_to_auto() -> None:
 def test_lora_type_none_config_instantiates() -> None:
     cfg = OmegaConf.load(CONF_DIR / "lora_type" / "none.yaml")
     adapter = instantiate(cfg, path="lora_type")
-    assert isinstance(adapter, NoAdapter) and adapter.freeze_backbone_on_attach is False
+    assert isinstance(adapter, NoAdapter) and adapter.asks_frozen_backbone is False
     vlm = VLMModule(OmegaConf.create(VISION), OmegaConf.create(TEXT), freeze="auto", adapter=adapter)
     assert all(p.requires_grad for p in vlm.parameters())
     assert adapter.describe() == {"type": "none", "freeze_backbone": False}

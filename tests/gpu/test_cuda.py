@@ -20,6 +20,7 @@ from vlm4st.training.distributed import DistInfo
 from vlm4st.training.evaluate import evaluate
 from vlm4st.training.loss_window import LossWindow
 from vlm4st.training.runtime import Runtime
+from vlm4st.training.settings import TrainerSettings
 from vlm4st.training.stages import plan_stages
 from vlm4st.training.trainer import RunInterrupted, Trainer
 
@@ -114,7 +115,7 @@ def _trainer(tmp_path, device: torch.device, *overrides: str):
     torch.manual_seed(0)
     model = tasks.build_model(cfg.model, len(dm.names))
     rt = Runtime(device=device, dtype=None, dist=DistInfo(), run_dir=tmp_path)
-    trainer = Trainer(model, dm, cfg.trainer, rt, {"config": {}, "data": dm.state_dict()})
+    trainer = Trainer(model, dm, TrainerSettings.from_config(cfg.trainer), rt, {"config": {}, "data": dm.state_dict()})
     run = trainer._prepare(plan_stages(cfg, dm, tmp_path / "checkpoints").stages[0])
     return trainer, run, dm
 

@@ -18,12 +18,17 @@ from vlm4st.adapters.errors import AdapterError
 
 
 class Adapter(nn.Module):
-    """Base class: no adapter layers; subclasses inject them in ``attach``."""
+    """Base class: no adapter layers; subclasses inject them in ``attach``.
+
+    ``attach`` never decides which parameters train: the VLM module owns ``requires_grad`` (``model.vlm.freeze``
+    combined with ``asks_frozen_backbone``, or an explicit ``freeze_backbone()``); an adapter only says which
+    parameters are its own.
+    """
 
     #: Whether this adapter asks for a frozen backbone (LoRA: yes; full fine-tuning: no). ``VLMModule`` combines
     #: it with ``model.vlm.freeze``: under ``auto`` only encoders with pretrained weights are frozen, and only
     #: when this is true; ``true`` / ``false`` override it.
-    freeze_backbone_on_attach: bool = True
+    asks_frozen_backbone: bool = True
 
     def attach(self, vlm: nn.Module) -> None:
         """Inject adapter layers into ``vlm.visual_encoder`` / ``vlm.text_encoder`` (after weights are loaded)."""

@@ -54,7 +54,7 @@ class LoraAdapter(Adapter):
 
     #: The ``lora_type`` config name, stored in ``describe()`` and checked when a checkpoint loads.
     lora_type: ClassVar[str] = "standard"
-    freeze_backbone_on_attach: bool = True
+    asks_frozen_backbone: bool = True
 
     def __init__(self, *, rank: int, alpha: float, dropout: float, targets: str, init: str) -> None:
         """Every hyperparameter is required: their defaults live in ``conf/lora_type/_base/lora.yaml`` alone."""
@@ -127,12 +127,9 @@ class LoraAdapter(Adapter):
         self._prefix = prefix
         self._param_names = frozenset(self._collect_parameter_names(vlm))
         for name, param in vlm.named_parameters():
-            if name in self._param_names:
-                param.requires_grad_(True)
-            elif self.freeze_backbone_on_attach:
-                param.requires_grad_(False)
-            else:  # PEFT froze everything else; restore the caller's choice
-                param.requires_grad_(grad_before.get(id(param), True))
+            # PEFT marks only its own layers trainable; undo that: what trains is the VLM module's decision
+            # (model.vlm.freeze with this adapter's ``asks_frozen_backbone``), taken after attach.
+            param.requires_grad_(name in self._param_names or grad_before.get(id(param), True))
         log.info(
             "%s LoRA: %d adapted linears (%d fused qkv split), %d adapter parameters",
             self.lora_type,

@@ -17,9 +17,10 @@ import torch
 
 from vlm4st.data.batch import Batch
 from vlm4st.data.calibration import calibration_split
+from vlm4st.data.codec import FrameCodec
 from vlm4st.data.errors import DataValueError
 from vlm4st.data.records import GridData, Windows
-from vlm4st.data.resize import resize_frames, resize_maps
+from vlm4st.data.resize import resize_frames
 from vlm4st.data.scaler import MinMaxScaler
 from vlm4st.data.timestamps import MINUTES_PER_DAY, check_range, time_codes
 
@@ -85,8 +86,12 @@ class PreparedDataset:
             if pred.shape[-1] != 1:
                 raise ValueError(f"expected one output channel, got prediction shape {tuple(pred.shape)}")
             pred = pred[..., 0]  # (B, T_out, h, w)
-        pred = resize_maps(pred.float(), self.native_hw)  # (B, T_out, H, W)
-        return self.scaler.inverse(pred, channel, dtype=torch.float64)
+        return self.codec.decode(pred, channel, self.native_hw)  # (B, T_out, H, W)
+
+    @property
+    def codec(self) -> FrameCodec:
+        """Raw frames to model inputs and back, as this dataset was prepared."""
+        return FrameCodec(self.scaler, self.model_hw)
 
     @property
     def interval_minutes(self) -> int:
@@ -171,11 +176,7 @@ def prepare(
     scaler = MinMaxScaler.fit(
         frames[fit_idx], data.frame_channel[fit_idx], data.n_channels, per_channel, data.source, what
     )
-    channel = data.frame_channel if per_channel else None
-    normed = np.empty(frames.shape, dtype=np.float32)
-    for b in range(0, len(frames), 8192):  # bounded float64 temporaries
-        block = slice(b, b + 8192)
-        normed[block] = scaler.transform(frames[block], None if channel is None else channel[block])
+    normed = FrameCodec(scaler, model_hw).scale(frames, data.frame_channel)  # (F, h, w)
     native = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)) if frames is not raw else None
     return PreparedDataset(
         name=data.name,

@@ -340,14 +340,13 @@ class VLM4ST(nn.Module):
 
         The adapter enumerates its own parameters (``adapter_parameters``), so no parameter name is matched.
         """
-        for p in self.parameters():
-            p.requires_grad_(True)
+        for name, p in self.named_parameters():
+            if not name.startswith("vlm."):
+                p.requires_grad_(True)
         if self.vlm is None:
             log.info("freeze_vlm_backbone: model.vlm is null (no_vlm), no backbone to freeze; every module trains")
             return
-        self.vlm.freeze_backbone()
-        for _, p in self.vlm.adapter.adapter_parameters(self.vlm):
-            p.requires_grad_(True)
+        self.vlm.freeze_backbone()  # the VLM module decides its own parameters: backbone frozen, adapter trains
 
     def unfreeze_all(self) -> None:
         """Make every parameter trainable (full fine-tuning)."""

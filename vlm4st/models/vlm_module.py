@@ -61,14 +61,15 @@ class VLMModule(VLMBackbone):
             which encoders' backbone weights are frozen after the adapter is attached (adapter parameters always
             train):
             ``auto``: an encoder is frozen when it received pretrained weights (ALBEF, or HF text weights) and the
-            adapter asks for a frozen backbone (``adapter.freeze_backbone_on_attach``: every LoRA type; ``none``
+            adapter asks for a frozen backbone (``adapter.asks_frozen_backbone``: every LoRA type; ``none``
             only with ``lora_type.freeze_backbone=true``). A randomly initialised encoder trains in full, its
             adapter still attached; so does any tensor of a frozen encoder that its weights did not cover (the
             fusion cross-attention under HF text weights). With ``lora_type=none`` (default) nothing is frozen.
             ``true``: both encoders frozen whatever their weights or the adapter; a frozen random encoder is
             logged as a warning. This is the way to freeze a pretrained backbone without any adapter.
             ``false``: nothing frozen.
-        adapter: the ``lora_type`` adapter; ``NoAdapter()`` (full fine-tuning) when None.
+        adapter: the ``lora_type`` adapter; ``NoAdapter(freeze_backbone=False)`` (full fine-tuning) when
+            None.
         pretrained_path: an ALBEF checkpoint (``ALBEF.pth`` / ``ALBEF_4M.pth`` layout) or None (random init).
         text_pretrained_path: HF-BERT-layout text weights (a folder with ``model.safetensors`` or the file); they
             replace the text part of ``pretrained_path``.
@@ -128,7 +129,7 @@ class VLMModule(VLMBackbone):
             text_weights=text_weights,
         )
         uncovered = self._uncovered_parameters()  # before attach: the adapter may rename (never replace) them
-        self.adapter = adapter if adapter is not None else NoAdapter()
+        self.adapter = adapter if adapter is not None else NoAdapter(freeze_backbone=False)
         self.adapter.attach(self)
         self._freeze_decisions: dict[str, tuple[bool, str]] = {}  # encoder -> (frozen, reason), the last decision
         self._apply_freeze_policy(uncovered)
@@ -171,7 +172,7 @@ class VLMModule(VLMBackbone):
         """(frozen, reason) for encoder ``name`` under ``model.vlm.freeze``."""
         weights = self.encoder_weights[name]
         source = weights.source or "random initialisation"
-        if self.freeze == "auto" and weights.pretrained and not self.adapter.freeze_backbone_on_attach:
+        if self.freeze == "auto" and weights.pretrained and not self.adapter.asks_frozen_backbone:
             kind = self.adapter.describe()["type"]
             return False, f"trained in full ({source}; adapter '{kind}' asks for no frozen backbone, freeze=auto)"
         frozen = self.freeze == "true" or (self.freeze == "auto" and weights.pretrained)

@@ -22,10 +22,9 @@ from omegaconf import DictConfig
 from torch import nn
 
 from vlm4st.config import ConfigError
+from vlm4st.data.codec import FrameCodec
 from vlm4st.data.errors import DataFormatError, DataValueError
 from vlm4st.data.npyfile import load, member, real_values
-from vlm4st.data.resize import resize_maps
-from vlm4st.data.scaler import MinMaxScaler
 from vlm4st.data.timestamps import MINUTES_PER_DAY, as_integers, check_window_steps, following, time_codes
 from vlm4st.logging.figures import frame_rows_image
 from vlm4st.training import host
@@ -114,16 +113,17 @@ def run_predict(cfg: DictConfig, payload: dict[str, Any], model: nn.Module, rt: 
     if name not in datasets:
         raise ConfigError(f"predict_dataset={name!r}; the checkpoint knows {sorted(datasets)}")
     info = datasets[name]
-    scaler = MinMaxScaler.from_state_dict(info["scaler"])
+    codec = FrameCodec.from_description(info)
     steps_per_day = MINUTES_PER_DAY // int(info["interval_minutes"])  # the stamps count steps of the dataset's own
     frames, stamps, channel = _read_input(
         Path(str(cfg.predict_input)), int(data["t_in"]), steps_per_day, int(info["channels"])
     )
-    n = len(frames)
-    channel_t = torch.from_numpy(channel) if channel is not None else torch.zeros(n, dtype=torch.int64)
-    x = scaler.transform(torch.from_numpy(frames), channel_t if scaler.per_channel else None)  # (N, T_in, H, W)
-    native_hw = tuple(frames.shape[-2:])
-    x = resize_maps(x.float(), tuple(info["model_hw"]))  # (N, T_in, h, w)
+    n, t_in = frames.shape[:2]
+    channel = channel if channel is not None else np.zeros(n, dtype=np.int64)  # (N,)
+    native_hw = (int(frames.shape[2]), int(frames.shape[3]))
+    # as the data module prepares frames: resize to the model grid, then scale
+    x = codec.encode(frames.reshape(n * t_in, *native_hw), np.repeat(channel, t_in))  # (N * T_in, h, w)
+    x = torch.from_numpy(x.reshape(n, t_in, *codec.model_hw))  # (N, T_in, h, w)
     ts = target_ts = None
     if stamps is not None:
         ts = torch.from_numpy(time_codes(stamps, steps_per_day))  # (N, T_in, 3)
@@ -135,8 +135,7 @@ def run_predict(cfg: DictConfig, payload: dict[str, Any], model: nn.Module, rt: 
         pred = model(x.to(dev), None if ts is None else ts.to(dev), task.to(dev),
                      target_timestamps=None if target_ts is None else target_ts.to(dev))[..., 0]  # (N, T_out, h, w)
     pred = host.to_host(pred.float())
-    pred = resize_maps(pred.float(), native_hw)  # (N, T_out, H, W)
-    forecast = scaler.inverse(pred, channel_t if scaler.per_channel else None, dtype=torch.float64).numpy()
+    forecast = codec.decode(pred, torch.from_numpy(channel), native_hw).numpy()  # (N, T_out, H, W) real scale
     out_dir = rt.run_dir
     npz_path = out_dir / "forecast.npz"
     np.savez_compressed(npz_path, forecast=forecast.astype(np.float32), history=frames, dataset=np.array(name))

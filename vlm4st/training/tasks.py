@@ -16,10 +16,12 @@ import dataclasses
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from vlm4st import checks
 from vlm4st.config import ConfigError, instantiate
@@ -28,7 +30,6 @@ from vlm4st.data.module import DataModule
 from vlm4st.errors import CheckpointError
 from vlm4st.evaluation.baselines import BaselineResults, evaluate_baselines
 from vlm4st.evaluation.shuffle import ShuffleResult, ShuffleTest, log_degradation, shuffle_result
-from vlm4st.logging.progress import ProgressConfig
 from vlm4st.models.forecaster import Forecaster
 from vlm4st.models.loss import TrainingLoss
 from vlm4st.training import checkpoint as ckpt
@@ -44,6 +45,7 @@ from vlm4st.training.run_metrics import (
     StageSummary,
 )
 from vlm4st.training.runtime import Runtime, resolved_config, run_context
+from vlm4st.training.settings import TrainerSettings
 from vlm4st.training.signals import RunInterrupted
 from vlm4st.training.source_cache import locked_source_dir, source_key
 from vlm4st.training.stages import Plan, plan_stages
@@ -98,64 +100,71 @@ def data_summary(cfg: DictConfig) -> None:
         sys.stdout.write(dm.summary() + "\n")
 
 
-def _evaluate_test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: TrainingLoss, unseen: list[str],
-                   collect: bool = False, frame_seed: int | None = None) -> EvalResult:
-    """The test split of every dataset, as ``evaluate`` takes it from the run's config and runtime."""
-    return evaluate(model, dm, "test", dm.eval_names("test"), batch_size=int(cfg.trainer.eval_batch_size),
-                    device=rt.device, dist=rt.dist, loss=loss, autocast=rt.autocast(), unseen=unseen,
-                    collect=collect, progress=ProgressConfig.from_trainer(cfg.trainer, rt.dist.is_main),
-                    frame_seed=frame_seed)
+@dataclass(frozen=True)
+class Evaluation:
+    """What every evaluation of a run shares: its data, runtime, loss, checked trainer settings and the datasets the
+    model never trained on (``unseen``: a zero-shot target)."""
+
+    dm: DataModule
+    rt: Runtime
+    loss: TrainingLoss
+    settings: TrainerSettings
+    unseen: list[str]
+
+    def test_split(self, model: nn.Module, collect: bool = False, frame_seed: int | None = None) -> EvalResult:
+        """The test split of every dataset (with permuted input frames when ``frame_seed`` is given)."""
+        dm, rt = self.dm, self.rt
+        return evaluate(model, dm, "test", dm.eval_names("test"), batch_size=self.settings.eval_batch_size,
+                        device=rt.device, dist=rt.dist, loss=self.loss, autocast=rt.autocast(), unseen=self.unseen,
+                        collect=collect, progress=self.settings.progress_for(rt.dist.is_main), frame_seed=frame_seed)
 
 
-def _test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: TrainingLoss, unseen: list[str]) -> EvalResult:
-    collect = bool(cfg.save_predictions) and not rt.dist.enabled
-    if cfg.save_predictions and rt.dist.enabled:
+def _test(model: nn.Module, ev: Evaluation, save_predictions: bool) -> EvalResult:
+    collect = save_predictions and not ev.rt.dist.enabled
+    if save_predictions and ev.rt.dist.enabled:
         log.warning("save_predictions is ignored under DDP; run task=test on one process to write them")
-    return _evaluate_test(model, dm, cfg, rt, loss, unseen, collect=collect)
+    return ev.test_split(model, collect=collect)
 
 
-def _shuffle_test(model, dm: DataModule, cfg: DictConfig, rt: Runtime, loss: TrainingLoss, unseen: list[str],
-                  shuffle: ShuffleTest, ordered: EvalResult) -> ShuffleResult | None:
+def _shuffle_test(model: nn.Module, ev: Evaluation, shuffle: ShuffleTest, ordered: EvalResult) -> ShuffleResult | None:
     """The input-order test (``shuffle_test``): the test split again with each window's input frames permuted;
     None when disabled."""
     if not shuffle.enabled:
         return None
-    shuffled = _evaluate_test(model, dm, cfg, rt, loss, unseen, frame_seed=shuffle.seed)
+    shuffled = ev.test_split(model, frame_seed=shuffle.seed)
     result = shuffle_result(shuffle, ordered.metrics, shuffled.metrics, shuffled.loss)
-    if rt.dist.is_main:
+    if ev.rt.dist.is_main:
         log_degradation(result, ordered.metrics)
     return result
 
 
-def _zero_shot(model, dm: DataModule, cfg: DictConfig, rt: Runtime, unseen: list[str],
-               loss: TrainingLoss) -> tuple[Any, dict[str, BlendWeights]]:
-    """The model the test runs: with ``transfer.zero_shot_blend`` and a zero-shot target, the model pulled toward
-    the last frame per forecast step by weights fitted on the target's unscored calibration prefix; and what was
-    fitted (for ``metrics.json``)."""
-    if not unseen or not checks.flag(cfg.transfer.zero_shot_blend, "transfer.zero_shot_blend"):
+def _zero_shot(model: nn.Module, ev: Evaluation, blend_on: bool) -> tuple[nn.Module, dict[str, BlendWeights]]:
+    """The model the test runs: with ``transfer.zero_shot_blend`` (``blend_on``) and a zero-shot target, the model
+    pulled toward the last frame per forecast step by weights fitted on the target's unscored calibration prefix;
+    and what was fitted (for ``metrics.json``)."""
+    if not ev.unseen or not blend_on:
         return model, {}
-    (name,) = unseen  # a zero-shot run has one target
-    blend = fit_blend(model, dm.by_name[name], len(dm.names), rt.device, rt.autocast(),
-                      int(cfg.trainer.eval_batch_size), loss)
+    (name,) = ev.unseen  # a zero-shot run has one target
+    blend = fit_blend(model, ev.dm.by_name[name], len(ev.dm.names), ev.rt.device, ev.rt.autocast(),
+                      ev.settings.eval_batch_size, ev.loss)
     fitted = {name: BlendWeights(weights=[float(w) for w in blend.weights], prefix_windows=blend.windows)}
-    return BlendedForecast(model, blend.weights).to(rt.device), fitted
+    return BlendedForecast(model, blend.weights).to(ev.rt.device), fitted
 
 
-def _figures(model, dm: DataModule, cfg: DictConfig, rt: Runtime, unseen: list[str],
-             histories: dict[str, list[EpochRecord]], step: int) -> None:
+def _figures(model: nn.Module, ev: Evaluation, histories: dict[str, list[EpochRecord]], step: int) -> None:
     """The run's pictures from the test windows and the stage histories (main process only)."""
-    if not rt.dist.is_main:
+    if not ev.rt.dist.is_main:
         return
-    images = figure_images(model, dm, "test", dm.eval_names("test"), rt.device, rt.autocast(),
-                           int(cfg.trainer.figure_windows), unseen=unseen)
-    write_figures(rt, images, histories, step)
+    images = figure_images(model, ev.dm, "test", ev.dm.eval_names("test"), ev.rt.device, ev.rt.autocast(),
+                           ev.settings.figure_windows, unseen=ev.unseen)
+    write_figures(ev.rt, images, histories, step)
 
 
-def _baselines(dm: DataModule, cfg: DictConfig, rt: Runtime) -> BaselineResults:
+def _baselines(ev: Evaluation) -> BaselineResults:
     """The naive baselines on the test split (main process only: they need no model)."""
-    if not rt.dist.is_main:
+    if not ev.rt.dist.is_main:
         return BaselineResults()
-    return evaluate_baselines(dm, "test", progress=ProgressConfig.from_trainer(cfg.trainer))
+    return evaluate_baselines(ev.dm, "test", progress=ev.settings.progress)
 
 
 def _stage_summary(result: StageResult) -> StageSummary:
@@ -228,6 +237,8 @@ def train(cfg: DictConfig) -> float:
 def _train(cfg: DictConfig, rt: Runtime) -> float:
     started = time.perf_counter()
     shuffle = ShuffleTest.from_config(cfg.shuffle_test)
+    settings = TrainerSettings.from_config(cfg.trainer)
+    blend_on = checks.flag(cfg.transfer.zero_shot_blend, "transfer.zero_shot_blend")
     dm = build_data(cfg)
     shuffle.check_frames(dm.t_in)
     log.info("data:\n%s", dm.summary())
@@ -235,25 +246,25 @@ def _train(cfg: DictConfig, rt: Runtime) -> float:
     params = model.get_trainable_parameters()
     log.info("model: %s parameters, %s trainable (%s in adapters)", f"{params.total:,}", f"{params.trainable:,}",
              f"{params.adapter.trainable:,}")
-    if cfg.trainer.grad_checkpointing:
+    if settings.grad_checkpointing:
         model.set_grad_checkpointing(True)
     config = resolved_config(cfg)
     if rt.dist.is_main:
         (rt.run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(config))
         rt.logger.log_config(config)
     meta = {"config": config, "data": dm.state_dict(), "adapter": model.describe_adapter()}
-    trainer = Trainer(model, dm, cfg.trainer, rt, meta)
+    trainer = Trainer(model, dm, settings, rt, meta)
     plan = plan_stages(cfg, dm, rt.run_dir / "checkpoints")
     stages, result = _run_plan(plan, trainer, cfg, dm, rt, config)
     if result is not None:
         _load_best(model, result.best_path)
-    forecaster, blend = _zero_shot(model, dm, cfg, rt, plan.unseen, trainer.loss)
-    tested = _test(forecaster, dm, cfg, rt, trainer.loss, plan.unseen)
-    shuffled = _shuffle_test(forecaster, dm, cfg, rt, trainer.loss, plan.unseen, shuffle, tested)
-    baselines = _baselines(dm, cfg, rt)
+    ev = Evaluation(dm, rt, trainer.loss, settings, plan.unseen)
+    forecaster, blend = _zero_shot(model, ev, blend_on)
+    tested = _test(forecaster, ev, checks.flag(cfg.save_predictions, "save_predictions"))
+    shuffled = _shuffle_test(forecaster, ev, shuffle, tested)
+    baselines = _baselines(ev)
     trained = {name: s for name, s in stages.items() if isinstance(s, StageSummary)}
-    _figures(forecaster, dm, cfg, rt, plan.unseen, {name: s.history for name, s in trained.items()},
-             trainer.global_step_offset)
+    _figures(forecaster, ev, {name: s.history for name, s in trained.items()}, trainer.global_step_offset)
     objective = float(result.best_val_loss) if result is not None else float("nan")
     metrics = RunMetrics(
         run=RunInfo(task="train", seed=int(cfg.seed), mode=dm.mode, target=dm.target, init=str(cfg.transfer.init),
@@ -302,20 +313,23 @@ def test(cfg: DictConfig) -> float:
     shuffle = ShuffleTest.from_config(cfg.shuffle_test)
     payload, trained = _checkpoint_config(cfg)
     run_cfg = _as_trained(cfg, trained)
+    settings = TrainerSettings.from_config(run_cfg.trainer)
+    blend_on = checks.flag(run_cfg.transfer.zero_shot_blend, "transfer.zero_shot_blend")
     with run_context(run_cfg) as rt:
         dm = build_data(run_cfg)
         dm.verify_state_dict(payload["data"], str(cfg.checkpoint))
         shuffle.check_frames(dm.t_in)
         model = build_model(trained.model, len(dm.names), dm.t_in, dm.t_out).to(rt.device)
         load_model_state(model, payload["model"], str(cfg.checkpoint))
-        loss = instantiate(run_cfg.trainer.loss, path="trainer.loss")
+        loss = instantiate(settings.loss, path="trainer.loss")
         unseen = plan_stages(run_cfg, dm, rt.run_dir / "checkpoints").unseen
-        forecaster, blend = _zero_shot(model, dm, run_cfg, rt, unseen, loss)
-        result = _test(forecaster, dm, run_cfg, rt, loss, unseen)
-        shuffled = _shuffle_test(forecaster, dm, run_cfg, rt, loss, unseen, shuffle, result)
-        baselines = _baselines(dm, run_cfg, rt)
+        ev = Evaluation(dm, rt, loss, settings, unseen)
+        forecaster, blend = _zero_shot(model, ev, blend_on)
+        result = _test(forecaster, ev, checks.flag(run_cfg.save_predictions, "save_predictions"))
+        shuffled = _shuffle_test(forecaster, ev, shuffle, result)
+        baselines = _baselines(ev)
         state = TrainState.from_dict(dict(payload["trainer_state"]), str(cfg.checkpoint))
-        _figures(forecaster, dm, run_cfg, rt, unseen, {str(payload["stage"]): state.history}, state.step)
+        _figures(forecaster, ev, {str(payload["stage"]): state.history}, state.step)
         metrics = RunMetrics(
             run=RunInfo(task="test", seed=int(run_cfg.seed), mode=dm.mode, target=dm.target,
                         checkpoint=str(cfg.checkpoint)),

@@ -18,11 +18,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from vlm4st import checks
 from vlm4st.checks import one_line
 from vlm4st.config import ConfigError, instantiate
 from vlm4st.data.batch import Batch
@@ -38,6 +36,7 @@ from vlm4st.training.loss_window import LossWindow, StepRecord
 from vlm4st.training.optim import build_optimizer, build_schedule
 from vlm4st.training.run_metrics import EpochRecord, ValErrors
 from vlm4st.training.runtime import Runtime
+from vlm4st.training.settings import TrainerSettings
 from vlm4st.training.signals import RunInterrupted, StopSignal
 from vlm4st.training.stages import Stage
 from vlm4st.training.state import TrainState
@@ -72,6 +71,17 @@ class StageResult:
     history: list[EpochRecord]
 
 
+@dataclass(frozen=True)
+class _After:
+    """What the loop does after a step. Under DDP every rank takes the same decisions (stop and budget are agreed
+    by a collective), so ranks stop, save and read at the same step."""
+
+    read: bool  # read the loss window on the host (log, progress, non-finite check)
+    save: bool  # write last.pt
+    stop: str | None  # why the run stops now (a signal, trainer.interrupt_after_steps), or None
+    out_of_time: bool  # the time budget is spent: validate this partial epoch, then stop
+
+
 @dataclass
 class _StageRun:
     """Everything one ``fit`` call works with."""
@@ -98,18 +108,17 @@ def differing_keys(stored: Any, current: Any, prefix: str) -> list[str]:
 
 
 class Trainer:
-    """Trains a model on a ``DataModule`` under a ``Runtime``; ``cfg`` is the ``trainer`` config node and
+    """Trains a model on a ``DataModule`` under a ``Runtime`` with the checked ``settings`` of the ``trainer`` node;
     ``run_meta`` (resolved config, data state, adapter description) goes into every checkpoint."""
 
     def __init__(
-        self, model: nn.Module, data: DataModule, cfg: DictConfig, runtime: Runtime, run_meta: dict[str, Any]
+        self, model: nn.Module, data: DataModule, settings: TrainerSettings, runtime: Runtime, run_meta: dict[str, Any]
     ) -> None:
         self.model = model.to(runtime.device)
-        self.data, self.cfg, self.rt = data, cfg, runtime
+        self.data, self.settings, self.rt = data, settings, runtime
         self.run_meta = dict(run_meta)
-        self.loss: TrainingLoss = instantiate(cfg.loss, path="trainer.loss")
-        self.progress = ProgressConfig.from_trainer(cfg, runtime.dist.is_main)
-        self.unknown_task_rate = checks.probability(cfg.unknown_task_rate, "trainer.unknown_task_rate")
+        self.loss: TrainingLoss = instantiate(settings.loss, path="trainer.loss")
+        self.progress: ProgressConfig = settings.progress_for(runtime.dist.is_main)
         self.global_step_offset = 0  # steps of earlier stages, so logger steps keep increasing
 
     # -- public ---------------------------------------------------------------------------------------------------
@@ -132,88 +141,41 @@ class Trainer:
 
     def validate(self, stage: Stage) -> EvalResult:
         """Validation metrics and pooled loss over ``stage.val`` (never test data, never an unseen target)."""
-        return evaluate(self.model, self.data, "val", stage.val, batch_size=int(self.cfg.eval_batch_size),
+        return evaluate(self.model, self.data, "val", stage.val, batch_size=self.settings.eval_batch_size,
                         device=self.rt.device, dist=self.rt.dist, loss=self.loss, autocast=self.rt.autocast(),
                         progress=self.progress)
 
     # -- setup ----------------------------------------------------------------------------------------------------
     def _prepare(self, stage: Stage) -> _StageRun:
-        cfg, rt = self.cfg, self.rt
-        per_epoch = self.data.num_train_batches(int(cfg.batch_size), drop_last=bool(cfg.drop_last), names=stage.train,
-                                                world_size=rt.dist.world_size)
+        s = self.settings
+        per_epoch = self.data.num_train_batches(s.batch_size, drop_last=s.drop_last, names=stage.train,
+                                                world_size=self.rt.dist.world_size)
         if per_epoch == 0:
             raise ConfigError(f"stage '{stage.name}': no training batches for datasets {stage.train} at "
-                              f"trainer.batch_size={cfg.batch_size}, trainer.drop_last={cfg.drop_last}; expected a "
+                              f"trainer.batch_size={s.batch_size}, trainer.drop_last={s.drop_last}; expected a "
                               "batch size that a full batch of the training windows reaches, or drop_last=false")
         total = stage.epochs * per_epoch
-        if cfg.max_steps is not None:
-            total = min(total, int(cfg.max_steps))
-        budget = float(cfg.time_budget_min) * 60.0 if cfg.time_budget_min is not None else None
-        optimizer = build_optimizer(self.model, instantiate(cfg.optimizer, path="trainer.optimizer"), stage.lr)
-        scheduler = build_schedule(instantiate(cfg.schedule, path="trainer.schedule"), optimizer, total, per_epoch,
+        if s.max_steps is not None:
+            total = min(total, s.max_steps)
+        budget = s.budget_s
+        optimizer = build_optimizer(self.model, instantiate(s.optimizer, path="trainer.optimizer"), stage.lr)
+        scheduler = build_schedule(instantiate(s.schedule, path="trainer.schedule"), optimizer, total, per_epoch,
                                    budget)
         return _StageRun(stage, TrainState(), optimizer, scheduler, per_epoch, total, budget,
                          stage.checkpoint_dir / "last.pt", stage.checkpoint_dir / "best.pt")
 
     # -- loop -----------------------------------------------------------------------------------------------------
     def _run_epochs(self, run: _StageRun) -> None:
-        cfg, rt, st, stage = self.cfg, self.rt, run.state, run.stage
+        """Epochs until the stage's epochs or steps are done or its time budget is spent; each ends validated and
+        saved. A signal received meanwhile ends the run once the stage is saved."""
+        st, stage = run.state, run.stage
         net = self._wrap()
-        every_ckpt = int(cfg.checkpoint_every_steps or 0)
-        interrupt_at = cfg.interrupt_after_steps
-        read_every = int(cfg.log_every_steps)
-        if read_every < 1:
-            raise ConfigError(f"trainer.log_every_steps: expected >= 1, got {read_every}")
-        window = LossWindow(run.optimizer, rt.device)
+        window = LossWindow(run.optimizer, self.rt.device)
         progress = self.progress.bar(stage.name, run.total, done=st.step, budget_s=run.budget_s,
                                      spent_s=st.train_seconds)
         with StopSignal() as stop, progress:
             while st.epoch < stage.epochs and st.step < run.total and not st.out_of_time:
-                self.model.train()
-                progress.note(epoch=f"{st.epoch + 1}/{stage.epochs}")
-                batches = self.data.train_batches(st.epoch, int(cfg.batch_size), names=stage.train,
-                                                  start=st.epoch_step, drop_last=bool(cfg.drop_last),
-                                                  rank=rt.dist.rank, world_size=rt.dist.world_size)
-                tick = time.perf_counter()
-                for batch in batches:
-                    run.scheduler.set_elapsed(st.train_seconds + time.perf_counter() - tick)
-                    parts = self._step(net, batch, run, window)
-                    if parts is None:  # non-finite loss read in the step: no update was made
-                        st.train_seconds += time.perf_counter() - tick
-                        self._read(window, run, progress)
-                        self._diverged(run, StepRecord(st.step + 1, st.epoch_step + 1, st.epoch, batch.dataset))
-                    st.step += 1
-                    st.epoch_step += 1
-                    window.add(parts, StepRecord(st.step, st.epoch_step, st.epoch, batch.dataset))
-                    progress.advance()
-                    # Under DDP every rank must stop at the same step; agreeing is a collective, so the ranks
-                    # agree only when the window is read anyway. A single process checks its flags every step.
-                    ckpt_now = bool(every_ckpt and st.step % every_ckpt == 0)
-                    read_now = st.step % read_every == 0 or st.step >= run.total or ckpt_now
-                    if rt.dist.enabled and not read_now:
-                        continue
-                    stopping = self._agree(stop.received is not None or (interrupt_at is not None and
-                                                                        st.step >= int(interrupt_at)))
-                    out_of_time = bool(run.budget_s) and self._agree(
-                        st.train_seconds + time.perf_counter() - tick >= run.budget_s)
-                    saving = stopping or ckpt_now
-                    if read_now or saving or out_of_time:
-                        self._read(window, run, progress)  # every save follows a read: never a non-finite state
-                    if saving:
-                        st.train_seconds += time.perf_counter() - tick
-                        tick = time.perf_counter()
-                        self._save(run.last_path, run)
-                    if stopping:
-                        why = f"signal {stop.received}" if stop.received is not None else "interrupt_after_steps"
-                        self._interrupt(stop, f"stage '{stage.name}' stopped at step {st.step} ({why})", run.last_path)
-                    if out_of_time:
-                        st.out_of_time = True  # validate this partial epoch, then stop
-                        log.info("stage '%s': time budget of %.1f min spent at step %d", stage.name,
-                                 run.budget_s / 60, st.step)
-                        break
-                    if st.step >= run.total:
-                        break
-                st.train_seconds += time.perf_counter() - tick
+                self._train_epoch(net, run, window, progress, stop)
                 self._read(window, run, progress)
                 self._end_epoch(run)
             st.finished = True
@@ -223,6 +185,75 @@ class Trainer:
                 # skips it; the signal still ends (or requeues) the run instead of being swallowed.
                 self._interrupt(stop, f"stage '{stage.name}' finished, then stopped by signal {stop.received}",
                                 run.last_path)
+
+    def _train_epoch(self, net: nn.Module, run: _StageRun, window: LossWindow, progress: Progress,
+                     stop: StopSignal) -> None:
+        """The steps of one epoch (from ``epoch_step`` on a resumed run), each followed by what ``_decide`` says."""
+        s, st, stage = self.settings, run.state, run.stage
+        self.model.train()
+        progress.note(epoch=f"{st.epoch + 1}/{stage.epochs}")
+        batches = self.data.train_batches(st.epoch, s.batch_size, names=stage.train, start=st.epoch_step,
+                                          drop_last=s.drop_last, rank=self.rt.dist.rank,
+                                          world_size=self.rt.dist.world_size)
+        tick = time.perf_counter()
+        for batch in batches:
+            run.scheduler.set_elapsed(st.train_seconds + time.perf_counter() - tick)
+            parts = self._step(net, batch, run, window)
+            if parts is None:  # non-finite loss read in the step: no update was made
+                self._bank(st, tick)
+                self._read(window, run, progress)
+                self._diverged(run, StepRecord(st.step + 1, st.epoch_step + 1, st.epoch, batch.dataset))
+            st.step += 1
+            st.epoch_step += 1
+            window.add(parts, StepRecord(st.step, st.epoch_step, st.epoch, batch.dataset))
+            progress.advance()
+            after = self._decide(run, stop, tick)
+            if after is None:
+                continue
+            if after.read:
+                self._read(window, run, progress)  # every save follows a read: never a non-finite state
+            if after.save:
+                tick = self._bank(st, tick)
+                self._save(run.last_path, run)
+            if after.stop is not None:
+                self._interrupt(stop, f"stage '{stage.name}' stopped at step {st.step} ({after.stop})", run.last_path)
+            if after.out_of_time:
+                st.out_of_time = True
+                log.info("stage '%s': time budget of %.1f min spent at step %d", stage.name, run.budget_s / 60,
+                         st.step)
+                break
+            if st.step >= run.total:
+                break
+        self._bank(st, tick)
+
+    def _decide(self, run: _StageRun, stop: StopSignal, tick: float) -> _After | None:
+        """What follows the step just taken; None: nothing (under DDP, between two reads of the window).
+
+        Under DDP the ranks agree (a collective) only at steps where the window is read anyway; a single process
+        checks its stop flags after every step.
+        """
+        s, st = self.settings, run.state
+        every = s.checkpoint_every_steps
+        ckpt_now = every is not None and st.step % every == 0
+        read_now = st.step % s.log_every_steps == 0 or st.step >= run.total or ckpt_now
+        if self.rt.dist.enabled and not read_now:
+            return None
+        interrupted = s.interrupt_after_steps is not None and st.step >= s.interrupt_after_steps
+        stopping = self._agree(stop.received is not None or interrupted)
+        out_of_time = run.budget_s is not None and self._agree(
+            st.train_seconds + time.perf_counter() - tick >= run.budget_s)
+        why = None
+        if stopping:
+            why = f"signal {stop.received}" if stop.received is not None else "interrupt_after_steps"
+        return _After(read=read_now or stopping or ckpt_now or out_of_time, save=stopping or ckpt_now, stop=why,
+                      out_of_time=out_of_time)
+
+    @staticmethod
+    def _bank(st: TrainState, tick: float) -> float:
+        """Add the training time since ``tick`` to the state; the new tick."""
+        now = time.perf_counter()
+        st.train_seconds += now - tick
+        return now
 
     def _step(
         self, net: nn.Module, batch: Batch, run: _StageRun, window: LossWindow
@@ -241,7 +272,7 @@ class Trainer:
             return None
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        clip = float(self.cfg.grad_clip)
+        clip = self.settings.grad_clip
         if clip > 0:
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], clip)
         if window.skips_on_device:
@@ -254,9 +285,10 @@ class Trainer:
         """``trainer.unknown_task_rate`` of the samples train as the unknown task (id = number of datasets), so the
         path a zero-shot city takes (no cell identity, the unknown adapter route) is trained, not left at its
         initial weights. Drawn on the device from the checkpointed torch RNG; a rate of 0 draws nothing."""
-        if self.unknown_task_rate == 0.0:
+        rate = self.settings.unknown_task_rate
+        if rate == 0.0:
             return task
-        hide = torch.rand(task.shape, device=task.device) < self.unknown_task_rate  # (B,)
+        hide = torch.rand(task.shape, device=task.device) < rate  # (B,)
         return torch.where(hide, torch.full_like(task, len(self.data.names)), task)  # (B,)
 
     def _read(self, window: LossWindow, run: _StageRun, progress: Progress) -> None:
@@ -302,7 +334,7 @@ class Trainer:
         rt.logger.log_scalars({**scalar_tags("val", result), "epoch": epoch + 1}, step)
         if rt.logger.wants_images(epoch) and rt.dist.is_main:
             images = figure_images(self.model, self.data, "val", stage.val, rt.device, rt.autocast(),
-                                   int(self.cfg.figure_windows))
+                                   self.settings.figure_windows)
             for tag, image in images.items():
                 rt.logger.log_image(tag, image, step)
         log.info("%s epoch %d/%d: val loss %.5f%s | %s", stage.name, epoch + 1, stage.epochs, result.loss,
@@ -332,7 +364,7 @@ class Trainer:
         if self.rt.dist.enabled:
             ids = [self.rt.device.index] if self.rt.device.type == "cuda" else None
             net = DistributedDataParallel(net, device_ids=ids, find_unused_parameters=False)
-        if self.cfg.compile:
+        if self.settings.compile:
             net = torch.compile(net)
         return net
 
@@ -344,7 +376,7 @@ class Trainer:
             **self.run_meta,
             "stage": run.stage.name,
             "stage_train": list(run.stage.train),
-            "model": model_state(self.model, trainable_only=bool(self.cfg.save_adapters_only)),
+            "model": model_state(self.model, trainable_only=self.settings.save_adapters_only),
             "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(),
             "trainer_state": run.state.to_dict(),
