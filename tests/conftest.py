@@ -23,18 +23,27 @@ settings.register_profile("explore", deadline=None, max_examples=1000,
 settings.load_profile("ci")
 
 
+#: The command that runs the integration tier (``.ci/run`` runs it after the default tier).
+INTEGRATION_CMD = "python -m pytest --integration -m integration"
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+    parser.addoption("--integration", action="store_true", default=False,
+                     help=f"run the integration tier too (tests marked integration); alone: {INTEGRATION_CMD}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     skip_slow = pytest.mark.skip(reason="slow test: pass --runslow to run it")
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device; none is available")
+    skip_integration = pytest.mark.skip(reason=f"integration tier: {INTEGRATION_CMD}")
     for item in items:
         if "slow" in item.keywords and not config.getoption("--runslow"):
             item.add_marker(skip_slow)
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
+        if "integration" in item.keywords and not config.getoption("--integration"):
+            item.add_marker(skip_integration)
 
 
 @pytest.fixture(autouse=True)

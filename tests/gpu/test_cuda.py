@@ -20,7 +20,7 @@ from vlm4st.training.distributed import DistInfo
 from vlm4st.training.evaluate import evaluate
 from vlm4st.training.loss_window import LossWindow
 from vlm4st.training.runtime import Runtime
-from vlm4st.training.settings import TrainerSettings
+from vlm4st.training.settings import TrainerSettings, TransferSettings
 from vlm4st.training.stages import plan_stages
 from vlm4st.training.trainer import RunInterrupted, Trainer
 
@@ -113,10 +113,12 @@ def _trainer(tmp_path, device: torch.device, *overrides: str):
     cfg = make_cfg(tmp_path, "model.dims.dropout=0.0", "trainer.schedule.warmup_epochs=0", *overrides)
     dm = tasks.build_data(cfg)
     torch.manual_seed(0)
-    model = tasks.build_model(cfg.model, len(dm.names))
+    model = tasks.build_model(cfg.model, len(dm.names), dm.t_in, dm.t_out)
     rt = Runtime(device=device, dtype=None, dist=DistInfo(), run_dir=tmp_path)
-    trainer = Trainer(model, dm, TrainerSettings.from_config(cfg.trainer), rt, {"config": {}, "data": dm.state_dict()})
-    run = trainer._prepare(plan_stages(cfg, dm, tmp_path / "checkpoints").stages[0])
+    settings = TrainerSettings.from_config(cfg.trainer)
+    trainer = Trainer(model, dm, settings, rt, {"config": {}, "data": dm.state_dict()})
+    plan = plan_stages(settings, TransferSettings.from_config(cfg), dm, tmp_path / "checkpoints")
+    run = trainer._prepare(plan.stages[0])
     return trainer, run, dm
 
 

@@ -16,7 +16,7 @@ from vlm4st.training import host, tasks
 from vlm4st.training.distributed import DistInfo
 from vlm4st.training.evaluate import evaluate
 from vlm4st.training.runtime import Runtime
-from vlm4st.training.settings import TrainerSettings
+from vlm4st.training.settings import TrainerSettings, TransferSettings
 from vlm4st.training.stages import plan_stages
 from vlm4st.training.trainer import Trainer
 
@@ -36,9 +36,10 @@ def test_training_validation_checkpoints_and_test_run_on_a_non_cpu_device(tmp_pa
     dm = tasks.build_data(cfg)
     model = tasks.build_model(cfg.model, len(dm.names), dm.t_in, dm.t_out)
     rt = Runtime(device=META, dtype=None, dist=DistInfo(), run_dir=tmp_path)
-    trainer = Trainer(model, dm, TrainerSettings.from_config(cfg.trainer), rt, {"config": {}, "data": dm.state_dict()})
+    settings = TrainerSettings.from_config(cfg.trainer)
+    trainer = Trainer(model, dm, settings, rt, {"config": {}, "data": dm.state_dict()})
     assert all(p.is_meta for p in model.parameters())
-    plan = plan_stages(cfg, dm, tmp_path / "checkpoints")
+    plan = plan_stages(settings, TransferSettings.from_config(cfg), dm, tmp_path / "checkpoints")
     result = trainer.fit(plan.stages[0], resume=False)
     assert result.steps == 3 and result.best_path.is_file()  # three steps, a validation, two checkpoint writes
     test = evaluate(model, dm, "test", dm.eval_names("test"), batch_size=64, device=META, dist=DistInfo(),

@@ -31,6 +31,9 @@ class TrainerSettings:
     """What the loop needs from ``trainer``; ``conf/trainer/default.yaml`` documents each key."""
 
     epochs: int
+    lr: float  # the optimiser's learning rate of a full-data or source stage
+    fewshot_epochs: int  # a transfer target's stage
+    fewshot_lr: float
     batch_size: int
     eval_batch_size: int
     drop_last: bool
@@ -65,6 +68,9 @@ class TrainerSettings:
         every = node.checkpoint_every_steps
         return cls(
             epochs=checks.positive_int(node.epochs, "trainer.epochs"),
+            lr=checks.positive_number(node.optimizer.lr, "trainer.optimizer.lr"),
+            fewshot_epochs=checks.positive_int(node.fewshot.epochs, "trainer.fewshot.epochs"),
+            fewshot_lr=checks.positive_number(node.fewshot.lr, "trainer.fewshot.lr"),
             batch_size=checks.positive_int(node.batch_size, "trainer.batch_size"),
             eval_batch_size=checks.positive_int(node.eval_batch_size, "trainer.eval_batch_size"),
             drop_last=checks.flag(node.drop_last, "trainer.drop_last"),
@@ -87,4 +93,33 @@ class TrainerSettings:
             optimizer=node.optimizer,
             schedule=node.schedule,
             loss=node.loss,
+        )
+
+
+#: ``transfer.init``: the target stage starts from the source stage, or from the weights as built (the control).
+TRANSFER_INITS = ("source", "scratch")
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """The ``transfer`` node and ``source_checkpoint``: where a transfer run's source stage comes from and what its
+    target stage starts from (``conf/config.yaml`` documents each key)."""
+
+    init: str  # source | scratch
+    zero_shot_blend: bool
+    source_cache: bool
+    cache_dir: str
+    source_checkpoint: str | None
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> TransferSettings:
+        """From the run's root config (``transfer`` and ``source_checkpoint``)."""
+        node = cfg.transfer
+        given = cfg.source_checkpoint
+        return cls(
+            init=checks.choice(node.init, TRANSFER_INITS, "transfer.init"),
+            zero_shot_blend=checks.flag(node.zero_shot_blend, "transfer.zero_shot_blend"),
+            source_cache=checks.flag(node.source_cache, "transfer.source_cache"),
+            cache_dir=str(node.cache_dir),
+            source_checkpoint=str(given) if given else None,
         )

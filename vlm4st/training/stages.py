@@ -16,17 +16,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import DictConfig
-
-from vlm4st import checks
 from vlm4st.data.module import DataModule
 from vlm4st.errors import ConfigError
+from vlm4st.training.settings import TrainerSettings, TransferSettings
 
 log = logging.getLogger(__name__)
-
-#: ``transfer.init``: the target stage starts from the source stage, or from the weights as built (the control).
-TRANSFER_INITS = ("source", "scratch")
-
 
 @dataclass
 class Stage:
@@ -56,30 +50,27 @@ class Plan:
     unseen: list[str] = field(default_factory=list)
 
 
-def plan_stages(cfg: DictConfig, dm: DataModule, checkpoint_dir: Path) -> Plan:
-    """The run's stages from its config and data mode (``full``, ``few`` or ``zero``)."""
-    tr = cfg.trainer
-    init = checks.choice(cfg.transfer.init, TRANSFER_INITS, "transfer.init")
+def plan_stages(trainer: TrainerSettings, transfer: TransferSettings, dm: DataModule, checkpoint_dir: Path) -> Plan:
+    """The run's stages from its settings and data mode (``full``, ``few`` or ``zero``)."""
     if dm.mode == "full":
-        main = Stage("main", dm.train_names(), dm.eval_names("val"), int(tr.epochs), float(tr.optimizer.lr),
-                     checkpoint_dir)
+        main = Stage("main", dm.train_names(), dm.eval_names("val"), trainer.epochs, trainer.lr, checkpoint_dir)
         return Plan([main])
-    target = Stage("target", [str(dm.target)], [str(dm.target)], int(tr.fewshot.epochs), float(tr.fewshot.lr),
+    target = Stage("target", [str(dm.target)], [str(dm.target)], trainer.fewshot_epochs, trainer.fewshot_lr,
                    checkpoint_dir / "target", start="previous")
-    if init == "scratch":
+    if transfer.init == "scratch":
         if dm.mode == "zero":
             raise ConfigError("transfer.init=scratch with shot_ratio=zero: a zero-shot target has no share to train "
                               "from scratch; expected transfer.init=source, or a few-shot ratio (few5, few10)")
         target.start = "model"
-        if cfg.source_checkpoint:
+        if transfer.source_checkpoint:
             log.info("transfer.init=scratch: source_checkpoint %s is not loaded (the control trains from scratch)",
-                     cfg.source_checkpoint)
+                     transfer.source_checkpoint)
         return Plan([target])
     sources = [n for n in dm.names if n != dm.target]
-    source = Stage("source", sources, sources, int(tr.epochs), float(tr.optimizer.lr), checkpoint_dir / "source")
-    if cfg.source_checkpoint:
-        source.reuse = Path(str(cfg.source_checkpoint))
-    elif cfg.transfer.source_cache:
+    source = Stage("source", sources, sources, trainer.epochs, trainer.lr, checkpoint_dir / "source")
+    if transfer.source_checkpoint:
+        source.reuse = Path(transfer.source_checkpoint)
+    elif transfer.source_cache:
         source.cached = True
     if dm.mode == "zero":
         return Plan([source], unseen=[str(dm.target)])

@@ -45,7 +45,7 @@ from vlm4st.training.run_metrics import (
     StageSummary,
 )
 from vlm4st.training.runtime import Runtime, resolved_config, run_context
-from vlm4st.training.settings import TrainerSettings
+from vlm4st.training.settings import TrainerSettings, TransferSettings
 from vlm4st.training.signals import RunInterrupted
 from vlm4st.training.source_cache import locked_source_dir, source_key
 from vlm4st.training.stages import Plan, plan_stages
@@ -190,10 +190,11 @@ def _load_best(model, path: Path) -> None:
     load_model_state(model, ckpt.load_checkpoint(path)["model"], str(path))
 
 
-def _run_plan(plan: Plan, trainer: Trainer, cfg: DictConfig, dm: DataModule, rt: Runtime,
+def _run_plan(plan: Plan, trainer: Trainer, resume: bool, cache_dir: str, dm: DataModule, rt: Runtime,
               config: dict[str, Any]) -> tuple[dict[str, StageSummary | ReusedStage], StageResult | None]:
-    """Run the stages in order; returns their summaries and the result whose best weights the test uses."""
-    resume = _resume_choice(cfg.resume)
+    """Run the stages in order (each from its ``last.pt`` when ``resume``; a cached source stage always resumes
+    from its cache entry under ``cache_dir``); returns their summaries and the result whose best weights the test
+    uses."""
     stages: dict[str, StageSummary | ReusedStage] = {}
     result: StageResult | None = None
     for stage in plan.stages:
@@ -207,7 +208,7 @@ def _run_plan(plan: Plan, trainer: Trainer, cfg: DictConfig, dm: DataModule, rt:
             result = None
         elif stage.cached:
             key = source_key(config, dm.content_hashes())
-            with locked_source_dir(cfg.transfer.cache_dir, key, str(dm.target), lock=rt.dist.is_main) as entry:
+            with locked_source_dir(cache_dir, key, str(dm.target), lock=rt.dist.is_main) as entry:
                 barrier()
                 stage.checkpoint_dir = entry
                 reused = (entry / "last.pt").is_file()
@@ -238,7 +239,8 @@ def _train(cfg: DictConfig, rt: Runtime) -> float:
     started = time.perf_counter()
     shuffle = ShuffleTest.from_config(cfg.shuffle_test)
     settings = TrainerSettings.from_config(cfg.trainer)
-    blend_on = checks.flag(cfg.transfer.zero_shot_blend, "transfer.zero_shot_blend")
+    transfer = TransferSettings.from_config(cfg)
+    resume = _resume_choice(cfg.resume)
     dm = build_data(cfg)
     shuffle.check_frames(dm.t_in)
     log.info("data:\n%s", dm.summary())
@@ -254,12 +256,12 @@ def _train(cfg: DictConfig, rt: Runtime) -> float:
         rt.logger.log_config(config)
     meta = {"config": config, "data": dm.state_dict(), "adapter": model.describe_adapter()}
     trainer = Trainer(model, dm, settings, rt, meta)
-    plan = plan_stages(cfg, dm, rt.run_dir / "checkpoints")
-    stages, result = _run_plan(plan, trainer, cfg, dm, rt, config)
+    plan = plan_stages(settings, transfer, dm, rt.run_dir / "checkpoints")
+    stages, result = _run_plan(plan, trainer, resume, transfer.cache_dir, dm, rt, config)
     if result is not None:
         _load_best(model, result.best_path)
     ev = Evaluation(dm, rt, trainer.loss, settings, plan.unseen)
-    forecaster, blend = _zero_shot(model, ev, blend_on)
+    forecaster, blend = _zero_shot(model, ev, transfer.zero_shot_blend)
     tested = _test(forecaster, ev, checks.flag(cfg.save_predictions, "save_predictions"))
     shuffled = _shuffle_test(forecaster, ev, shuffle, tested)
     baselines = _baselines(ev)
@@ -267,7 +269,7 @@ def _train(cfg: DictConfig, rt: Runtime) -> float:
     _figures(forecaster, ev, {name: s.history for name, s in trained.items()}, trainer.global_step_offset)
     objective = float(result.best_val_loss) if result is not None else float("nan")
     metrics = RunMetrics(
-        run=RunInfo(task="train", seed=int(cfg.seed), mode=dm.mode, target=dm.target, init=str(cfg.transfer.init),
+        run=RunInfo(task="train", seed=int(cfg.seed), mode=dm.mode, target=dm.target, init=transfer.init,
                     **rt.choices),
         test=tested.metrics,
         test_loss=tested.loss,
@@ -314,7 +316,7 @@ def test(cfg: DictConfig) -> float:
     payload, trained = _checkpoint_config(cfg)
     run_cfg = _as_trained(cfg, trained)
     settings = TrainerSettings.from_config(run_cfg.trainer)
-    blend_on = checks.flag(run_cfg.transfer.zero_shot_blend, "transfer.zero_shot_blend")
+    transfer = TransferSettings.from_config(run_cfg)
     with run_context(run_cfg) as rt:
         dm = build_data(run_cfg)
         dm.verify_state_dict(payload["data"], str(cfg.checkpoint))
@@ -322,9 +324,9 @@ def test(cfg: DictConfig) -> float:
         model = build_model(trained.model, len(dm.names), dm.t_in, dm.t_out).to(rt.device)
         load_model_state(model, payload["model"], str(cfg.checkpoint))
         loss = instantiate(settings.loss, path="trainer.loss")
-        unseen = plan_stages(run_cfg, dm, rt.run_dir / "checkpoints").unseen
+        unseen = plan_stages(settings, transfer, dm, rt.run_dir / "checkpoints").unseen
         ev = Evaluation(dm, rt, loss, settings, unseen)
-        forecaster, blend = _zero_shot(model, ev, blend_on)
+        forecaster, blend = _zero_shot(model, ev, transfer.zero_shot_blend)
         result = _test(forecaster, ev, checks.flag(run_cfg.save_predictions, "save_predictions"))
         shuffled = _shuffle_test(forecaster, ev, shuffle, result)
         baselines = _baselines(ev)
