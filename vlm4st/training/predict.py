@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.lib.npyio import NpzFile
-from omegaconf import DictConfig
 from torch import nn
 
 from vlm4st.config import ConfigError
@@ -100,23 +99,25 @@ def _channels(channel: np.ndarray, n: int, n_channels: int, source: str) -> np.n
     return channel
 
 
-def run_predict(cfg: DictConfig, payload: dict[str, Any], model: nn.Module, rt: Runtime) -> Path:
-    """Load the checkpoint into ``model`` (on ``rt.device``), forecast ``cfg.predict_input``, write the outputs to
-    the run dir; returns the npz path."""
-    if not cfg.predict_input:
+def run_predict(checkpoint: str, predict_input: str | None, predict_dataset: str | None, payload: dict[str, Any],
+                model: nn.Module, rt: Runtime) -> Path:
+    """Load ``payload`` (read from ``checkpoint``) into ``model`` (on ``rt.device``), forecast the frames of
+    ``predict_input`` as dataset ``predict_dataset`` (None: the checkpoint's first), write the outputs to the run
+    dir; returns the npz path."""
+    if not predict_input:
         raise ConfigError("task=predict needs predict_input=<.npy or .npz of raw frames>")
-    load_model_state(model, payload["model"], str(cfg.checkpoint))
+    load_model_state(model, payload["model"], checkpoint)
     model.eval()
     data = payload["data"]
     datasets = {d["name"]: d for d in data["datasets"]}
-    name = cfg.predict_dataset or data["datasets"][0]["name"]
+    name = predict_dataset or data["datasets"][0]["name"]
     if name not in datasets:
         raise ConfigError(f"predict_dataset={name!r}; the checkpoint knows {sorted(datasets)}")
     info = datasets[name]
     codec = FrameCodec.from_description(info)
     steps_per_day = MINUTES_PER_DAY // int(info["interval_minutes"])  # the stamps count steps of the dataset's own
     frames, stamps, channel = _read_input(
-        Path(str(cfg.predict_input)), int(data["t_in"]), steps_per_day, int(info["channels"])
+        Path(predict_input), int(data["t_in"]), steps_per_day, int(info["channels"])
     )
     n, t_in = frames.shape[:2]
     channel = channel if channel is not None else np.zeros(n, dtype=np.int64)  # (N,)

@@ -354,4 +354,6 @@ def predict(cfg: DictConfig) -> None:
     with run_context(run_cfg) as rt:
         data = payload["data"]
         model = build_model(trained.model, len(data["datasets"]), data["t_in"], data["t_out"]).to(rt.device)
-        run_predict(run_cfg, payload, model, rt)
+        given = run_cfg.predict_input
+        run_predict(str(cfg.checkpoint), None if given is None else str(given),
+                    None if run_cfg.predict_dataset is None else str(run_cfg.predict_dataset), payload, model, rt)
