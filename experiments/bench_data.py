@@ -7,6 +7,11 @@ the UniST files. Then, each in a fresh subprocess:
   (a) reference: ``json.load`` + ``torch.tensor`` of each split's windows and timestamps;
   (b) ours, first load: parse + write the binary cache;
   (c) ours, second load: cache hit.
+  (d) maintained JSON libraries, each used as well as it allows, to the same arrays (each split's windows as
+      float32 (N, T, H, W) and its timestamps as int64): ``orjson.loads``; ``msgspec.json.decode`` with a typed
+      schema that leaves the period arrays undecoded (``msgspec.Raw``); ``pysimdjson`` (simdjson) with each
+      windows array flattened by ``as_buffer`` and reshaped. A library that is not installed is reported as such
+      (``pip install -e ".[bench]"``).
 It prints wall time and peak RSS (``ru_maxrss``) of each, and the hashing speed of the candidate digests.
 
     python experiments/bench_data.py [--workdir DIR] [--repeat N]
@@ -67,6 +72,14 @@ def _child(mode: str, path: str, cache_dir: str) -> None:
     if mode == "hash":
         print(json.dumps(_hash_speeds(Path(path))))
         return
+    if mode in LIBRARIES:
+        try:
+            shape = LIBRARIES[mode](Path(path))
+        except ImportError as err:
+            print(json.dumps({"missing": str(err)}))
+            return
+        print(json.dumps({"seconds": shape.pop(), "rss_gib": _peak_rss_gib(), "train_shape": shape}))
+        return
     t0 = time.perf_counter()
     if mode == "reference":
         import torch
@@ -84,8 +97,63 @@ def _child(mode: str, path: str, cache_dir: str) -> None:
         data = UniSTJsonReader(path, "pairs", cache_dir=cache_dir).read(12, SPLITS)
         shape = [len(data.windows["train"]), 12, *data.grid]
     seconds = time.perf_counter() - t0
-    rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
-    print(json.dumps({"seconds": seconds, "rss_gib": rss_gib, "train_shape": shape}))
+    print(json.dumps({"seconds": seconds, "rss_gib": _peak_rss_gib(), "train_shape": shape}))
+
+
+def _peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+
+
+def _arrays_from_lists(doc: dict) -> list[int]:
+    """Each split's windows (float32) and timestamps (int64) from a decoded document; the train shape."""
+    arrays = {}
+    for s in SPLITS:
+        arrays[s] = np.asarray(doc[f"X_{s}"][0], dtype=np.float32)  # (N, T, H, W)
+        arrays[f"ts_{s}"] = np.asarray(doc["timestamps"][s], dtype=np.int64)  # (N, T, 2)
+    return list(arrays["train"].shape)
+
+
+def _orjson(path: Path) -> list[float]:
+    import orjson
+
+    t0 = time.perf_counter()
+    shape = _arrays_from_lists(orjson.loads(path.read_bytes()))
+    return [*shape, time.perf_counter() - t0]
+
+
+def _msgspec(path: Path) -> list[float]:
+    import msgspec
+
+    windows = tuple[list[list[list[list[float]]]], msgspec.Raw]  # [windows, period]: period left undecoded
+    stamps = dict[str, list[list[list[int]]]]
+    schema = msgspec.defstruct("UniST", [("X_train", windows), ("X_val", windows), ("X_test", windows),
+                                         ("timestamps", stamps)])
+    t0 = time.perf_counter()
+    doc = msgspec.json.decode(path.read_bytes(), type=schema)
+    shape = _arrays_from_lists({f"X_{s}": getattr(doc, f"X_{s}") for s in SPLITS} | {"timestamps": doc.timestamps})
+    return [*shape, time.perf_counter() - t0]
+
+
+def _simdjson(path: Path) -> list[float]:
+    import simdjson
+
+    t0 = time.perf_counter()
+    doc = simdjson.Parser().parse(path.read_bytes())
+    shape: list[int] = []
+    for s in SPLITS:
+        x = doc[f"X_{s}"][0]
+        dims = [len(x), len(x[0]), len(x[0][0]), len(x[0][0][0])]  # from the first element: no ragged check
+        flat = np.frombuffer(x.as_buffer(of_type="d"), dtype=np.float64)
+        windows = flat.astype(np.float32).reshape(dims)  # (N, T, H, W)
+        ts = doc["timestamps"][s]
+        stamps = np.frombuffer(ts.as_buffer(of_type="i"), dtype=np.int64).reshape(len(ts), -1, 2)  # (N, T, 2)
+        if s == "train":
+            shape = list(windows.shape)
+        del windows, stamps
+    return [*shape, time.perf_counter() - t0]
+
+
+LIBRARIES = {"orjson": _orjson, "msgspec": _msgspec, "simdjson": _simdjson}
 
 
 def _run(mode: str, path: Path, cache_dir: Path) -> dict:
@@ -129,14 +197,20 @@ def main() -> None:
         print(f"built {path} ({path.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s")
     print("hash of the file (s, best of 3):", {k: round(v, 3) for k, v in _run("hash", path, work).items()})
     rows = {"(a) reference json.load": [], "(b) ours, first load": [], "(c) ours, second load": []}
+    rows |= {f"(d) {name}": [] for name in LIBRARIES}
     for _ in range(args.repeat):
         cache = work / "cache"
         shutil.rmtree(cache, ignore_errors=True)
         rows["(a) reference json.load"].append(_run("reference", path, cache))
         rows["(b) ours, first load"].append(_run("ours", path, cache))
         rows["(c) ours, second load"].append(_run("ours", path, cache))
+        for name in LIBRARIES:
+            rows[f"(d) {name}"].append(_run(name, path, cache))
     print(f"\n{'load':<26} {'seconds':>8} {'peak RSS GiB':>13}  train windows shape")
     for label, runs in rows.items():
+        if "missing" in runs[0]:
+            print(f"{label:<26} not installed ({runs[0]['missing']})")
+            continue
         sec = statistics.median(r["seconds"] for r in runs)
         rss = statistics.median(r["rss_gib"] for r in runs)
         print(f"{label:<26} {sec:>8.2f} {rss:>13.2f}  {runs[0]['train_shape']}")
