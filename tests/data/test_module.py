@@ -227,7 +227,7 @@ def test_verify_state_dict_accepts_itself_and_rejects_other_datasets() -> None:
     state = dm.state_dict()
     with pytest.raises(DataMismatchError, match=r"ckpt\.pt: datasets \(names in task-id order\) differs"):
         dm.verify_state_dict(state | {"datasets": state["datasets"][::-1]}, source="ckpt.pt")
-    other = module(scaler={"fit_on": "all"}).state_dict()
+    other = module(scaler={"fit_on": "all", "per_channel": False}).state_dict()
     with pytest.raises(DataMismatchError, match=r"datasets\.c0\.layout\.scaler_on differs: stored 'all'"):
         dm.verify_state_dict(other, source="ckpt.pt")
 

@@ -56,7 +56,7 @@ def test_fit_on_train_versus_all(tmp_path, fit_on) -> None:
     s = series(T=60, C=2)  # ramp: later frames are larger
     path = tmp_path / "city.npz"
     np.savez(path, data=s, timestamps=stamps_for(len(s)))
-    cfg = dataset_cfg({"city": series_source(path)}, scaler={"fit_on": fit_on})
+    cfg = dataset_cfg({"city": series_source(path)}, scaler={"fit_on": fit_on, "per_channel": False})
     dm = build_datamodule(cfg, shots(1.0), 0)
     ds = dm.by_name["city"]
     train_frames = ds.train_frame_indices()
@@ -75,7 +75,7 @@ def test_per_channel_scaler_in_the_module(tmp_path) -> None:
     s[:, 1] *= 100
     path = tmp_path / "city.npz"
     np.savez(path, data=s, timestamps=stamps_for(len(s)))
-    cfg = dataset_cfg({"city": series_source(path)}, scaler={"per_channel": True})
+    cfg = dataset_cfg({"city": series_source(path)}, scaler={"fit_on": "train", "per_channel": True})
     dm = build_datamodule(cfg, shots(1.0), 0)
     sc = dm.by_name["city"].scaler
     assert sc.per_channel and len(sc.maximum) == 2 and sc.maximum[1] > 50 * sc.maximum[0]

@@ -119,12 +119,13 @@ def test_unknown_task_rate_feeds_that_share_of_samples_as_the_unknown_task() -> 
 
     from vlm4st.training.trainer import Trainer
 
-    trainer = SimpleNamespace(unknown_task_rate=0.3, data=SimpleNamespace(names=["a", "b", "c"]))
+    settings = SimpleNamespace(unknown_task_rate=0.3)
+    trainer = SimpleNamespace(settings=settings, data=SimpleNamespace(names=["a", "b", "c"]))
     torch.manual_seed(0)
     task = torch.randint(0, 3, (20_000,))
     hidden = Trainer._hide_tasks(trainer, task)
     unknown = hidden == 3
     assert abs(float(unknown.float().mean()) - 0.3) < 0.02
     assert torch.equal(hidden[~unknown], task[~unknown])  # the others keep their own id
-    trainer.unknown_task_rate = 0.0
+    settings.unknown_task_rate = 0.0
     assert Trainer._hide_tasks(trainer, task) is task
