@@ -17,19 +17,29 @@ from vlm4st.training import checkpoint as ckpt
 from vlm4st.training.run_metrics import RunMetrics, load_metrics
 
 # Small, fast settings shared by the end-to-end tests: the tiny model on its 20-epoch schedule at lr 1e-3 (the tests
-# cut it short with trainer.max_steps or fewer epochs), no progress bar.
+# cut it short with trainer.max_steps or fewer epochs), no progress bar, no figures (the tests of figures turn them
+# on: drawing them costs a tiny run more than its training).
 FAST = [
     "model=tiny",
     "trainer.epochs=20",
     "trainer.optimizer.lr=1e-3",
     "logger=none",
     "trainer.progress=false",
+    "trainer.figures=false",
     "trainer.batch_size=32",
     "trainer.eval_batch_size=256",
     "trainer.num_threads=1",
 ]
-# Two-week synthetic cities (the default dataset): every split keeps a few hundred windows, runs stay short.
-SHORT_CITIES = [f"dataset.sources.{city}.days=14" for city in ("city_a", "city_b", "city_c")]
+# The default dataset's three synthetic cities on two weeks and small grids (6 x 10, 8 x 8, 6 x 6 cells): every
+# split keeps a few hundred windows, the grids still differ in shape, and a step of the tiny model costs a fraction of
+# one on the full-size cities.
+SMALL_GRIDS = {"city_a": (6, 10), "city_b": (8, 8), "city_c": (6, 6)}
+SHORT_CITIES = [
+    override
+    for city, (height, width) in SMALL_GRIDS.items()
+    for override in (f"dataset.sources.{city}.days=14", f"dataset.sources.{city}.height={height}",
+                     f"dataset.sources.{city}.width={width}")
+]
 
 
 def make_cfg(run_dir: Path, *overrides: str) -> DictConfig:

@@ -42,6 +42,7 @@ def test_each_option_composes_and_resolves(group: str, option: str, tmp_path) ->
 NON_VLM_MODELS = ("stid",)
 
 
+@pytest.mark.integration
 def test_model_adapter_ablation_product_composes(tmp_path) -> None:
     """The groups that shape the VLM4ST model compose in every combination."""
     vlm_models = [m for m in options("model") if m not in NON_VLM_MODELS]

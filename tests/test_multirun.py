@@ -40,7 +40,7 @@ def test_a_plain_run_ends_with_the_summary_beside_the_baselines(tmp_path) -> Non
 
 def test_a_sweep_over_ablations_ends_in_the_ablation_table(tmp_path) -> None:
     sweep = tmp_path / "sweep"
-    _cli("-m", "ablation=full,no_prompt", "model=tiny", *FEW_STEPS, f"hydra.sweep.dir={sweep}",
+    _cli("-m", "ablation=full,no_prompt", "model=tiny", "trainer.figures=false", *FEW_STEPS, f"hydra.sweep.dir={sweep}",
          f"transfer.cache_dir={sweep}/sources", log_path=tmp_path / "sweep.txt")
     jobs = sorted(p for p in sweep.iterdir() if (p / "metrics.json").is_file())
     assert [load_metrics(j).run.ablation for j in jobs] == ["full", "no_prompt"]

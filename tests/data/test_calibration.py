@@ -69,7 +69,8 @@ def test_two_channels_each_get_a_prefix(tmp_path) -> None:
     path = tmp_path / "two.npz"
     np.savez(path, data=s, timestamps=stamps_for(T))
     sources = {"two": series_source(path), **synthetic_sources(1)}
-    cfg = dataset_cfg(sources, target="two", zero_shot_calibration_steps=STEPS, scaler={"fit_on": "train", "per_channel": True})
+    cfg = dataset_cfg(sources, target="two", zero_shot_calibration_steps=STEPS,
+                      scaler={"fit_on": "train", "per_channel": True})
     ds = build_datamodule(cfg, shots(0.0), 0).by_name["two"]
     n = split_counts(T - T_IN - T_OUT + 1, 0.6, 0.2)
     first_test = n["train"] + n["val"]

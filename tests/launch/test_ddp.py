@@ -22,6 +22,7 @@ COMMON = [
 ]
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_torchrun_two_ranks_matches_one_process_with_the_same_global_batch(tmp_path, run_entry) -> None:
     single = tmp_path / "single"

@@ -20,7 +20,7 @@ from tests.runs import make_cfg, read_metrics
 from vlm4st import REPO_ROOT
 from vlm4st.training import checkpoint as ckpt
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.integration]
 
 
 def _cluster_ready() -> str | None:
@@ -37,7 +37,7 @@ def _cluster_ready() -> str | None:
 
 skip_reason = _cluster_ready()
 if skip_reason:
-    pytestmark = [pytestmark, pytest.mark.skip(reason=skip_reason)]
+    pytestmark = [*pytestmark, pytest.mark.skip(reason=skip_reason)]
 
 JOB = [
     "model=tiny", "trainer.epochs=20", "trainer.optimizer.lr=1e-3", "logger=none", "trainer.progress=false",

@@ -22,17 +22,19 @@ from vlm4st.training.trainer import NonFiniteLossError
 
 SHORT = ["trainer.epochs=2", "trainer.max_steps=24", "trainer.checkpoint_every_steps=4",
          "trainer.schedule.warmup_epochs=0"]
+BRIEF = ["trainer.epochs=2", "trainer.max_steps=8", "trainer.checkpoint_every_steps=4",
+         "trainer.schedule.warmup_epochs=0"]  # an interruption at step 5 and the resume to step 8
 
 
 def test_resume_refuses_a_last_pt_of_a_different_run(tmp_path, run_entry) -> None:
     run_dir = tmp_path / "run"
     with pytest.raises(RunInterrupted):
-        run_entry(make_cfg(run_dir, *SHORT, "trainer.interrupt_after_steps=5"))
+        run_entry(make_cfg(run_dir, *BRIEF, "trainer.interrupt_after_steps=5"))
     with pytest.raises(CheckpointError, match=r"last\.pt.*trainer\.batch_size"):
-        run_entry(make_cfg(run_dir, *SHORT, "trainer.batch_size=16", "resume=true"))
+        run_entry(make_cfg(run_dir, *BRIEF, "trainer.batch_size=16", "resume=true"))
     with pytest.raises(CheckpointError, match=r"model\.dims\.d_model"):
-        run_entry(make_cfg(run_dir, *SHORT, "model.dims.d_model=48", "resume=true"))
-    run_entry(make_cfg(run_dir, *SHORT, "resume=true"))  # the same run resumes
+        run_entry(make_cfg(run_dir, *BRIEF, "model.dims.d_model=48", "resume=true"))
+    run_entry(make_cfg(run_dir, *BRIEF, "resume=true"))  # the same run resumes
     assert ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer_state"]["finished"]
 
 
@@ -58,6 +60,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_finite_step(tmp_path
     assert all(torch.isfinite(w).all() for w in payload["model"]["weights"].values() if w.is_floating_point())
 
 
+@pytest.mark.integration
 def test_resume_across_an_epoch_end_a_validation_and_a_best_update_and_best_is_the_argmin(tmp_path, run_entry) -> None:
     args = ["trainer.epochs=2", "trainer.max_steps=null", "trainer.checkpoint_every_steps=3", "trainer.batch_size=128",
             "trainer.schedule.warmup_epochs=0"]
@@ -79,6 +82,7 @@ def test_resume_across_an_epoch_end_a_validation_and_a_best_update_and_best_is_t
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
 
 
+@pytest.mark.integration
 def test_the_few_shot_target_stage_resumes_exactly(tmp_path, run_entry) -> None:
     transfer = ["shot_ratio=few10", "dataset.target=city_c", "trainer.epochs=1", "trainer.max_steps=6",
                 "trainer.fewshot.epochs=2", "trainer.schedule.warmup_epochs=0", "trainer.checkpoint_every_steps=2"]

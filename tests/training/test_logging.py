@@ -9,7 +9,8 @@ from vlm4st.config import compose, instantiate
 from vlm4st.errors import ConfigError
 from vlm4st.logging.progress import ProgressConfig
 
-QUICK = ["trainer.epochs=1", "trainer.max_steps=4", "trainer.log_every_steps=1", "trainer.schedule.warmup_epochs=0"]
+QUICK = ["trainer.epochs=1", "trainer.max_steps=4", "trainer.log_every_steps=1", "trainer.schedule.warmup_epochs=0",
+         "trainer.figures=true"]
 SCALARS = {"train/loss", "train/mse", "train/mae", "train/lr", "val/loss", "val/city_a/rmse", "val/city_a/mae",
            "val/city_a/rmse_norm", "val/city_a/mae_norm"}
 IMAGES = {"val/city_a/gates", "val/city_a/forecast",  # at validation
@@ -29,6 +30,17 @@ def test_tensorboard_gets_scalars_and_images(tmp_path, run_entry) -> None:
     assert "test/city_a/rmse" in tags["scalars"]
     for name in ("curves", "forecast_city_a", "forecast_city_b", "gates_city_c"):  # the same images as files
         assert (run_dir / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_without_figures_writes_none_and_the_same_metrics(tmp_path, run_entry) -> None:
+    from tests.runs import read_metrics
+
+    drawn, plain = tmp_path / "drawn", tmp_path / "plain"
+    run_entry(make_cfg(drawn, *QUICK))
+    run_entry(make_cfg(plain, *QUICK[:-1], "trainer.figures=false"))
+    assert sorted(p.name for p in (drawn / "figures").glob("*.png"))
+    assert not (plain / "figures").exists()
+    assert read_metrics(plain).test == read_metrics(drawn).test
 
 
 def test_wandb_offline_run_gets_the_same_scalars_and_images(tmp_path, run_entry, monkeypatch) -> None:

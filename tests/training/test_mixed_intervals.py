@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.runs import make_cfg, read_metrics
+from tests.runs import SMALL_GRIDS, make_cfg, read_metrics
 from vlm4st.data.errors import DataValueError
 from vlm4st.errors import CheckpointError, ConfigError
 from vlm4st.training import checkpoint as ckpt
@@ -23,7 +23,8 @@ def mixed_run(tmp_path_factory: pytest.TempPathFactory):
     from vlm4st.run import run
 
     run_dir = tmp_path_factory.mktemp("mixed")
-    run(make_cfg(run_dir, HOURLY, "trainer.epochs=2", "trainer.max_steps=null", "trainer.schedule.warmup_epochs=0"))
+    run(make_cfg(run_dir, HOURLY, "trainer.epochs=2", "trainer.max_steps=null", "trainer.schedule.warmup_epochs=0",
+                 "trainer.batch_size=64"))
     return run_dir
 
 
@@ -45,7 +46,7 @@ def test_checkpoints_keep_every_datasets_interval_and_test_rebuilds_it(mixed_run
 
 def test_predict_on_the_hourly_city_reads_hourly_stamps(mixed_run, run_entry, tmp_path) -> None:
     best = mixed_run / "checkpoints" / "best.pt"
-    frames = np.random.default_rng(0).poisson(20, size=(10, 16, 16)).astype(np.float32)  # (T, H, W) city_b grid
+    frames = np.random.default_rng(0).poisson(20, size=(10, *SMALL_GRIDS["city_b"])).astype(np.float32)  # (T, H, W)
     stamps = np.stack([np.full(10, 4), np.arange(14, 24)], axis=-1)  # Friday 14:00 .. 23:00, hourly slots
     source = tmp_path / "hourly.npz"
     np.savez(source, frames=frames, timestamps=stamps)
@@ -53,7 +54,7 @@ def test_predict_on_the_hourly_city_reads_hourly_stamps(mixed_run, run_entry, tm
     run_entry(make_cfg(out, "task=predict", f"checkpoint={best}", f"predict_input={source}",
                        "predict_dataset=city_b"))
     with np.load(out / "forecast.npz") as z:
-        assert z["forecast"].shape == (1, 6, 16, 16) and np.isfinite(z["forecast"]).all()
+        assert z["forecast"].shape == (1, 6, *SMALL_GRIDS["city_b"]) and np.isfinite(z["forecast"]).all()
     half_hourly = np.stack([np.full(10, 4), np.arange(30, 40)], axis=-1)  # slot 30 does not exist in an hourly day
     np.savez(source, frames=frames, timestamps=half_hourly)
     with pytest.raises(DataValueError, match=r"slot out of range 0\.\.23.*60-minute steps"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.runs import make_cfg, read_metrics
+from tests.runs import SMALL_GRIDS, make_cfg, read_metrics
 from vlm4st.data.errors import DataValueError
 
 QUICK = ["trainer.epochs=1", "trainer.max_steps=4", "trainer.schedule.warmup_epochs=0"]
@@ -20,9 +20,9 @@ def test_test_and_predict_from_a_checkpoint(tmp_path, run_entry) -> None:
     run_entry(make_cfg(test_dir, "task=test", f"checkpoint={best}", "save_predictions=true"))
     assert read_metrics(test_dir).test == read_metrics(train_dir).test
     with np.load(test_dir / "predictions.npz") as z:
-        assert z["city_a.forecast"].shape == z["city_a.target"].shape == (132, 6, 10, 20)
+        assert z["city_a.forecast"].shape == z["city_a.target"].shape == (132, 6, *SMALL_GRIDS["city_a"])
 
-    frames = np.random.default_rng(0).poisson(20.0, size=(30, 16, 16)).astype(np.float32)
+    frames = np.random.default_rng(0).poisson(20.0, size=(30, *SMALL_GRIDS["city_b"])).astype(np.float32)
     stamps = np.stack([np.full(30, 2), np.arange(30) % 48], axis=1)
     source = tmp_path / "frames.npz"
     np.savez(source, frames=frames, timestamps=stamps)
@@ -30,7 +30,7 @@ def test_test_and_predict_from_a_checkpoint(tmp_path, run_entry) -> None:
     run_entry(make_cfg(pred_dir, "task=predict", f"checkpoint={best}", f"predict_input={source}",
                        "predict_dataset=city_b"))
     with np.load(pred_dir / "forecast.npz") as z:
-        assert z["forecast"].shape == (1, 6, 16, 16)
+        assert z["forecast"].shape == (1, 6, *SMALL_GRIDS["city_b"])
         assert np.isfinite(z["forecast"]).all()
     png = pred_dir / "forecast.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,6 +7,7 @@ import pytest
 from tests.runs import make_cfg, read_metrics
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(900)
 def test_tiny_model_beats_the_time_of_day_mean_on_taxi(shared_data, tmp_path, run_entry) -> None:
     run_dir = tmp_path / "taxi"

@@ -85,6 +85,7 @@ def test_predict_reproduces_the_saved_test_forecasts(tmp_path, run_entry) -> Non
     np.testing.assert_allclose(forecast, saved[rows], rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_kill_9_at_a_random_step_then_resume_matches_an_uninterrupted_run(tmp_path, run_entry) -> None:
     args = ["trainer.epochs=2", "trainer.max_steps=60", "trainer.checkpoint_every_steps=1",

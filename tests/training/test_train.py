@@ -12,8 +12,12 @@ from vlm4st.training.trainer import RunInterrupted
 
 SHORT = ["trainer.epochs=2", "trainer.max_steps=24", "trainer.checkpoint_every_steps=4",
          "trainer.schedule.warmup_epochs=0"]
+#: Eight steps, still inside the first epoch, two in-epoch checkpoints: for the tests of what a checkpoint holds.
+BRIEF = ["trainer.epochs=2", "trainer.max_steps=8", "trainer.checkpoint_every_steps=4",
+         "trainer.schedule.warmup_epochs=0"]
 
 
+@pytest.mark.integration
 def test_tiny_model_beats_persistence_and_historical_average(tmp_path, run_entry) -> None:
     run_dir = tmp_path / "run"
     run_entry(make_cfg(run_dir, "seed=0", "trainer.epochs=4", "trainer.optimizer.lr=2e-3"))
@@ -35,6 +39,7 @@ def _weights(path):
     return ckpt.load_checkpoint(path)["model"]["weights"]
 
 
+@pytest.mark.integration
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, run_entry) -> None:
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     run_entry(make_cfg(whole, *SHORT))
@@ -52,7 +57,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, run_entry) -> No
 
 def test_truncated_checkpoint_fails_clearly_and_keeps_the_previous_last(tmp_path, run_entry) -> None:
     run_dir = tmp_path / "run"
-    run_entry(make_cfg(run_dir, *SHORT))
+    run_entry(make_cfg(run_dir, *BRIEF))
     last = run_dir / "checkpoints" / "last.pt"
     before = last.read_bytes()
     damaged = tmp_path / "damaged.pt"
@@ -82,7 +87,7 @@ def test_truncated_checkpoint_fails_clearly_and_keeps_the_previous_last(tmp_path
 
 def test_checkpoints_load_with_weights_only_and_hold_what_a_resume_needs(tmp_path, run_entry) -> None:
     run_dir = tmp_path / "run"
-    run_entry(make_cfg(run_dir, *SHORT, "trainer.save_adapters_only=true", "model.vlm.freeze=true"))
+    run_entry(make_cfg(run_dir, *BRIEF, "trainer.save_adapters_only=true", "model.vlm.freeze=true"))
     payload = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     for key in ("model", "optimizer", "scheduler", "trainer_state", "rng", "config", "data", "adapter",
                 "code_version", "stage"):
@@ -113,12 +118,12 @@ def test_a_signal_during_the_last_validation_still_stops_the_run(tmp_path, run_e
     monkeypatch.setattr(Trainer, "validate", validate_then_signal)
     run_dir = tmp_path / "run"
     with pytest.raises(RunInterrupted, match="finished, then stopped by signal"):
-        run_entry(make_cfg(run_dir, *SHORT))
+        run_entry(make_cfg(run_dir, *BRIEF))
     state = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer_state"]
-    assert state["finished"] and state["step"] == 24
+    assert state["finished"] and state["step"] == 8
     assert not (run_dir / "metrics.json").exists(), "the run stops before testing"
     monkeypatch.setattr(Trainer, "validate", validate)
-    run_entry(make_cfg(run_dir, *SHORT, "resume=true"))  # resumes: the finished stage is skipped, then tested
+    run_entry(make_cfg(run_dir, *BRIEF, "resume=true"))  # resumes: the finished stage is skipped, then tested
     assert read_metrics(run_dir).test
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.runs import make_cfg
+from tests.runs import SMALL_GRIDS, make_cfg
 from vlm4st.errors import CheckpointError
 
 
@@ -95,7 +95,7 @@ TASKS = ["test", "predict", "source_checkpoint"]
 def reading(task: str, checkpoint: Path, folder: Path) -> list[str]:
     """The overrides of a run that reads ``checkpoint`` through ``task`` (a frames file for predict in ``folder``)."""
     frames = folder / "frames.npy"
-    np.save(frames, np.zeros((8, 10, 20), dtype=np.float32))
+    np.save(frames, np.zeros((8, *SMALL_GRIDS["city_a"]), dtype=np.float32))
     return {
         "test": ["task=test", f"checkpoint={checkpoint}"],
         "predict": ["task=predict", f"checkpoint={checkpoint}", f"predict_input={frames}"],

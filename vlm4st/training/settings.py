@@ -44,6 +44,7 @@ class TrainerSettings:
     unknown_task_rate: float
     checkpoint_every_steps: int | None  # null: last.pt only at epoch ends
     log_every_steps: int
+    figures: bool  # the run's figures after the test (the metrics do not depend on it)
     figure_windows: int
     compile: bool
     grad_checkpointing: bool
@@ -85,6 +86,7 @@ class TrainerSettings:
                 every, "trainer.checkpoint_every_steps", "only at epoch ends"
             ),
             log_every_steps=checks.positive_int(node.log_every_steps, "trainer.log_every_steps"),
+            figures=checks.flag(node.figures, "trainer.figures"),
             figure_windows=checks.positive_int(node.figure_windows, "trainer.figure_windows"),
             compile=checks.flag(node.compile, "trainer.compile"),
             grad_checkpointing=checks.flag(node.grad_checkpointing, "trainer.grad_checkpointing"),

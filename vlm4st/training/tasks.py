@@ -152,8 +152,9 @@ def _zero_shot(model: nn.Module, ev: Evaluation, blend_on: bool) -> tuple[nn.Mod
 
 
 def _figures(model: nn.Module, ev: Evaluation, histories: dict[str, list[EpochRecord]], step: int) -> None:
-    """The run's pictures from the test windows and the stage histories (main process only)."""
-    if not ev.rt.dist.is_main:
+    """The run's pictures from the test windows and the stage histories (main process only; none with
+    ``trainer.figures=false``)."""
+    if not (ev.rt.dist.is_main and ev.settings.figures):
         return
     images = figure_images(model, ev.dm, "test", ev.dm.eval_names("test"), ev.rt.device, ev.rt.autocast(),
                            ev.settings.figure_windows, unseen=ev.unseen)
