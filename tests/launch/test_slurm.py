@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tests.launch.test_ddp import COMMON
-from tests.runs import make_cfg, read_metrics
+from tests.runs import SHORT_CITIES, make_cfg, read_metrics
 from vlm4st import REPO_ROOT
 from vlm4st.training import checkpoint as ckpt
 
@@ -43,8 +43,8 @@ JOB = [
     "model=tiny", "trainer.epochs=20", "trainer.optimizer.lr=1e-3", "logger=none", "trainer.progress=false",
     "trainer.num_threads=1",
     "trainer.batch_size=32",
-    "trainer.schedule.warmup_epochs=0", "dataset.sources.city_a.days=14", "dataset.sources.city_b.days=14",
-    "dataset.sources.city_c.days=14", "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=20",
+    "trainer.figures=false", "trainer.schedule.warmup_epochs=0", *SHORT_CITIES,  # the cities make_cfg gives
+    "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=20",
     "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.array_parallelism=2",
 ]
 

@@ -24,7 +24,7 @@ def mixed_run(tmp_path_factory: pytest.TempPathFactory):
 
     run_dir = tmp_path_factory.mktemp("mixed")
     run(make_cfg(run_dir, HOURLY, "trainer.epochs=2", "trainer.max_steps=null", "trainer.schedule.warmup_epochs=0",
-                 "trainer.batch_size=64"))
+                 "trainer.batch_size=128"))
     return run_dir
 
 
