@@ -43,7 +43,7 @@ def test_a_run_without_figures_writes_none_and_still_tests(tmp_path, run_entry) 
 
 def test_wandb_offline_run_gets_the_same_scalars_and_images(tmp_path, run_entry, monkeypatch) -> None:
     pytest.importorskip("wandb")
-    from tests.training.wandb_records import history_keys_and_config
+    from tests.training.wandb_records import history_keys_and_config, wait_until_closed
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
@@ -52,6 +52,7 @@ def test_wandb_offline_run_gets_the_same_scalars_and_images(tmp_path, run_entry,
     run_entry(make_cfg(run_dir, *QUICK, "logger=wandb", "logger.group=tests"))
     files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1, f"expected one offline run file, found {files}"
+    wait_until_closed(files[0])
     history_keys, config_seen = history_keys_and_config(files[0])
     assert history_keys >= SCALARS, sorted(SCALARS - history_keys)
     images = {k.removesuffix("/_type") for k in history_keys if k.endswith("/_type")}  # media are nested records

@@ -8,6 +8,7 @@ Joined payloads are ``wandb_internal_pb2.Record`` protobuf messages.
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,3 +60,23 @@ def history_keys_and_config(path: Path) -> tuple[set[str], bool]:
         elif kind == "config":
             config_seen = True
     return keys, config_seen
+
+
+def wait_until_closed(path: Path, patience_s: float = 120.0) -> None:
+    """Wait until the run file ends with its ``exit`` record. W&B's service process writes the file and can still
+    be flushing it when ``run.finish()`` returns; a file read before that may miss records written long before.
+    Raises AssertionError naming the file when the record has not appeared after ``patience_s`` seconds."""
+    from google.protobuf.message import DecodeError
+    from wandb.proto import wandb_internal_pb2
+
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            kinds = [wandb_internal_pb2.Record.FromString(p).WhichOneof("record_type") for p in records(path)]
+        except (ValueError, DecodeError):  # the header, or the last record, is only partly written yet
+            kinds = []
+        if "exit" in kinds:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path}: no exit record after {patience_s:.0f} s (records so far: {kinds})")
+        time.sleep(0.2)
