@@ -261,9 +261,12 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 def run_worker(args: argparse.Namespace, preset: str | None, mode: str, batch: int = 0) -> dict[str, Any]:
     worker_args = {k: v for k, v in vars(args).items() if k not in ("json", "markdown", "worker")}
     spec = {"args": worker_args, "preset": preset, "mode": mode, "batch": batch}
+    started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=os.environ
     )
+    # a log line per worker, so that a run stopped by a time limit still says where its time went
+    log.info("worker %s (%s, batch %d): %.1f s", mode, preset, batch, time.perf_counter() - started)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {mode} ({preset}, batch {batch}) failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

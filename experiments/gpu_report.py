@@ -24,6 +24,11 @@ def _tail(path: Path, lines: int = 1) -> str:
     return "\n".join(text[-lines:]) if text else "(empty)"
 
 
+def _num(value: float | None, spec: str, scale: float = 1.0) -> str:
+    """A number for the table, or "-" where the benchmark measured none (a CPU run has no device memory)."""
+    return "-" if value is None else format(scale * value, spec)
+
+
 def bench_section(out: Path, precision: str) -> list[str]:
     path = out / f"bench_{precision}.json"
     if not path.is_file():
@@ -39,10 +44,11 @@ def bench_section(out: Path, precision: str) -> list[str]:
     for row in result["presets"]:
         for batch, run in row["runs"].items():
             tr, inf = run["train"], run["infer"]
-            lines.append(f"| {row['preset']} | {batch} | {row['forward_gflop']:.1f} | {row['train_gflop']:.1f} | "
-                         f"{tr['samples_per_s']:.1f} | {100 * tr['share_of_peak']:.0f} % | "
-                         f"{inf['samples_per_s']:.1f} | {100 * inf['share_of_peak']:.0f} % | "
-                         f"{tr['peak_device_gib']:.2f} / {inf['peak_device_gib']:.2f} |")
+            lines.append(f"| {row['preset']} | {batch} | {_num(row['forward_gflop'], '.1f')} | "
+                         f"{_num(row['train_gflop'], '.1f')} | {_num(tr['samples_per_s'], '.1f')} | "
+                         f"{_num(tr['share_of_peak'], '.0f', 100)} % | {_num(inf['samples_per_s'], '.1f')} | "
+                         f"{_num(inf['share_of_peak'], '.0f', 100)} % | "
+                         f"{_num(tr['peak_device_gib'], '.2f')} / {_num(inf['peak_device_gib'], '.2f')} |")
     return [*lines, ""]
 
 
@@ -66,12 +72,12 @@ def targets(out: Path) -> list[str]:
 def training_section(out: Path) -> list[str]:
     run_dir = out / "taxi6_small"
     if not (run_dir / METRICS_FILE).is_file():
-        return ["### TaxiNYC 6 -> 6, small preset, 3 minutes", "", _tail(out / "taxi6_small.txt", 5), ""]
+        return ["### TaxiNYC 6 -> 6, small preset, timed run", "", _tail(out / "taxi6_small.txt", 5), ""]
     m = load_metrics(run_dir)
     test = m.test["taxinyc"]
     (stage,) = m.trained_stages()
     base = {cls.short: scores["taxinyc"].rmse for cls, scores in m.baselines.scores().items() if "taxinyc" in scores}
-    return ["### TaxiNYC 6 -> 6, small preset, 3 minutes", "",
+    return ["### TaxiNYC 6 -> 6, small preset, timed run", "",
             f"Test RMSE / MAE {test.rmse:.2f} / {test.mae:.2f} after {stage.epochs} epochs "
             f"({stage.steps} steps, {stage.train_seconds / 60:.1f} training minutes); baselines RMSE: "
             + ", ".join(f"{k} {v:.2f}" for k, v in base.items()) + ".", ""]
@@ -84,7 +90,8 @@ def main() -> None:
     args = p.parse_args()
     lines = ["# GPU check", "", "Written by `experiments/gpu_check.sh` (see its header for what each step runs).", "",
              "```", _tail(args.out / "nvidia_smi.csv", 3), "```", "",
-             "## gpu-marked tests", "", "```", _tail(args.out / "gpu_tests.txt", 12), "```", "",
+             "## gpu-marked tests", "", "```", _tail(args.out / "gpu_tests.txt", 14), "```", "",
+             "### torch.compile", "", "```", _tail(args.out / "compile_test.txt", 6), "```", "",
              "## Speed", "", *bench_section(args.out, "fp32"), *bench_section(args.out, "bf16"), *targets(args.out),
              "", "## Training", "", *training_section(args.out)]
     args.report.parent.mkdir(parents=True, exist_ok=True)
