@@ -94,7 +94,9 @@ def _child(mode: str, path: str, cache_dir: str) -> None:
     else:
         from vlm4st.data import UniSTJsonReader
 
-        data = UniSTJsonReader(path, "pairs", interval_minutes=30, cache_dir=cache_dir).read(12, SPLITS)
+        data = UniSTJsonReader(
+            path, "pairs", interval_minutes=30, load_period=False, cache_dir=cache_dir, cache_beside_file=False
+        ).read(12, SPLITS)
         shape = [len(data.windows["train"]), 12, *data.grid]
     seconds = time.perf_counter() - t0
     print(json.dumps({"seconds": seconds, "rss_gib": _peak_rss_gib(), "train_shape": shape}))

@@ -121,3 +121,37 @@ def test_every_dataset_takes_the_protocol_from_one_file(tmp_path) -> None:
         composed = OmegaConf.to_container(compose([f"dataset={option}"], output_dir=str(tmp_path)).dataset)
         assert {k: composed[k] for k in protocol} == protocol, option
         assert composed["name"] == option
+
+
+#: Reader arguments the dataset builder passes itself (the source's name and the config key of its file), and the
+#: UniST reader's folder for relative paths, which the other readers take from a path alone.
+BUILDER_ARGUMENTS = {"name", "config_key", "data_dir"}
+
+
+def test_every_reader_takes_its_defaults_from_one_file(tmp_path) -> None:
+    """Each reader's config keys are written once, with their defaults, in ``conf/dataset/_base/reader/``: the
+    classes give them no Python default, each file lists exactly its class's keys, and every source of every
+    dataset composes to a node with all of them."""
+    import inspect
+
+    import hydra.utils
+
+    bases = {}
+    for path in sorted((CONF_DIR / "dataset" / "_base" / "reader").glob("*.yaml")):
+        node = OmegaConf.load(path)
+        params = list(inspect.signature(hydra.utils.get_class(node._target_).__init__).parameters.values())[1:]
+        config_keys = {p.name for p in params} - BUILDER_ARGUMENTS
+        assert all(p.default is p.empty for p in params if p.name in config_keys), path.name
+        assert set(node) - {"_target_", "data_dir"} == config_keys, path.name
+        bases[node._target_] = set(node)
+    assert len(bases) == 4
+    for option in options("dataset"):
+        for name, source in compose([f"dataset={option}"], output_dir=str(tmp_path)).dataset.sources.items():
+            assert set(source) == bases[source._target_], (option, name)
+
+
+def test_a_source_without_a_required_key_is_a_config_error_naming_it() -> None:
+    cfg = compose(["~dataset.sources.city_b.days"])
+    with pytest.raises(ConfigError, match=r"config key 'dataset\.sources\.city_b\.days' is missing: "
+                                          r"vlm4st\.data\.SyntheticCityReader needs it"):
+        instantiate(cfg.dataset.sources.city_b, path="dataset.sources.city_b", name="city_b", config_key="")

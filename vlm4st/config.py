@@ -62,6 +62,7 @@ def instantiate(cfg: Any, *args: Any, path: str = "", **kwargs: Any) -> Any:
     check_targets(cfg, path)
     check_targets(kwargs, path)
     check_arguments(cfg, path)
+    check_required(cfg, path, len(args), set(kwargs))
     try:
         return hydra.utils.instantiate(cfg, *args, **kwargs)
     except InstantiationException as err:
@@ -87,6 +88,34 @@ def check_arguments(cfg: Any, path: str = "") -> None:
     for key, value in node.items():
         if key != "_target_":
             check_arguments(value, join_key(path, key))
+
+
+def check_required(cfg: Any, path: str, n_positional: int, given: set[str]) -> None:
+    """Raise ``ConfigError`` naming the key when a node leaves out an argument its class requires (one with no
+    default: its default lives in a config file, such as a reader's in ``conf/dataset/_base/reader/``) and the
+    caller does not pass it either; Hydra would raise a ``TypeError`` from inside the call."""
+    node = plain(cfg)
+    if not isinstance(node, dict) or not isinstance(node.get("_target_"), str) or node.get("_partial_"):
+        return
+    target = node["_target_"]
+    init = hydra.utils.get_class(target).__init__
+    params = list(inspect.signature(init).parameters.values())[1 + n_positional :]  # without self and the args
+    missing = [
+        p.name
+        for p in params
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.default is p.empty
+        and p.name not in node
+        and p.name not in given
+    ]
+    if missing:
+        raise ConfigError(f"config key '{join_key(path, missing[0])}' is missing: {target} needs it (a value of "
+                          f"type {_annotation(params, missing[0])}); missing in all: {missing}")
+
+
+def _annotation(params: list[inspect.Parameter], name: str) -> str:
+    (param,) = [p for p in params if p.name == name]
+    return param.annotation if isinstance(param.annotation, str) else getattr(param.annotation, "__name__", "any")
 
 
 def _arguments(cls: type) -> set[str] | None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from tests.data.readers import reader_defaults
 from vlm4st.data import SPLITS
 
 T_WIN, H, W = 12, 3, 4  # stored window length and grid of the small files
@@ -87,8 +88,14 @@ def write_window_npz(path: Path, parts: dict[str, dict[str, np.ndarray]], channe
     np.savez(path, **arrays, steps_per_day=np.int32(48))
 
 
+#: The file in conf/dataset/_base/reader/ that holds each reader's defaults.
+READER_KIND = {"SeriesReader": "series", "WindowNpzReader": "windows", "UniSTJsonReader": "unist",
+               "SyntheticCityReader": "synthetic_city"}
+
+
 def source_cfg(target: str, **kwargs: Any) -> dict[str, Any]:
-    return {"_target_": f"vlm4st.data.{target}", **kwargs}
+    """A ``dataset.sources`` node of reader ``target``: its config defaults, then ``kwargs``."""
+    return {"_target_": f"vlm4st.data.{target}", **reader_defaults(READER_KIND[target]), **kwargs}
 
 
 def series_source(path: Path, **kwargs: Any) -> dict[str, Any]:

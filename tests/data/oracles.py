@@ -18,6 +18,7 @@ import numpy as np
 from vlm4st.data.errors import DataError
 from vlm4st.data.prepared import validate
 from vlm4st.data.records import GridData
+from vlm4st.errors import ConfigError
 
 from .damage import JsonCase, base_document, member_spans
 
@@ -26,12 +27,14 @@ _DATETIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}",
 
 def read_or_refuse(read: Callable[[], GridData], path: Path) -> GridData | None:
     """The reader's result after the checks every reader's output gets (``validate``), or None when it raised a
-    ``DataError`` naming ``path``; any other exception propagates and fails the property."""
+    ``DataError`` naming ``path`` (or a ``ConfigError`` naming it: a file that stores no step length when the config
+    leaves ``interval_minutes`` null); any other exception propagates and fails the property."""
     try:
         data = read()
         validate(data, (1, 1), data.grid)
-    except DataError as err:
+    except (DataError, ConfigError) as err:
         assert str(path) in str(err), f"the error does not name {path}: {err}"
+        assert isinstance(err, DataError) or "interval_minutes" in str(err), f"not a data refusal: {err}"
         return None
     return data
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.data.readers import city_series
 from vlm4st.config import ConfigError
-from vlm4st.data import DataValueError, build_datamodule, generate_city
+from vlm4st.data import DataValueError, build_datamodule
 from vlm4st.data.windows import split_counts
 
 from .builders import (
@@ -32,7 +33,7 @@ def zero_shot(**kwargs):
 def test_no_scored_target_frame_enters_the_fit_set() -> None:
     dm = zero_shot()
     ds = dm.by_name["c1"]  # 5x5 grid, 10 days, seed 1 (synthetic_sources)
-    counts, _ = generate_city(5, 5, 10, seed=1)  # the city's series (T, H, W)
+    counts, _ = city_series(5, 5, 10, seed=1)  # the city's series (T, H, W)
     L = T_IN + T_OUT
     n = split_counts(len(counts) - L + 1, 0.6, 0.2)
     first_test = n["train"] + n["val"]  # series index of the first frame kept (test-only read)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from vlm4st.data import SeriesReader, UniSTJsonReader, WindowNpzReader
+from tests.data.readers import series_reader, unist_reader, window_reader
 from vlm4st.data.errors import DataError
 from vlm4st.errors import ConfigError
 from vlm4st.training.predict import _read_input
@@ -89,7 +89,7 @@ def test_unist_json(
 ) -> None:
     path = tmp_path / "City_short.json"
     path.write_bytes(case.raw)
-    reader = UniSTJsonReader(str(path), case.fmt, interval_minutes=30, load_period=load_period)
+    reader = unist_reader(str(path), case.fmt, interval_minutes=30, load_period=load_period)
     data = read_or_refuse(lambda: reader.read(window_len, splits), path)
     if data is None:
         return
@@ -161,7 +161,7 @@ def _window_examples(test: Callable) -> Callable:
 def test_window_npz(tmp_path: Path, raw: bytes, splits: tuple[str, ...], window_len: int) -> None:
     path = tmp_path / "city.unist.npz"
     path.write_bytes(raw)
-    data = read_or_refuse(lambda: WindowNpzReader(str(path)).read(window_len, splits), path)
+    data = read_or_refuse(lambda: window_reader(str(path)).read(window_len, splits), path)
     if data is None:
         return
     check_grid(data, splits, window_len)
@@ -235,7 +235,7 @@ def test_series(
     path = tmp_path / f"city{suffix}"
     path.write_bytes(raw)
     generate = {"start_weekday": START[0], "start_slot": START[1]} if suffix == ".npy" else None
-    reader = SeriesReader(str(path), interval_minutes=30, generate_timestamps=generate)
+    reader = series_reader(str(path), interval_minutes=30, generate_timestamps=generate)
     data = read_or_refuse(lambda: reader.read(window_len, splits, allow_gaps=allow_gaps), path)
     if data is None:
         return

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vlm4st.data import DataFileError, DataFormatError, DataValueError, SeriesReader, WindowNpzReader
+from tests.data.readers import series_reader, window_reader
+from vlm4st.data import DataFileError, DataFormatError, DataValueError
 from vlm4st.data.windows import split_counts
 
 from .builders import N_SPLIT, T_WIN, series, stamps_for, stored_windows, write_window_npz
@@ -26,7 +27,7 @@ def test_window_npz_round_trip_and_compaction(tmp_path, overlapping, channels) -
     parts = stored_windows(overlapping=overlapping)
     path = tmp_path / "city.unist.npz"
     write_window_npz(path, parts, channels=channels)
-    data = WindowNpzReader(str(path)).read(T_WIN, SPLITS)
+    data = window_reader(str(path)).read(T_WIN, SPLITS)
     for split in SPLITS:
         x, ts, ch = gather(data, split, T_WIN)
         np.testing.assert_array_equal(x, parts[split]["x"])
@@ -47,10 +48,10 @@ def test_series_windows_follow_the_series(tmp_path, suffix, C) -> None:
     if suffix == ".npy":
         np.save(path, s[:, 0] if C == 1 else s)  # (T, H, W) or (T, C, H, W)
         start = {"start_weekday": 2, "start_slot": 40}
-        reader = SeriesReader(str(path), interval_minutes=30, generate_timestamps=start)
+        reader = series_reader(str(path), interval_minutes=30, generate_timestamps=start)
     else:
         np.savez(path, data=s, timestamps=stamps_for(T))
-        reader = SeriesReader(str(path), interval_minutes=30)
+        reader = series_reader(str(path), interval_minutes=30)
     data = reader.read(L, SPLITS)
     counts = split_counts(T - L + 1, 0.6, 0.2)
     first = {"train": 0, "val": counts["train"], "test": counts["train"] + counts["val"]}
@@ -75,7 +76,7 @@ def test_series_test_only_read_drops_earlier_frames(tmp_path) -> None:
     s = series(T=T, C=2)
     path = tmp_path / "city.npz"
     np.savez(path, data=s, timestamps=stamps_for(T))
-    data = SeriesReader(str(path), interval_minutes=30).read(L, ["test"])
+    data = series_reader(str(path), interval_minutes=30).read(L, ["test"])
     counts = split_counts(T - L + 1, 0.6, 0.2)
     assert set(data.windows) == {"test"}
     assert len(data.frames) == 2 * (counts["test"] + L - 1)  # only the frames test windows touch
@@ -85,7 +86,7 @@ def test_series_test_only_read_drops_earlier_frames(tmp_path) -> None:
 
 
 def test_shared_series_split_matches_the_readme(shared_data) -> None:
-    data = SeriesReader(str(shared_data / "nyc_taxi_stdn_10x20_30min.series.npz")).read(12, SPLITS)
+    data = series_reader(str(shared_data / "nyc_taxi_stdn_10x20_30min.series.npz")).read(12, SPLITS)
     assert {s: len(w) for s, w in data.windows.items()} == {"train": 3442, "val": 1148, "test": 1148}
     stored = np.load(shared_data / "nyc_taxi_stdn_10x20_30min.unist.npz")
     for split in SPLITS:
@@ -96,14 +97,14 @@ def test_shared_series_split_matches_the_readme(shared_data) -> None:
 
 
 def test_shared_window_npz_reads(shared_data) -> None:
-    data = WindowNpzReader(str(shared_data / "nyc_bike_stdn_10x20_30min.unist.npz")).read(12, ["test"])
+    data = window_reader(str(shared_data / "nyc_bike_stdn_10x20_30min.unist.npz")).read(12, ["test"])
     assert len(data.windows["test"]) == 1148 and data.n_channels == 2 and data.grid == (10, 20)
     assert len(data.frames) == 2 * (574 + 11)  # overlapping windows compacted per channel
 
 
 def test_missing_file_names_path_and_key(tmp_path) -> None:
     with pytest.raises(DataFileError, match=r"set dataset\.sources\.taxinyc\.path") as info:
-        SeriesReader(str(tmp_path / "absent.series.npz"), config_key="dataset.sources.taxinyc.path")
+        series_reader(str(tmp_path / "absent.series.npz"), config_key="dataset.sources.taxinyc.path")
     assert "absent.series.npz" in str(info.value)
 
 
@@ -123,7 +124,7 @@ def test_series_bad_input(tmp_path, arrays, error, match) -> None:
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
     with pytest.raises(error, match=match) as info:
-        SeriesReader(str(path), interval_minutes=30).read(6, SPLITS)
+        series_reader(str(path), interval_minutes=30).read(6, SPLITS)
     assert str(path) in str(info.value)
 
 
@@ -146,7 +147,7 @@ def test_window_npz_bad_input(tmp_path, edit, error, match) -> None:
     path = tmp_path / "bad.unist.npz"
     np.savez(path, **arrays)
     with pytest.raises(error, match=match) as info:
-        WindowNpzReader(str(path)).read(T_WIN, SPLITS)
+        window_reader(str(path)).read(T_WIN, SPLITS)
     assert str(path) in str(info.value)
 
 
@@ -154,4 +155,4 @@ def test_window_npz_rejects_a_plain_npy(tmp_path) -> None:
     path = tmp_path / "windows.npy"
     np.save(path, np.zeros((3, 12, 2, 2)))
     with pytest.raises(DataFormatError, match=r"expected an \.npz archive"):
-        WindowNpzReader(str(path)).read(12, SPLITS)
+        window_reader(str(path)).read(12, SPLITS)

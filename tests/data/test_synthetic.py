@@ -8,24 +8,25 @@ import sys
 import numpy as np
 import pytest
 
+from tests.data.readers import city_series
 from vlm4st.config import compose
-from vlm4st.data import DataValueError, build_datamodule, generate_city
+from vlm4st.data import DataValueError, build_datamodule
 from vlm4st.evaluation.baselines import evaluate_baselines
 
-from .builders import dataset_cfg, shots
+from .builders import dataset_cfg, shots, source_cfg
 
 
 def test_generation_is_deterministic_by_seed() -> None:
-    a, sa = generate_city(6, 9, 7, seed=5)
-    b, sb = generate_city(6, 9, 7, seed=5)
-    c, _ = generate_city(6, 9, 7, seed=6)
+    a, sa = city_series(6, 9, 7, seed=5)
+    b, sb = city_series(6, 9, 7, seed=5)
+    c, _ = city_series(6, 9, 7, seed=6)
     assert np.array_equal(a, b) and np.array_equal(sa, sb) and not np.array_equal(a, c)
     assert a.shape == (7 * 48, 6, 9) and a.dtype == np.float32
     assert (a >= 0).all() and np.array_equal(a, np.round(a))  # non-negative counts
 
 
 def test_daily_weekly_and_zone_structure() -> None:
-    counts, stamps = generate_city(12, 12, 28, seed=0)
+    counts, stamps = city_series(12, 12, 28, seed=0)
     total = counts.sum(axis=(1, 2))  # (T,)
     weekend = stamps[:, 0] >= 5
     by_slot = np.array([total[(stamps[:, 1] == s) & ~weekend].mean() for s in range(48)])
@@ -57,7 +58,7 @@ def test_time_of_day_mean_clearly_beats_persistence() -> None:
 def test_bad_parameters_name_the_dataset() -> None:
     with pytest.raises(DataValueError, match="synthetic:c9"):
         build_datamodule(
-            dataset_cfg({"c9": {"_target_": "vlm4st.data.SyntheticCityReader", "height": 0, "width": 4}}),
+            dataset_cfg({"c9": source_cfg("SyntheticCityReader", height=0, width=4, seed=0)}),
             shots(1.0),
             0,
         )

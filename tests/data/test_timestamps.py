@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.data.readers import series_reader, window_reader
 from vlm4st.config import ConfigError
-from vlm4st.data import DataFormatError, DataValueError, SeriesReader, WindowNpzReader, build_datamodule
+from vlm4st.data import DataFormatError, DataValueError, build_datamodule
 from vlm4st.data.timestamps import check_steps
 from vlm4st.data.windows import split_counts
 
@@ -42,20 +43,20 @@ def test_shuffled_stamps_name_the_file_the_frame_and_the_stamps(tmp_path) -> Non
     path = write_series(tmp_path / "shuffled.npz", stamps=st)
     match = r"frame 20 does not follow frame 19 \(expected \[3, 12\], found \[3, 13\]\)"
     with pytest.raises(DataValueError, match=match) as info:
-        SeriesReader(str(path), interval_minutes=30).read(L, SPLITS)
+        series_reader(str(path), interval_minutes=30).read(L, SPLITS)
     assert str(path) in str(info.value) and "dataset.allow_gaps" in str(info.value)
 
 
 def test_a_gap_is_refused_by_default(tmp_path) -> None:
     path = write_series(tmp_path / "gap.npz", stamps=with_gap())
     with pytest.raises(DataValueError, match=r"gap\.npz: timestamps: frame 30 .*expected \[3, 22\], found \[3, 23\]"):
-        SeriesReader(str(path), interval_minutes=30).read(L, SPLITS)
+        series_reader(str(path), interval_minutes=30).read(L, SPLITS)
 
 
 def test_with_allow_gaps_no_window_spans_a_gap(tmp_path) -> None:
     T = 60
     path = write_series(tmp_path / "gap.npz", stamps=with_gap(T, after=29, missing=5))
-    data = SeriesReader(str(path), interval_minutes=30).read(L, SPLITS, allow_gaps=True)
+    data = series_reader(str(path), interval_minutes=30).read(L, SPLITS, allow_gaps=True)
     n = (30 - L + 1) * 2  # two gap-free runs of 30 frames
     assert {s: len(w) for s, w in data.windows.items()} == split_counts(n, 0.6, 0.2)
     starts = np.concatenate([w.starts for w in data.windows.values()])  # store index = series index (one channel)
@@ -73,14 +74,14 @@ def test_a_repeated_stamp_is_never_a_gap(tmp_path) -> None:
     st[30] = st[29]
     path = write_series(tmp_path / "repeat.npz", stamps=st)
     with pytest.raises(DataValueError, match=r"repeat\.npz: timestamps: frame 30 repeats the stamp of frame 29"):
-        SeriesReader(str(path), interval_minutes=30).read(L, SPLITS, allow_gaps=True)
+        series_reader(str(path), interval_minutes=30).read(L, SPLITS, allow_gaps=True)
 
 
 def test_gaps_that_leave_no_window_raise(tmp_path) -> None:
     st = stamps_for(120)[::2][:20]  # every other step: every frame is a gap
     path = write_series(tmp_path / "sparse.npz", T=20, stamps=st)
     with pytest.raises(DataValueError, match="no gap-free run of 5 steps"):
-        SeriesReader(str(path), interval_minutes=30).read(L, SPLITS, allow_gaps=True)
+        series_reader(str(path), interval_minutes=30).read(L, SPLITS, allow_gaps=True)
 
 
 def test_allow_gaps_is_a_dataset_key(tmp_path) -> None:
@@ -105,8 +106,8 @@ def test_a_stored_window_must_advance_one_step_per_frame(tmp_path) -> None:
     path = tmp_path / "bad.unist.npz"
     write_window_npz(path, parts)
     with pytest.raises(DataValueError, match=r"bad\.unist\.npz: ts_val: window 2, step 7 does not follow step 6"):
-        WindowNpzReader(str(path)).read(T_WIN, SPLITS)
-    WindowNpzReader(str(path)).read(T_WIN, ["train", "test"])  # the other splits are fine
+        window_reader(str(path)).read(T_WIN, SPLITS)
+    window_reader(str(path)).read(T_WIN, ["train", "test"])  # the other splits are fine
 
 
 def test_missing_or_misspelt_timestamps_key_is_an_error(tmp_path) -> None:
@@ -114,9 +115,9 @@ def test_missing_or_misspelt_timestamps_key_is_an_error(tmp_path) -> None:
     np.savez(path, data=series(T=40), stamps=stamps_for(40))
     match = r"no key 'timestamps' \(found \['data', 'stamps'\]\); set dataset\.sources\.c\.timestamps_key"
     with pytest.raises(DataFormatError, match=match) as info:
-        SeriesReader(str(path), interval_minutes=30, config_key="dataset.sources.c.path").read(L, SPLITS)
+        series_reader(str(path), interval_minutes=30, config_key="dataset.sources.c.path").read(L, SPLITS)
     assert "dataset.sources.c.generate_timestamps" in str(info.value)
-    data = SeriesReader(str(path), interval_minutes=30, timestamps_key="stamps").read(L, SPLITS)
+    data = series_reader(str(path), interval_minutes=30, timestamps_key="stamps").read(L, SPLITS)
     np.testing.assert_array_equal(data.stamps, stamps_for(40))
 
 
@@ -124,15 +125,15 @@ def test_npy_series_need_explicitly_generated_stamps(tmp_path) -> None:
     path = tmp_path / "plain.npy"
     np.save(path, series(T=40)[:, 0])
     with pytest.raises(DataFormatError, match=r"no timestamps \(a \.npy file\); .*generate_timestamps"):
-        SeriesReader(str(path), interval_minutes=30).read(L, SPLITS)
+        series_reader(str(path), interval_minutes=30).read(L, SPLITS)
     start = {"start_weekday": 6, "start_slot": 47}
-    data = SeriesReader(str(path), interval_minutes=30, generate_timestamps=start).read(L, SPLITS)
+    data = series_reader(str(path), interval_minutes=30, generate_timestamps=start).read(L, SPLITS)
     assert data.stamps[:2].tolist() == [[6, 47], [0, 0]]
 
 
 def test_generated_stamps_never_replace_stamps_in_the_file(tmp_path) -> None:
     path = write_series(tmp_path / "stamped.npz")
-    reader = SeriesReader(str(path), interval_minutes=30, generate_timestamps={"start_weekday": 0, "start_slot": 0})
+    reader = series_reader(str(path), interval_minutes=30, generate_timestamps={"start_weekday": 0, "start_slot": 0})
     with pytest.raises(DataFormatError, match=r"holds timestamps under 'timestamps' but generate_timestamps"):
         reader.read(L, SPLITS)
 
@@ -150,7 +151,7 @@ def test_generated_stamps_need_a_valid_start(tmp_path, spec, match) -> None:
     path = tmp_path / "plain.npy"
     np.save(path, series(T=40)[:, 0])
     with pytest.raises(ConfigError, match=match):
-        SeriesReader(str(path), interval_minutes=30, generate_timestamps=spec).read(6, SPLITS)
+        series_reader(str(path), interval_minutes=30, generate_timestamps=spec).read(6, SPLITS)
 
 
 def test_generated_stamps_from_the_config(tmp_path) -> None:

@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from vlm4st.data import DataFileError, DataFormatError, DataValueError, UniSTJsonReader
+from tests.data.readers import unist_reader
+from vlm4st.data import DataFileError, DataFormatError, DataValueError
 from vlm4st.data import unist_json as unist_module
 from vlm4st.data.jsonscan import JsonIndex
 from vlm4st.data.timestamps import decode_datetime, decode_halfhour_index
@@ -31,7 +32,7 @@ def test_reads_every_encoding_with_and_without_period(tmp_path, fmt, period) -> 
     parts = stored_windows()
     path = tmp_path / "City_short.json"
     write_unist_json(path, parts, fmt=fmt, period=period)
-    data = UniSTJsonReader(str(path), fmt, interval_minutes=30).read(T_WIN, SPLITS)
+    data = unist_reader(str(path), fmt, interval_minutes=30).read(T_WIN, SPLITS)
     for split in SPLITS:
         x, ts = windows_of(data, split)
         np.testing.assert_array_equal(x, parts[split]["x"])
@@ -44,7 +45,7 @@ def test_load_period_returns_the_period_arrays(tmp_path) -> None:
     parts = stored_windows()
     path = tmp_path / "City_short.json"
     write_unist_json(path, parts, period=True, indent=1)  # pretty-printed JSON parses the same
-    data = UniSTJsonReader(str(path), "pairs", interval_minutes=30, load_period=True).read(T_WIN, ["train"])
+    data = unist_reader(str(path), "pairs", interval_minutes=30, load_period=True).read(T_WIN, ["train"])
     period = data.extras["period_train"]
     assert period.shape == (N_SPLIT["train"], 3, T_WIN, 3, 4)
     np.testing.assert_array_equal(period[:, 1], parts["train"]["x"] * 0.5)
@@ -65,10 +66,10 @@ def test_datetime_windows_are_checked_at_the_step_length(tmp_path) -> None:
     stamps = [["2013-06-01 22:00:00", "2013-06-01 23:00:00", "2013-06-02 00:00:00"]]  # Sat 22h .. Sun 0h
     doc = {f"X_{s}": np.ones((1, 3, 2, 2)).tolist() for s in SPLITS} | {"timestamps": {s: stamps for s in SPLITS}}
     path.write_text(json.dumps(doc))
-    data = UniSTJsonReader(str(path), "datetime", interval_minutes=60).read(3, ["test"])
+    data = unist_reader(str(path), "datetime", interval_minutes=60).read(3, ["test"])
     assert data.stamps.tolist() == [[5, 22], [5, 23], [6, 0]]
     with pytest.raises(DataValueError, match=r"timestamps\.test: window 0, step 1 .*expected \[5, 45\], found \[5, 46"):
-        UniSTJsonReader(str(path), "datetime", interval_minutes=30).read(3, ["test"])  # hourly stamps at 30 min
+        unist_reader(str(path), "datetime", interval_minutes=30).read(3, ["test"])  # hourly stamps at 30 min
 
 
 def test_halfhour_index_zero_is_a_wednesday(tmp_path) -> None:
@@ -77,7 +78,7 @@ def test_halfhour_index_zero_is_a_wednesday(tmp_path) -> None:
     doc = {f"X_{s}": np.ones((1, 3, 2, 2)).tolist() for s in SPLITS}
     doc["timestamps"] = {s: [[335, 336, 337]] for s in SPLITS}  # Tuesday 23:30 .. Wednesday 00:30
     path.write_text(json.dumps(doc))
-    data = UniSTJsonReader(str(path), "halfhour_index", interval_minutes=30).read(3, ["val"])
+    data = unist_reader(str(path), "halfhour_index", interval_minutes=30).read(3, ["val"])
     assert data.stamps.tolist() == [[1, 47], [2, 0], [2, 1]]
 
 
@@ -86,7 +87,7 @@ def test_cache_second_load_does_not_parse_and_changed_file_invalidates(tmp_path,
     path = tmp_path / "City_short.json"
     write_unist_json(path, parts)
     cache = tmp_path / "cache"
-    first = UniSTJsonReader(str(path), "pairs", interval_minutes=30, cache_dir=str(cache)).read(T_WIN, SPLITS)
+    first = unist_reader(str(path), "pairs", interval_minutes=30, cache_dir=str(cache)).read(T_WIN, SPLITS)
     entries = sorted(p.name for p in cache.iterdir())
     assert len(entries) == 3 and all(e.endswith(".npz") for e in entries)  # one per split, no temp files
 
@@ -94,16 +95,16 @@ def test_cache_second_load_does_not_parse_and_changed_file_invalidates(tmp_path,
         raise AssertionError("JSON parsed although the cache holds every split")
 
     monkeypatch.setattr(unist_module, "JsonIndex", no_parse)
-    second = UniSTJsonReader(str(path), "pairs", interval_minutes=30, cache_dir=str(cache)).read(T_WIN, SPLITS)
+    second = unist_reader(str(path), "pairs", interval_minutes=30, cache_dir=str(cache)).read(T_WIN, SPLITS)
     np.testing.assert_array_equal(first.frames, second.frames)
     np.testing.assert_array_equal(first.stamps, second.stamps)
 
     parts["test"]["x"] = parts["test"]["x"] + 1000  # same size class, different content
     write_unist_json(path, parts)
     with pytest.raises(AssertionError, match="JSON parsed"):
-        UniSTJsonReader(str(path), "pairs", interval_minutes=30, cache_dir=str(cache)).read(T_WIN, ["test"])
+        unist_reader(str(path), "pairs", interval_minutes=30, cache_dir=str(cache)).read(T_WIN, ["test"])
     monkeypatch.setattr(unist_module, "JsonIndex", JsonIndex)
-    third = UniSTJsonReader(str(path), "pairs", interval_minutes=30, cache_dir=str(cache)).read(T_WIN, ["test"])
+    third = unist_reader(str(path), "pairs", interval_minutes=30, cache_dir=str(cache)).read(T_WIN, ["test"])
     x, _ = windows_of(third, "test")
     np.testing.assert_array_equal(x, parts["test"]["x"])
 
@@ -113,8 +114,8 @@ def test_cache_key_includes_reader_options(tmp_path) -> None:
     path = tmp_path / "City_short.json"
     write_unist_json(path, parts)
     cache = tmp_path / "cache"
-    UniSTJsonReader(str(path), "pairs", interval_minutes=30, cache_dir=str(cache)).read(T_WIN, ["train"])
-    with_period = UniSTJsonReader(str(path), "pairs", interval_minutes=30, cache_dir=str(cache), load_period=True)
+    unist_reader(str(path), "pairs", interval_minutes=30, cache_dir=str(cache)).read(T_WIN, ["train"])
+    with_period = unist_reader(str(path), "pairs", interval_minutes=30, cache_dir=str(cache), load_period=True)
     with_period.read(T_WIN, ["train"])
     assert len(list(cache.iterdir())) == 2
 
@@ -122,10 +123,10 @@ def test_cache_key_includes_reader_options(tmp_path) -> None:
 def test_cache_beside_file_and_corrupt_entry_is_rebuilt(tmp_path) -> None:
     path = tmp_path / "City_short.json"
     write_unist_json(path, stored_windows())
-    UniSTJsonReader(str(path), "pairs", interval_minutes=30, cache_beside_file=True).read(T_WIN, ["val"])
+    unist_reader(str(path), "pairs", interval_minutes=30, cache_beside_file=True).read(T_WIN, ["val"])
     (entry,) = (tmp_path / ".vlm4st_cache").iterdir()
     entry.write_bytes(b"not a zip file")
-    data = UniSTJsonReader(str(path), "pairs", interval_minutes=30, cache_beside_file=True).read(T_WIN, ["val"])
+    data = unist_reader(str(path), "pairs", interval_minutes=30, cache_beside_file=True).read(T_WIN, ["val"])
     assert len(data.windows["val"]) == N_SPLIT["val"]
     assert entry.stat().st_size > 100
 
@@ -141,7 +142,7 @@ def test_only_requested_splits_are_parsed(tmp_path, monkeypatch) -> None:
         return original(self, k, rank, what, *args, **kwargs)
 
     monkeypatch.setattr(JsonIndex, "numbers", spy)
-    data = UniSTJsonReader(str(path), "pairs", interval_minutes=30).read(T_WIN, ["test"])
+    data = unist_reader(str(path), "pairs", interval_minutes=30).read(T_WIN, ["test"])
     assert set(data.windows) == {"test"}
     assert parsed == ["X_test[0]", "timestamps.test"]  # never X_train / X_val, never the period array
 
@@ -194,7 +195,7 @@ def test_bad_input_raises_with_the_file_name(tmp_path, kind, error, match) -> No
     path = tmp_path / f"Bad_{kind}_short.json"
     path.write_text(_bad_doc(kind))
     with pytest.raises(error, match=match) as info:
-        data = UniSTJsonReader(str(path), "pairs", interval_minutes=30).read(4, SPLITS)
+        data = unist_reader(str(path), "pairs", interval_minutes=30).read(4, SPLITS)
         validate(data, (1, 1), data.grid)
     assert str(path) in str(info.value)
 
@@ -203,14 +204,14 @@ def test_windows_longer_than_stored_raise(tmp_path) -> None:
     path = tmp_path / "City_short.json"
     write_unist_json(path, stored_windows())
     with pytest.raises(DataValueError, match="longer than the stored 12 steps") as info:
-        UniSTJsonReader(str(path), "pairs", interval_minutes=30).read(T_WIN + 1, SPLITS)
+        unist_reader(str(path), "pairs", interval_minutes=30).read(T_WIN + 1, SPLITS)
     assert str(path) in str(info.value)
 
 
 def test_missing_file_names_path_and_config_key(tmp_path) -> None:
     with pytest.raises(DataFileError, match=r"dataset\.sources\.city\.path") as info:
         key = "dataset.sources.city.path"
-        UniSTJsonReader("Nope_short.json", "pairs", interval_minutes=30, data_dir=str(tmp_path), config_key=key)
+        unist_reader("Nope_short.json", "pairs", interval_minutes=30, data_dir=str(tmp_path), config_key=key)
     assert str(tmp_path / "Nope_short.json") in str(info.value)
 
 
@@ -218,14 +219,14 @@ def test_unknown_timestamp_format_names_the_key(tmp_path) -> None:
     path = tmp_path / "City_short.json"
     write_unist_json(path, stored_windows())
     with pytest.raises(DataFormatError, match=r"dataset\.sources\.city\.timestamp_format='TaxiBJ'"):
-        UniSTJsonReader(str(path), "TaxiBJ", interval_minutes=30, config_key="dataset.sources.city.path")
+        unist_reader(str(path), "TaxiBJ", interval_minutes=30, config_key="dataset.sources.city.path")
 
 
 def test_empty_file_raises(tmp_path) -> None:
     path = tmp_path / "Empty_short.json"
     path.write_bytes(b"")
     with pytest.raises(DataFormatError, match="empty file"):
-        UniSTJsonReader(str(path), "pairs", interval_minutes=30).read(4, SPLITS)
+        unist_reader(str(path), "pairs", interval_minutes=30).read(4, SPLITS)
 
 
 def test_cache_files_are_written_atomically(tmp_path, monkeypatch) -> None:
@@ -244,9 +245,9 @@ def test_cache_files_are_written_atomically(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(np, "savez", crash_mid_write)
     with pytest.raises(OSError, match="disk full"):
-        UniSTJsonReader(str(path), "pairs", interval_minutes=30, cache_dir=str(cache)).read(T_WIN, ["train"])
+        unist_reader(str(path), "pairs", interval_minutes=30, cache_dir=str(cache)).read(T_WIN, ["train"])
     assert written, "the crash must come after bytes were written"
     assert os.listdir(cache) == []
     monkeypatch.setattr(np, "savez", real_savez)
-    again = UniSTJsonReader(str(path), "pairs", interval_minutes=30, cache_dir=str(cache)).read(T_WIN, ["train"])
+    again = unist_reader(str(path), "pairs", interval_minutes=30, cache_dir=str(cache)).read(T_WIN, ["train"])
     assert os.listdir(cache) and len(again.windows["train"]) > 0  # written whole this time

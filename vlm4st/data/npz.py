@@ -58,13 +58,15 @@ def declared_interval(z: NpzFile | None, configured: int | None, source: str, ke
 class WindowNpzReader(FileReader):
     """Stored windows: ``X_<split>`` (N, T, H, W), ``ts_<split>`` (N, T, 2), optional ``chan_<split>`` (N,).
 
-    Only the requested splits' arrays are loaded (``np.load`` of an ``.npz`` is lazy per key).
+    Only the requested splits' arrays are loaded (``np.load`` of an ``.npz`` is lazy per key). The config keys'
+    defaults are in ``conf/dataset/_base/reader/windows.yaml``; the builder passes ``name`` and ``config_key``.
     """
 
     def __init__(
         self,
         path: str,
-        interval_minutes: int | None = None,
+        *,
+        interval_minutes: int | None,
         data_dir: str | None = None,
         name: str = "windows",
         config_key: str = "path",
@@ -105,19 +107,20 @@ class SeriesReader(FileReader):
     Timestamps are the (T, 2) ``[weekday, slot]`` array under ``timestamps_key``; a file without it is refused
     unless ``generate_timestamps`` = ``{start_weekday, start_slot}`` asks for consecutive stamps from that start
     (the only way for ``.npy`` files, which hold one array). A file that holds stamps never gets generated ones.
-    Split: chronological on the window index, ratios ``train_ratio``/``val_ratio``/rest (6:2:2 by default, as
-    UniFlow and the shared NYC files).
+    Split: chronological on the window index, ratios ``train_ratio``/``val_ratio``/rest. The config keys' defaults
+    are in ``conf/dataset/_base/reader/series.yaml``; the builder passes ``name`` and ``config_key``.
     """
 
     def __init__(
         self,
         path: str,
-        key: str = "data",
-        timestamps_key: str = "timestamps",
-        generate_timestamps: Mapping[str, int] | None = None,
-        interval_minutes: int | None = None,
-        train_ratio: float = 0.6,
-        val_ratio: float = 0.2,
+        *,
+        key: str,
+        timestamps_key: str,
+        generate_timestamps: Mapping[str, int] | None,
+        interval_minutes: int | None,
+        train_ratio: float,
+        val_ratio: float,
         data_dir: str | None = None,
         name: str = "series",
         config_key: str = "path",

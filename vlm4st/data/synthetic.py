@@ -55,10 +55,11 @@ def generate_city(
     width: int,
     days: int,
     seed: int,
-    steps_per_day: int = 48,
-    start_weekday: int = 0,
-    events_per_week: float = 5.0,
-    peak_rate: float = 60.0,
+    *,
+    steps_per_day: int,
+    start_weekday: int,
+    events_per_week: float,
+    peak_rate: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One city: counts (T, H, W) float32 and timestamps (T, 2) int64, T = days * steps_per_day."""
     rng = np.random.default_rng(seed)
@@ -96,20 +97,24 @@ def generate_city(
 
 
 class SyntheticCityReader(Reader):
-    """A generated city served like a raw series file (chronological 6:2:2 window split by default)."""
+    """A generated city served like a raw series file, split chronologically into train/val/test windows.
+
+    Every argument but the two the dataset builder passes (``name``, ``config_key``) comes from the config: the
+    defaults are in ``conf/dataset/_base/reader/synthetic_city.yaml``."""
 
     def __init__(
         self,
+        *,
         height: int,
         width: int,
-        days: int = 28,
-        seed: int = 0,
-        interval_minutes: int = 30,
-        start_weekday: int = 0,
-        events_per_week: float = 5.0,
-        peak_rate: float = 60.0,
-        train_ratio: float = 0.6,
-        val_ratio: float = 0.2,
+        seed: int,
+        days: int,
+        interval_minutes: int,
+        start_weekday: int,
+        events_per_week: float,
+        peak_rate: float,
+        train_ratio: float,
+        val_ratio: float,
         name: str = "synthetic",
         config_key: str = "",
     ) -> None:

@@ -46,16 +46,20 @@ class UniSTJsonReader(FileReader):
         load_period: also parse the period arrays (kept in ``GridData.extras['period_<split>']``).
         cache_dir: folder of the binary cache; None disables it unless ``cache_beside_file``.
         cache_beside_file: with no ``cache_dir``, cache in ``.vlm4st_cache/`` next to the file.
+
+    The config keys' defaults are in ``conf/dataset/_base/reader/unist.yaml``; the builder passes ``name`` and
+    ``config_key``.
     """
 
     def __init__(
         self,
         path: str,
         timestamp_format: str,
+        *,
         interval_minutes: int,
-        load_period: bool = False,
-        cache_dir: str | None = None,
-        cache_beside_file: bool = False,
+        load_period: bool,
+        cache_dir: str | None,
+        cache_beside_file: bool,
         data_dir: str | None = None,
         name: str = "unist",
         config_key: str = "path",
